@@ -1,0 +1,613 @@
+"""Capacity over time: per-node availability profiles and the queries admission needs.
+
+Each node has an `AvailabilityProfile`, the exact step function of its free CPUs, memory and
+disk over time. Asking 1,000 profiles one by one costs milliseconds in Python, so the model
+also keeps a `BucketIndex` (capacity_index.py): per node and fixed-width time bucket, the least
+free amount of each resource. For a window, the buckets it fully covers give an upper bound on
+how many instances fit on each node and the buckets it touches give a lower bound; where the
+two agree (most nodes) the answer is exact without touching a profile, and only the nodes in
+between are asked exactly.
+
+The earliest start is `start` or the end of some allocation (room only grows when one ends).
+The sweep skips, with cluster-wide totals and then per-node bounds, every bucket in which no
+start could leave enough room, and walks the ends inside the remaining buckets exactly but
+incrementally: moving the window from one end to the next re-asks only the nodes that have a
+change point in the stretch the window left or entered.
+
+Holds and bookings are both `Allocation`s held under a key (the reservation id). The model
+refuses any allocation that would put a node over capacity at any instant (CapacityExceeded).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sortedcontainers import SortedList
+
+from pex.domain.capacity_index import BucketIndex
+from pex.domain.clock import DAY, MINUTE, Millis
+from pex.domain.errors import CapacityExceeded, NotFound
+from pex.domain.sizes import Resources
+
+NEVER: Millis = -(2**62)  # the start of every profile: "since forever"
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """`count` instances on `node` over [start, end)."""
+
+    node: str
+    start: Millis
+    end: Millis
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The capacity one reservation holds: instances of one size, spread over nodes."""
+
+    size: Resources
+    shares: tuple[Share, ...]
+
+    @property
+    def count(self) -> int:
+        """Instances held at the busiest instant (equal shares intervals: their sum)."""
+        return sum(s.count for s in self.shares if s.start == self.shares[0].start)
+
+    def per_node(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for share in self.shares:
+            counts[share.node] = max(counts[share.node], share.count)
+        return dict(counts)
+
+    def to_list(self) -> list[Any]:
+        """A msgpack-friendly form for stored events."""
+        return [
+            list(self.size.as_tuple()),
+            [[s.node, s.start, s.end, s.count] for s in self.shares],
+        ]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> Allocation:
+        size, shares = data
+        return cls(Resources(*size), tuple(Share(*s) for s in shares))
+
+    @classmethod
+    def uniform(
+        cls, size: Resources, placement: Iterable[tuple[str, int]], start: Millis, end: Millis
+    ) -> Allocation:
+        return cls(size, tuple(Share(node, start, end, n) for node, n in placement if n > 0))
+
+    def envelope(self, other: Allocation) -> Allocation:
+        """Per node and instant, the larger of the two: what must stay held while a
+        reservation's old terms remain in force and new ones are on offer."""
+        if other.size != self.size:
+            raise ValueError("an envelope needs allocations of one size")
+        by_node: dict[str, list[tuple[Share, int]]] = defaultdict(list)
+        for which, alloc in enumerate((self, other)):
+            for share in alloc.shares:
+                by_node[share.node].append((share, which))
+        shares: list[Share] = []
+        for node in sorted(by_node):
+            items = by_node[node]
+            points = sorted({p for s, _ in items for p in (s.start, s.end)})
+            previous: Share | None = None
+            for lo, hi in zip(points, points[1:]):
+                sums = [0, 0]
+                for s, which in items:
+                    if s.start <= lo and hi <= s.end:
+                        sums[which] += s.count
+                count = max(sums)
+                if count == 0:
+                    previous = None
+                    continue
+                if previous is not None and previous.end == lo and previous.count == count:
+                    previous = Share(node, previous.start, hi, count)
+                    shares[-1] = previous
+                else:
+                    previous = Share(node, lo, hi, count)
+                    shares.append(previous)
+        return Allocation(self.size, tuple(shares))
+
+
+class AvailabilityProfile:
+    """Free resources of one node as a step function: level i holds on [times[i], times[i+1])."""
+
+    __slots__ = ("capacity", "times", "cpus", "memory", "disk")
+
+    def __init__(self, capacity: Resources) -> None:
+        self.capacity = capacity
+        self.times: list[Millis] = [NEVER]
+        self.cpus: list[int] = [capacity.cpus]
+        self.memory: list[int] = [capacity.memory_mb]
+        self.disk: list[int] = [capacity.disk_gb]
+
+    def _split(self, t: Millis) -> int:
+        i = bisect_right(self.times, t) - 1
+        if self.times[i] == t:
+            return i
+        i += 1
+        self.times.insert(i, t)
+        self.cpus.insert(i, self.cpus[i - 1])
+        self.memory.insert(i, self.memory[i - 1])
+        self.disk.insert(i, self.disk[i - 1])
+        return i
+
+    def _merge_at(self, i: int) -> None:
+        # Keep the profile minimal: drop a breakpoint whose level equals the one before it.
+        if 0 < i < len(self.times) and (
+            self.cpus[i] == self.cpus[i - 1]
+            and self.memory[i] == self.memory[i - 1]
+            and self.disk[i] == self.disk[i - 1]
+        ):
+            del self.times[i], self.cpus[i], self.memory[i], self.disk[i]
+
+    def add(self, start: Millis, end: Millis, delta: Resources) -> None:
+        """Add `delta` to the free amounts over [start, end) (negative to take capacity)."""
+        i = self._split(start)
+        j = self._split(end)
+        dc, dm, dd = delta.cpus, delta.memory_mb, delta.disk_gb
+        cpus, memory, disk = self.cpus, self.memory, self.disk
+        for k in range(i, j):
+            cpus[k] += dc
+            memory[k] += dm
+            disk[k] += dd
+        self._merge_at(j)
+        self._merge_at(i)
+
+    def min_free(self, start: Millis, end: Millis) -> tuple[int, int, int]:
+        """The least free amount of each resource at any instant of [start, end)."""
+        i = bisect_right(self.times, start) - 1
+        j = bisect_left(self.times, end, i + 1)
+        return min(self.cpus[i:j]), min(self.memory[i:j]), min(self.disk[i:j])
+
+    def fit(self, size: Resources, start: Millis, end: Millis) -> int:
+        c, m, d = self.min_free(start, end)
+        return max(0, min(c // size.cpus, m // size.memory_mb, d // size.disk_gb))
+
+    def free_at(self, t: Millis) -> Resources:
+        i = bisect_right(self.times, t) - 1
+        return Resources(self.cpus[i], self.memory[i], self.disk[i])
+
+    def steps(self, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
+        """The free levels that hold within [start, end), each with the time it begins."""
+        i = bisect_right(self.times, start) - 1
+        j = bisect_left(self.times, end, i + 1)
+        return [
+            (max(self.times[k], start), Resources(self.cpus[k], self.memory[k], self.disk[k]))
+            for k in range(i, j)
+        ]
+
+    def is_within_capacity(self) -> bool:
+        return min(self.cpus) >= 0 and min(self.memory) >= 0 and min(self.disk) >= 0
+
+    def levels(self) -> np.ndarray:
+        return np.array([self.cpus, self.memory, self.disk], dtype=np.int64)
+
+
+# A placement policy orders the candidate nodes for a window: `candidates` are node indices
+# (ascending), `room` how many instances of the size fit on each at most. Earlier is filled first.
+PlacementPolicy = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def most_loaded_first(candidates: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """The paper's bin packing: fill the nodes with the least room left first."""
+    return candidates[np.argsort(room, kind="stable")]
+
+
+def least_loaded_first(candidates: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """Spread: fill the emptiest nodes first."""
+    return candidates[np.argsort(-room, kind="stable")]
+
+
+def in_node_order(candidates: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """First fit in the order nodes were added."""
+    return candidates
+
+
+PLACEMENT_POLICIES: dict[str, PlacementPolicy] = {
+    "most-loaded-first": most_loaded_first,
+    "least-loaded-first": least_loaded_first,
+    "first-fit": in_node_order,
+}
+
+
+class CapacityModel:
+    """The cluster's capacity over time: nodes, their profiles, and what each key holds."""
+
+    def __init__(self, *, origin: Millis, bucket: Millis = 15 * MINUTE, horizon: Millis = 32 * DAY) -> None:
+        self._index = BucketIndex(origin, bucket, -(-horizon // bucket))
+        self._names: list[str] = []
+        self._number: dict[str, int] = {}
+        self._profiles: list[AvailabilityProfile] = []
+        self._eligible = np.zeros(0, dtype=bool)
+        self._held: dict[Hashable, Allocation] = {}
+        self._ends: SortedList = SortedList()  # end of every held share: candidate starts
+        self._changes: SortedList = SortedList()  # (instant, node) of every share start and end
+
+    @property
+    def origin(self) -> Millis:
+        return self._index.origin
+
+    @property
+    def bucket(self) -> Millis:
+        return self._index.width
+
+    # ----------------------------------------------------------------- nodes
+
+    def add_node(self, name: str, capacity: Resources, *, eligible: bool = True) -> None:
+        if name in self._number:
+            raise ValueError(f"node {name!r} is already in the model")
+        self._number[name] = len(self._names)
+        self._names.append(name)
+        self._profiles.append(AvailabilityProfile(capacity))
+        self._eligible = np.append(self._eligible, eligible)
+        self._index.add_node(capacity.as_tuple(), eligible)
+
+    def set_eligible(self, name: str, eligible: bool) -> None:
+        """Whether new allocations may use the node (not while it is down or drained)."""
+        n = self._node(name)
+        self._eligible[n] = eligible
+        self._index.set_counted(n, eligible)
+
+    def nodes(self) -> list[str]:
+        return list(self._names)
+
+    def capacity_of(self, name: str) -> Resources:
+        return self._profiles[self._node(name)].capacity
+
+    def _node(self, name: str) -> int:
+        try:
+            return self._number[name]
+        except KeyError:
+            raise NotFound(f"no node named {name!r}") from None
+
+    # ----------------------------------------------------------------- holding
+
+    def held(self, key: Hashable) -> Allocation | None:
+        return self._held.get(key)
+
+    def holders(self) -> Mapping[Hashable, Allocation]:
+        return self._held
+
+    def hold(self, key: Hashable, allocation: Allocation) -> None:
+        """Make `allocation` what `key` holds, replacing what it held before.
+
+        Raises CapacityExceeded, changing nothing, if any node would go over capacity.
+        """
+        previous = self._held.pop(key, None)
+        if previous is not None:
+            self._apply(previous, +1)
+        try:
+            self._apply(allocation, -1, check=True)
+        except CapacityExceeded:
+            if previous is not None:
+                self._apply(previous, -1)
+                self._held[key] = previous
+            raise
+        self._held[key] = allocation
+
+    def release(self, key: Hashable) -> None:
+        previous = self._held.pop(key, None)
+        if previous is not None:
+            self._apply(previous, +1)
+
+    @contextmanager
+    def without(self, key: Hashable) -> Iterator[None]:
+        """Ask questions as if `key` held nothing (a renegotiation competes only with others)."""
+        previous = self._held.pop(key, None)
+        if previous is not None:
+            self._apply(previous, +1)
+        try:
+            yield
+        finally:
+            if previous is not None:
+                self._apply(previous, -1)
+                self._held[key] = previous
+
+    def _apply(self, allocation: Allocation, sign: int, *, check: bool = False) -> None:
+        """Take (sign -1) or give back (sign +1) an allocation's shares."""
+        done: list[Share] = []
+        for share in allocation.shares:
+            if check:
+                profile = self._profiles[self._node(share.node)]
+                need = allocation.size * share.count
+                if not need.fits_in(Resources(*profile.min_free(share.start, share.end))):
+                    for undo in done:
+                        self._change(allocation.size, undo, -sign)
+                    raise CapacityExceeded(
+                        f"node {share.node} cannot take {share.count} more instances over "
+                        f"[{share.start}, {share.end})"
+                    )
+            self._change(allocation.size, share, sign)
+            done.append(share)
+
+    def _change(self, size: Resources, share: Share, sign: int) -> None:
+        n = self._node(share.node)
+        delta = size * (sign * share.count)
+        profile = self._profiles[n]
+        profile.add(share.start, share.end, delta)
+        self._reindex(n, share.start, share.end, delta)
+        marks = ((share.start, n), (share.end, n))
+        if sign < 0:
+            self._ends.add(share.end)
+            self._changes.update(marks)
+        else:
+            self._ends.remove(share.end)
+            for mark in marks:
+                self._changes.remove(mark)
+
+    def _reindex(self, n: int, start: Millis, end: Millis, delta: Resources) -> None:
+        index = self._index
+        if end <= index.origin:
+            return
+        index.grow_to(end)
+        j0 = max(0, index.bucket_of(start))
+        j1 = index.bucket_of(end - 1)
+        profile = self._profiles[n]
+        edges = {j: profile.min_free(index.start_of(j), index.start_of(j + 1)) for j in {j0, j1}}
+        index.update(n, j0, j1, delta.as_tuple(), edges)
+
+    # ----------------------------------------------------------------- bulk load
+
+    def load(self, held: Mapping[Hashable, Allocation]) -> None:
+        """Replace everything held with `held`, building profiles and index in bulk (rebuild)."""
+        deltas: dict[int, list[tuple[Millis, int, int, int]]] = defaultdict(list)
+        ends: list[Millis] = []
+        changes: list[tuple[Millis, int]] = []
+        for allocation in held.values():
+            c, m, d = allocation.size.as_tuple()
+            for share in allocation.shares:
+                k, n = share.count, self._node(share.node)
+                deltas[n].append((share.start, -c * k, -m * k, -d * k))
+                deltas[n].append((share.end, c * k, m * k, d * k))
+                ends.append(share.end)
+                changes.append((share.start, n))
+                changes.append((share.end, n))
+        self._index.grow_to(max(ends, default=self.origin))
+        self._held = dict(held)
+        self._ends = SortedList(ends)
+        self._changes = SortedList(changes)
+        for n, profile in enumerate(self._profiles):
+            fresh = _profile_from_changes(profile.capacity, sorted(deltas.get(n, ())))
+            if not fresh.is_within_capacity():
+                raise CapacityExceeded(f"the stored allocations put node {self._names[n]} over capacity")
+            self._profiles[n] = fresh
+            self._index.load_node(n, self._bucket_minima(fresh))
+        self._index.finish_load()
+
+    def _bucket_minima(self, profile: AvailabilityProfile) -> np.ndarray:
+        index = self._index
+        times = np.asarray(profile.times, dtype=np.int64)
+        levels = profile.levels()
+        bounds = index.origin + index.width * np.arange(index.buckets + 1, dtype=np.int64)
+        first = np.searchsorted(times, bounds[:-1], side="right") - 1
+        last = np.searchsorted(times, bounds[1:] - 1, side="right") - 1
+        # reduceat covers segments first[j]..first[j+1]-1; the segment at the bucket's last
+        # instant may be first[j+1] itself, so fold it in as well.
+        return np.minimum(np.minimum.reduceat(levels, first, axis=1), levels[:, last])
+
+    # ----------------------------------------------------------------- bounds
+
+    def _fits(self, minima: np.ndarray, size: Resources) -> np.ndarray:
+        """Instances of `size` that fit in each node's free amounts (3 x nodes), 0 if ineligible."""
+        fits = (minima // np.array(size.as_tuple(), dtype=np.int64)[:, None]).min(axis=0)
+        np.maximum(fits, 0, out=fits)
+        fits[~self._eligible] = 0
+        return fits
+
+    def _bounds(self, size: Resources, start: Millis, end: Millis) -> tuple[np.ndarray, np.ndarray]:
+        """Per node, a lower and an upper bound of how many instances fit over [start, end)."""
+        index = self._index
+        if start < index.origin:
+            exact = self._exact_fits(size, start, end)
+            return exact, exact
+        j0, j1 = index.bucket_of(start), index.bucket_of(end - 1)
+        lower = self._fits(index.range_min(j0, j1), size)
+        lo = j0 if start == index.start_of(j0) else j0 + 1
+        hi = j1 if end == index.start_of(j1 + 1) or j1 >= index.buckets else j1 - 1
+        if (lo, hi) == (j0, j1):
+            return lower, lower
+        upper = self._fits(index.range_min(lo, hi) if lo <= hi else index.capacity, size)
+        return lower, upper
+
+    def _exact_fits(self, size: Resources, start: Millis, end: Millis) -> np.ndarray:
+        fits = np.zeros(len(self._names), dtype=np.int64)
+        for n in np.flatnonzero(self._eligible).tolist():
+            fits[n] = self._profiles[n].fit(size, start, end)
+        return fits
+
+    def _fits_exactly(self, size: Resources, start: Millis, end: Millis) -> np.ndarray:
+        lower, upper = self._bounds(size, start, end)
+        for n in np.flatnonzero(lower < upper).tolist():
+            lower[n] = self._profiles[n].fit(size, start, end)
+        return lower
+
+    # ----------------------------------------------------------------- queries
+
+    def ceiling(self, size: Resources) -> int:
+        """The most instances of `size` the eligible nodes could ever hold at once."""
+        return int(self._fits(self._index.capacity, size).sum())
+
+    def fit_on(self, node: str, size: Resources, start: Millis, end: Millis) -> int:
+        return self._profiles[self._node(node)].fit(size, start, end)
+
+    def count_fitting(self, size: Resources, start: Millis, end: Millis) -> int:
+        """How many instances of `size` fit over [start, end), spread over eligible nodes."""
+        return int(self._fits_exactly(size, start, end).sum())
+
+    def has_room(self, size: Resources, start: Millis, end: Millis, count: int) -> bool:
+        """Whether `count` instances of `size` fit over [start, end); stops asking nodes as
+        soon as the answer is known."""
+        lower, upper = self._bounds(size, start, end)
+        low, high = int(lower.sum()), int(upper.sum())
+        if low >= count or high < count:
+            return low >= count
+        profiles = self._profiles
+        for n in np.flatnonzero(lower < upper).tolist():
+            exact = profiles[n].fit(size, start, end)
+            low += exact - int(lower[n])
+            high -= int(upper[n]) - exact
+            if low >= count or high < count:
+                break
+        return low >= count
+
+    def place(
+        self,
+        size: Resources,
+        count: int,
+        start: Millis,
+        end: Millis,
+        policy: PlacementPolicy = most_loaded_first,
+    ) -> list[tuple[str, int]] | None:
+        """Nodes and counts for `count` instances over [start, end), in the policy's order;
+        None if they do not fit."""
+        lower, upper = self._bounds(size, start, end)
+        if int(upper.sum()) < count:
+            return None
+        candidates = np.flatnonzero(upper > 0)
+        order = policy(candidates, upper[candidates]).tolist()
+        placement: list[tuple[str, int]] = []
+        remaining = count
+        for n in order:
+            room = int(upper[n]) if lower[n] == upper[n] else self._profiles[n].fit(size, start, end)
+            if room <= 0:
+                continue
+            take = min(room, remaining)
+            placement.append((self._names[n], take))
+            remaining -= take
+            if remaining == 0:
+                return placement
+        return None
+
+    def earliest_start(
+        self,
+        size: Resources,
+        count: int,
+        start: Millis,
+        duration: Millis,
+        *,
+        latest: Millis | None = None,
+    ) -> Millis | None:
+        """The first instant >= start at which `count` instances fit for `duration`, or None
+        if there is none (more than the eligible nodes hold, or none by `latest`)."""
+        if count > self.ceiling(size):
+            return None
+        if self.has_room(size, start, start + duration, count):
+            return start
+        if not self._ends or self._ends[-1] <= start:
+            return None  # nothing ends later, so nothing frees up
+        if start < self.origin:
+            raise ValueError("the earliest start sweep begins at or after the model's origin")
+        index = self._index
+        first = index.bucket_of(start)
+        last = index.bucket_of(self._ends[-1])
+        if latest is not None:
+            last = min(last, index.bucket_of(latest))
+        for lo, hi in self._hopeful_runs(size, count, duration, first, last):
+            t = self._sweep(size, count, duration, max(start + 1, index.start_of(lo)), index.start_of(hi + 1))
+            if t is not None:
+                return t if latest is None or t <= latest else None
+        return None
+
+    def _hopeful_runs(
+        self, size: Resources, count: int, duration: Millis, first: int, last: int
+    ) -> Iterator[tuple[int, int]]:
+        """Runs of start buckets in [first, last] where some start might leave room for `count`."""
+        index = self._index
+        width = duration // index.width - 1  # buckets surely inside any window starting in a bucket
+        if width < 1:
+            yield first, last
+            return
+        vector = np.array(size.as_tuple(), dtype=np.int64)
+        totals = index.totals_sliding_min(first, last, width)
+        cluster_bound = (totals // vector).min(axis=1)
+        run: list[int] = []
+        for j in (first + np.flatnonzero(cluster_bound >= count)).tolist():
+            if int(self._fits(index.range_min(j + 1, j + width), size).sum()) < count:
+                continue
+            if run and j == run[1] + 1:
+                run[1] = j
+                continue
+            if run:
+                yield run[0], run[1]
+            run = [j, j]
+        if run:
+            yield run[0], run[1]
+
+    def _sweep(self, size: Resources, count: int, duration: Millis, lo: Millis, hi: Millis) -> Millis | None:
+        """The first allocation end t in [lo, hi) with room for `count` over [t, t+duration).
+
+        Only the first window is asked of every node; each later one re-asks just the nodes
+        with a change point in the stretch the window left or entered since the last one.
+        """
+        candidates = self._ends.irange(lo, hi, inclusive=(True, False))
+        t = next(candidates, None)
+        if t is None:
+            return None
+        fits = self._fits_exactly(size, t, t + duration)
+        total = int(fits.sum())
+        if total >= count:
+            return t
+        profiles, eligible = self._profiles, self._eligible
+        for t_next in candidates:
+            if t_next == t:
+                continue
+            # A node's window minimum can change only if one of its change points lies in
+            # (t, t_next] (a segment left the window) or [t + d, t_next + d) (one entered).
+            changes = self._changes
+            stale = {n for _, n in changes.irange((t + 1, -1), (t_next + 1, -1), inclusive=(True, False))}
+            stale.update(
+                n
+                for _, n in changes.irange(
+                    (t + duration, -1), (t_next + duration, -1), inclusive=(True, False)
+                )
+            )
+            t = t_next
+            for n in stale:
+                if eligible[n]:
+                    fit = profiles[n].fit(size, t, t + duration)
+                    total += fit - int(fits[n])
+                    fits[n] = fit
+            if total >= count:
+                return t
+        return None
+
+    # ----------------------------------------------------------------- read side
+
+    def free_at(self, node: str, t: Millis) -> Resources:
+        return self._profiles[self._node(node)].free_at(t)
+
+    def timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
+        return self._profiles[self._node(node)].steps(start, end)
+
+    def within_capacity(self) -> bool:
+        return all(p.is_within_capacity() for p in self._profiles)
+
+
+def _profile_from_changes(
+    capacity: Resources, changes: Sequence[tuple[Millis, int, int, int]]
+) -> AvailabilityProfile:
+    """A profile from time-sorted (instant, cpu, memory, disk) deltas of free capacity."""
+    profile = AvailabilityProfile(capacity)
+    c, m, d = capacity.as_tuple()
+    i = 0
+    while i < len(changes):
+        t = changes[i][0]
+        while i < len(changes) and changes[i][0] == t:
+            c += changes[i][1]
+            m += changes[i][2]
+            d += changes[i][3]
+            i += 1
+        if (c, m, d) != (profile.cpus[-1], profile.memory[-1], profile.disk[-1]):
+            profile.times.append(t)
+            profile.cpus.append(c)
+            profile.memory.append(m)
+            profile.disk.append(d)
+    return profile

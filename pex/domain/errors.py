@@ -1,0 +1,65 @@
+"""Domain errors: what a caller did wrong, in words a client can be shown.
+
+Each error says which HTTP status it deserves through `status`, so that the HTTP layer maps
+errors by attribute rather than by a table that must be kept in step with this module.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    status = 400
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+class InvalidField(DomainError):
+    """A field is missing, of the wrong type, or out of range."""
+
+    code = "INVALID_FIELD"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    status = 409
+    code = "ALREADY_EXISTS"
+
+
+class ProtocolViolation(DomainError):
+    """A message the reservation's current state does not allow (DESIGN §2: 409)."""
+
+    status = 409
+    code = "PROTOCOL_VIOLATION"
+
+
+class OfferExpired(ProtocolViolation):
+    code = "OFFER_EXPIRED"
+
+
+class CapacityExceeded(DomainError):
+    """An allocation would put a node over its capacity at some instant.
+
+    Decisions never produce one; seeing it means a caller bypassed admission.
+    """
+
+    status = 409
+    code = "CAPACITY_EXCEEDED"

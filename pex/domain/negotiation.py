@@ -1,0 +1,270 @@
+"""The alternate-offers negotiation protocol (DESIGN §2) as a pure state machine.
+
+A reservation is in one `Status`; while OpenPEX has an offer open (the first negotiation, or a
+renegotiation of an agreed reservation) the offer is in one `OfferState`. `next_action` says
+what a `Message` does in that state, or raises ProtocolViolation (HTTP 409). Nothing here
+looks at capacity: the action NEGOTIATE means "run admission and answer".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pex.domain.clock import Millis, from_datetime
+from pex.domain.errors import InvalidField, ProtocolViolation
+from pex.domain.sizes import InstanceType
+
+
+class Status(str, Enum):
+    INITIATED = "INITIATED"
+    ACCEPTED = "ACCEPTED"
+    COUNTERED = "COUNTERED"
+    CONFIRMED = "CONFIRMED"
+    ACTIVATED = "ACTIVATED"
+    DEGRADED = "DEGRADED"
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    OFFER_EXPIRED = "OFFER_EXPIRED"
+
+
+# Statuses in which the terms are agreed and the capacity is booked.
+AGREED = frozenset({Status.CONFIRMED, Status.ACTIVATED, Status.DEGRADED})
+# Statuses nothing can leave.
+CLOSED = frozenset({Status.EXPIRED, Status.REJECTED, Status.CANCELLED, Status.OFFER_EXPIRED})
+
+
+class OfferState(str, Enum):
+    """An open offer: OpenPEX accepted the terms (await CONFIRM) or countered them."""
+
+    ACCEPTED = "ACCEPTED"
+    COUNTERED = "COUNTERED"
+
+
+class Reply(str, Enum):
+    """What OpenPEX answers (the paper's `reply`)."""
+
+    ACCEPT = "ACCEPT"
+    REJECT = "REJECT"
+    COUNTER = "COUNTER"
+    CONFIRM_REQUEST = "CONFIRM_REQUEST"
+    REQUEST_SUCCESS = "REQUEST_SUCCESS"
+
+
+class Message(str, Enum):
+    """What arrives at a reservation: the user's protocol replies, lifecycle commands, timers."""
+
+    PROPOSE = "PROPOSE"  # a new proposal (POST)
+    ACCEPT = "ACCEPT"  # accept a counter offer
+    COUNTER = "COUNTER"  # counter a counter, or renegotiate agreed terms
+    CONFIRM = "CONFIRM"
+    REJECT = "REJECT"  # withdraw an open offer
+    ACTIVATE = "ACTIVATE"
+    CANCEL = "CANCEL"  # DELETE of the reservation
+    LAPSE = "LAPSE"  # the offer's hold time has passed (timer)
+    EXPIRE = "EXPIRE"  # the reservation's end has passed (timer)
+
+
+class Action(str, Enum):
+    NEGOTIATE = "NEGOTIATE"  # run admission on (new) terms; answer ACCEPT / COUNTER / REJECT
+    ACCEPT_COUNTER = "ACCEPT_COUNTER"  # answer CONFIRM_REQUEST
+    CONFIRM = "CONFIRM"  # the offer's terms become the agreed terms
+    WITHDRAW = "WITHDRAW"  # the user rejects the open offer
+    LAPSE = "LAPSE"  # the open offer's hold ran out
+    ACTIVATE = "ACTIVATE"
+    CANCEL = "CANCEL"
+    EXPIRE = "EXPIRE"
+
+
+_OPEN_ACCEPTED = {
+    Message.CONFIRM: Action.CONFIRM,
+    Message.REJECT: Action.WITHDRAW,
+    Message.LAPSE: Action.LAPSE,
+}
+_OPEN_COUNTERED = {
+    Message.ACCEPT: Action.ACCEPT_COUNTER,
+    Message.COUNTER: Action.NEGOTIATE,
+    Message.REJECT: Action.WITHDRAW,
+    Message.LAPSE: Action.LAPSE,
+}
+_AGREED = {Message.COUNTER: Action.NEGOTIATE, Message.CANCEL: Action.CANCEL, Message.EXPIRE: Action.EXPIRE}
+_AGREED_ACCEPTED = {**_OPEN_ACCEPTED, Message.CANCEL: Action.CANCEL, Message.EXPIRE: Action.EXPIRE}
+_AGREED_COUNTERED = {**_OPEN_COUNTERED, Message.CANCEL: Action.CANCEL, Message.EXPIRE: Action.EXPIRE}
+_ACTIVATE = {Message.ACTIVATE: Action.ACTIVATE}
+
+# (status, open offer) -> message -> action. A pair or message missing here is a 409.
+TRANSITIONS: dict[tuple[Status, OfferState | None], dict[Message, Action]] = {
+    (Status.INITIATED, None): {Message.PROPOSE: Action.NEGOTIATE},
+    (Status.ACCEPTED, OfferState.ACCEPTED): {**_OPEN_ACCEPTED, Message.CANCEL: Action.WITHDRAW},
+    (Status.COUNTERED, OfferState.COUNTERED): {**_OPEN_COUNTERED, Message.CANCEL: Action.WITHDRAW},
+    (Status.CONFIRMED, None): {**_AGREED, **_ACTIVATE},
+    (Status.CONFIRMED, OfferState.ACCEPTED): {**_AGREED_ACCEPTED, **_ACTIVATE},
+    (Status.CONFIRMED, OfferState.COUNTERED): {**_AGREED_COUNTERED, **_ACTIVATE},
+    (Status.ACTIVATED, None): _AGREED,
+    (Status.ACTIVATED, OfferState.ACCEPTED): _AGREED_ACCEPTED,
+    (Status.ACTIVATED, OfferState.COUNTERED): _AGREED_COUNTERED,
+    (Status.DEGRADED, None): _AGREED,
+    (Status.DEGRADED, OfferState.ACCEPTED): _AGREED_ACCEPTED,
+    (Status.DEGRADED, OfferState.COUNTERED): _AGREED_COUNTERED,
+}
+
+
+def next_action(status: Status, offer: OfferState | None, message: Message) -> Action:
+    """The action `message` triggers in this state; ProtocolViolation if it is not allowed."""
+    allowed = TRANSITIONS.get((status, offer), {})
+    try:
+        return allowed[message]
+    except KeyError:
+        raise ProtocolViolation(_explain(status, offer, message, allowed)) from None
+
+
+def _explain(
+    status: Status, offer: OfferState | None, message: Message, allowed: Mapping[Message, Action]
+) -> str:
+    state = status.value if offer is None or status is not Status.CONFIRMED else f"{status.value} with a pending change {offer.value}"
+    if status is Status.COUNTERED and message is Message.CONFIRM:
+        return "a COUNTER offer must be ACCEPTed before it can be CONFIRMed"
+    if not allowed:
+        return f"{message.value} is not allowed: the reservation is {state}"
+    expected = ", ".join(m.value for m in allowed if m not in (Message.LAPSE, Message.EXPIRE))
+    return f"{message.value} is not allowed while the reservation is {state}; expected one of {expected}"
+
+
+# The status an open offer shows while it is the reservation's first negotiation.
+OFFER_STATUS = {OfferState.ACCEPTED: Status.ACCEPTED, OfferState.COUNTERED: Status.COUNTERED}
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What a proposal asks for and an offer grants (paper, Fig. 7)."""
+
+    instance_type: str
+    template: str
+    fixed: int
+    optional: int
+    start: Millis
+    duration: Millis
+
+    @property
+    def end(self) -> Millis:
+        return self.start + self.duration
+
+    @property
+    def count(self) -> int:
+        return self.fixed + self.optional
+
+    def with_start(self, start: Millis) -> Terms:
+        return replace(self, start=start)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance_type": self.instance_type,
+            "template": self.template,
+            "fixed": self.fixed,
+            "optional": self.optional,
+            "start": self.start,
+            "duration": self.duration,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Terms:
+        return cls(**data)
+
+    @classmethod
+    def from_proposal(cls, body: Any, *, defaults: Terms | None = None) -> Terms:
+        """Parse a proposal in the paper's names (Fig. 7); `startTime` is a datetime or epoch ms.
+
+        Missing fields are taken from `defaults` when given (a renegotiation may send only what
+        changes). Raises InvalidField naming the first bad field.
+        """
+        if not isinstance(body, Mapping):
+            raise InvalidField("proposal", "must be a JSON object")
+        base = defaults.to_proposal() if defaults is not None else {}
+        merged = {**base, **body}
+        instance_type = _string(merged, "type")
+        template = _string(merged, "template")
+        fixed = _integer(merged, "numInstancesFixed", minimum=1)
+        optional = _integer(merged, "numInstancesOption", minimum=0, default=0)
+        start = _instant(merged, "startTime")
+        if "endTime" in body and "duration" not in body:
+            end = _instant(merged, "endTime")
+            duration = end - start
+            if duration <= 0:
+                raise InvalidField("endTime", "must be after startTime")
+        else:
+            duration = _integer(merged, "duration", minimum=1)
+        return cls(instance_type, template, fixed, optional, start, duration)
+
+    def to_proposal(self) -> dict[str, Any]:
+        """The paper's field names, times as epoch ms (the HTTP layer formats them)."""
+        return {
+            "duration": self.duration,
+            "numInstancesFixed": self.fixed,
+            "numInstancesOption": self.optional,
+            "startTime": self.start,
+            "template": self.template,
+            "type": self.instance_type,
+        }
+
+
+def _string(body: Mapping[str, Any], field: str) -> str:
+    if field not in body or body[field] is None:
+        raise InvalidField(field, "is required")
+    value = body[field]
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(field, "must be a non-empty string")
+    return value
+
+
+def _integer(body: Mapping[str, Any], field: str, *, minimum: int, default: int | None = None) -> int:
+    if field not in body or body[field] is None:
+        if default is None:
+            raise InvalidField(field, "is required")
+        return default
+    value = body[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidField(field, "must be an integer")
+    if value < minimum:
+        raise InvalidField(field, f"must be at least {minimum}")
+    return value
+
+
+def _instant(body: Mapping[str, Any], field: str) -> Millis:
+    if field not in body or body[field] is None:
+        raise InvalidField(field, "is required")
+    value = body[field]
+    if isinstance(value, datetime):
+        return from_datetime(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidField(field, "must be a time")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Rules on terms that make OpenPEX answer REJECT (with a reason) rather than negotiate."""
+
+    max_advance: Millis  # how far ahead a reservation may start
+    max_duration: Millis
+
+
+def rejection_reason(
+    terms: Terms, *, now: Millis, templates: frozenset[str] | set[str], limits: Limits
+) -> str | None:
+    """Why these terms can never be accepted, or None if admission should decide."""
+    if InstanceType.named(terms.instance_type) is None:
+        known = ", ".join(InstanceType.__members__)
+        return f"unknown type {terms.instance_type!r}; known types are {known}"
+    if terms.template not in templates:
+        return f"unknown template {terms.template!r}"
+    if terms.start < now:
+        return "startTime is in the past"
+    if terms.start - now > limits.max_advance:
+        return f"startTime is more than {limits.max_advance // 86_400_000} days ahead"
+    if terms.duration > limits.max_duration:
+        return f"duration is longer than {limits.max_duration // 86_400_000} days"
+    return None
