@@ -503,14 +503,14 @@ class CapacityModel:
             return start
         if not self._ends or self._ends[-1] <= start:
             return None  # nothing ends later, so nothing frees up
-        if start < self.origin:
-            raise ValueError("the earliest start sweep begins at or after the model's origin")
         index = self._index
         first = index.bucket_of(start)
         last = index.bucket_of(self._ends[-1])
         if latest is not None:
             last = min(last, index.bucket_of(latest))
-        for lo, hi in self._hopeful_runs(size, count, duration, first, last):
+        # Before the index's origin there are no buckets to prune with: walk every end.
+        runs = [(first, last)] if start < self.origin else self._hopeful_runs(size, count, duration, first, last)
+        for lo, hi in runs:
             t = self._sweep(size, count, duration, max(start + 1, index.start_of(lo)), index.start_of(hi + 1))
             if t is not None:
                 return t if latest is None or t <= latest else None

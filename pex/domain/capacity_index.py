@@ -108,7 +108,7 @@ class BucketIndex:
         self.fine[:, :, n] = minima.T
 
     def finish_load(self) -> None:
-        self.coarse = self.fine.reshape((-1, self.fold) + self.fine.shape[1:]).min(axis=1)
+        self.coarse = self.fine.reshape((self.buckets // self.fold, self.fold) + self.fine.shape[1:]).min(axis=1)
         self.totals = (self.fine.astype(np.int64) * self.counted).sum(axis=2)
 
     def _refold(self, n: int, lo: int, hi: int) -> None:

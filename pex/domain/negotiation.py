@@ -125,7 +125,11 @@ def next_action(status: Status, offer: OfferState | None, message: Message) -> A
 def _explain(
     status: Status, offer: OfferState | None, message: Message, allowed: Mapping[Message, Action]
 ) -> str:
-    state = status.value if offer is None or status is not Status.CONFIRMED else f"{status.value} with a pending change {offer.value}"
+    state = status.value
+    if offer is not None and status in AGREED:
+        state += f" with a pending change {offer.value}"
+    if status is Status.OFFER_EXPIRED:
+        return f"{message.value} is not allowed: the offer expired; send a new proposal"
     if status is Status.COUNTERED and message is Message.CONFIRM:
         return "a COUNTER offer must be ACCEPTed before it can be CONFIRMed"
     if not allowed:

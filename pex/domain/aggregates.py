@@ -1,0 +1,322 @@
+"""Event-sourced aggregates: Reservation, Instance, Node, Template, Account.
+
+Aggregates decide, then record: a public method checks the protocol and takes the decision
+(admission itself is computed by the application from the capacity model and handed in), then
+calls a private `@event` method whose body only records the outcome. Replaying the events
+therefore never re-runs a rule. Event fields are plain values (str, int, lists, dicts, UUIDs)
+so that the msgpack transcoder can store them and auditors can read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from pex.domain.capacity import Allocation
+from pex.domain.clock import Millis
+from pex.domain.errors import OfferExpired, ProtocolViolation
+from pex.domain.negotiation import (
+    AGREED,
+    CLOSED,
+    OFFER_STATUS,
+    Action,
+    Message,
+    OfferState,
+    Reply,
+    Status,
+    Terms,
+    next_action,
+)
+
+# Names are unique per kind: their ids are derived from them, so the store refuses a second
+# aggregate with a taken name (a version conflict) even under concurrent writers.
+_NAMESPACE = UUID("6f0d9b4e-4d1c-4b8e-9a51-0c8f1f0e7a10")
+
+
+def named_id(kind: str, name: str) -> UUID:
+    return uuid5(_NAMESPACE, f"{kind}:{name}")
+
+
+class Reservation(Aggregate):
+    """One user's reservation: its negotiation, its agreed terms and its life."""
+
+    @event("Requested")
+    def __init__(self, userid: str, terms: dict[str, Any]) -> None:
+        self.userid = userid
+        self.requested = terms  # the latest proposal the user sent
+        self.status = Status.INITIATED
+        self.agreed: dict[str, Any] | None = None  # terms in force
+        self.booking: list[Any] | None = None  # allocation of the terms in force
+        self.offer: dict[str, Any] | None = None  # the open offer, if any
+        self.reason: str | None = None  # why the last proposal was rejected
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def agreed_terms(self) -> Terms | None:
+        return Terms.from_dict(self.agreed) if self.agreed else None
+
+    @property
+    def offer_state(self) -> OfferState | None:
+        return OfferState(self.offer["state"]) if self.offer else None
+
+    @property
+    def offered_terms(self) -> Terms | None:
+        return Terms.from_dict(self.offer["terms"]) if self.offer else None
+
+    @property
+    def is_agreed(self) -> bool:
+        return self.status in AGREED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status in CLOSED
+
+    def held_allocation(self) -> Allocation | None:
+        """The capacity this reservation holds now: its open offer, its booking, or while a
+        renegotiation is open both at once (the old terms stay in force until confirmed)."""
+        if self.is_closed:
+            return None
+        offer = Allocation.from_list(self.offer["allocation"]) if self.offer else None
+        booking = Allocation.from_list(self.booking) if self.booking else None
+        if offer and booking:
+            return booking.envelope(offer)
+        return offer or booking
+
+    def action_for(self, message: Message) -> Action:
+        return next_action(self.status, self.offer_state, message)
+
+    # ---------------------------------------------------------------- deciding
+
+    def propose(self, terms: Terms) -> None:
+        """The user sends new terms: a COUNTER to a counter offer, or a renegotiation."""
+        self.action_for(Message.COUNTER)
+        self._proposed(terms=terms.to_dict())
+
+    def answer(self, reply: Reply, *, terms: Terms | None = None, allocation: Allocation | None = None,
+               hold_until: Millis | None = None, reason: str | None = None,
+               alternatives: list[dict[str, Any]] | None = None) -> None:
+        """Record OpenPEX's answer to the latest proposal (computed by admission)."""
+        if reply is Reply.REJECT:
+            self._declined(reason=reason or "rejected")
+        elif reply in (Reply.ACCEPT, Reply.COUNTER):
+            assert terms is not None and allocation is not None and hold_until is not None
+            self._offered(
+                reply=reply.value,
+                terms=terms.to_dict(),
+                allocation=allocation.to_list(),
+                hold_until=hold_until,
+                alternatives=alternatives or [],
+            )
+        else:
+            raise ValueError(f"{reply} is not an answer to a proposal")
+
+    def accept_counter(self, now: Millis, hold_until: Millis) -> None:
+        self.action_for(Message.ACCEPT)
+        self._check_offer_open(now)
+        self._counter_accepted(hold_until=hold_until)
+
+    def confirm(self, now: Millis) -> None:
+        self.action_for(Message.CONFIRM)
+        self._check_offer_open(now)
+        self._confirmed()
+
+    def withdraw(self) -> None:
+        """The user REJECTs the open offer."""
+        self.action_for(Message.REJECT)
+        self._withdrawn()
+
+    def lapse(self, now: Millis) -> None:
+        self.action_for(Message.LAPSE)
+        if now < self.offer["hold_until"]:
+            raise ProtocolViolation("the offer is still held")
+        self._offer_lapsed()
+
+    def activate(self) -> None:
+        self.action_for(Message.ACTIVATE)
+        self._activated()
+
+    def cancel(self) -> None:
+        if self.action_for(Message.CANCEL) is Action.WITHDRAW:
+            self._withdrawn()
+        else:
+            self._cancelled()
+
+    def expire(self, now: Millis) -> None:
+        self.action_for(Message.EXPIRE)
+        if now < self.agreed_terms.end:  # type: ignore[union-attr]
+            raise ProtocolViolation("the reservation has not ended yet")
+        self._expired()
+
+    def _check_offer_open(self, now: Millis) -> None:
+        if now >= self.offer["hold_until"]:  # type: ignore[index]
+            raise OfferExpired("the offer has expired; send a new proposal")
+
+    # ---------------------------------------------------------------- recording
+
+    @event("Proposed")
+    def _proposed(self, terms: dict[str, Any]) -> None:
+        self.requested = terms
+
+    @event("Offered")
+    def _offered(self, reply: str, terms: dict[str, Any], allocation: list[Any], hold_until: Millis,
+                 alternatives: list[dict[str, Any]]) -> None:
+        state = OfferState.ACCEPTED if reply == Reply.ACCEPT.value else OfferState.COUNTERED
+        self.offer = {"state": state.value, "terms": terms, "allocation": allocation,
+                      "hold_until": hold_until, "alternatives": alternatives}
+        self.reason = None
+        if not self.is_agreed:
+            self.status = OFFER_STATUS[state]
+
+    @event("Declined")
+    def _declined(self, reason: str) -> None:
+        self.offer = None
+        self.reason = reason
+        if not self.is_agreed:
+            self.status = Status.REJECTED
+
+    @event("CounterAccepted")
+    def _counter_accepted(self, hold_until: Millis) -> None:
+        self.offer = {**self.offer, "state": OfferState.ACCEPTED.value, "hold_until": hold_until}
+        if not self.is_agreed:
+            self.status = Status.ACCEPTED
+
+    @event("Confirmed")
+    def _confirmed(self) -> None:
+        self.agreed = self.offer["terms"]
+        self.booking = self.offer["allocation"]
+        self.offer = None
+        if not self.is_agreed:
+            self.status = Status.CONFIRMED
+
+    @event("Withdrawn")
+    def _withdrawn(self) -> None:
+        self.offer = None
+        if not self.is_agreed:
+            self.status = Status.REJECTED
+
+    @event("OfferLapsed")
+    def _offer_lapsed(self) -> None:
+        self.offer = None
+        if not self.is_agreed:
+            self.status = Status.OFFER_EXPIRED
+
+    @event("Activated")
+    def _activated(self) -> None:
+        self.status = Status.ACTIVATED
+
+    @event("Cancelled")
+    def _cancelled(self) -> None:
+        self.offer = None
+        self.status = Status.CANCELLED
+
+    @event("Expired")
+    def _expired(self) -> None:
+        self.offer = None
+        self.status = Status.EXPIRED
+
+
+class Instance(Aggregate):
+    """One VM of a reservation, planned on a node; its life is driven by later issues."""
+
+    @event("Planned")
+    def __init__(self, reservation_id: UUID, userid: str, name: str, node: str, instance_type: str,
+                 template: str, start: Millis, end: Millis) -> None:
+        self.reservation_id = reservation_id
+        self.userid = userid
+        self.name = name
+        self.node = node
+        self.instance_type = instance_type
+        self.template = template
+        self.start = start
+        self.end = end
+        self.status = "PENDING"
+
+    def reschedule(self, node: str, start: Millis, end: Millis) -> None:
+        if (node, start, end) != (self.node, self.start, self.end):
+            self._rescheduled(node=node, start=start, end=end)
+
+    def discard(self) -> None:
+        if self.status != "DELETED":
+            self._discarded()
+
+    @event("Rescheduled")
+    def _rescheduled(self, node: str, start: Millis, end: Millis) -> None:
+        self.node, self.start, self.end = node, start, end
+
+    @event("Discarded")
+    def _discarded(self) -> None:
+        self.status = "DELETED"
+
+
+class Node(Aggregate):
+    """A hypervisor host and its capacity."""
+
+    @event("Registered")
+    def __init__(self, name: str, uri: str, cpus: int, memory_mb: int, disk_gb: int) -> None:
+        self.name = name
+        self.uri = uri
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.disk_gb = disk_gb
+        self.status = "UP"
+
+    @staticmethod
+    def create_id(name: str, **_: Any) -> UUID:
+        return named_id("node", name)
+
+    def go_down(self) -> None:
+        if self.status == "UP":
+            self._went_down()
+
+    def come_back(self) -> None:
+        if self.status == "DOWN":
+            self._came_back()
+
+    def drain(self) -> None:
+        if self.status != "DRAINED":
+            self._drained()
+
+    @event("NodeWentDown")
+    def _went_down(self) -> None:
+        self.status = "DOWN"
+
+    @event("NodeCameBack")
+    def _came_back(self) -> None:
+        self.status = "UP"
+
+    @event("Drained")
+    def _drained(self) -> None:
+        self.status = "DRAINED"
+
+
+class Template(Aggregate):
+    """An operating environment instances boot from."""
+
+    @event("Registered")
+    def __init__(self, name: str, description: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.description = description
+        self.spec = spec
+
+    @staticmethod
+    def create_id(name: str, **_: Any) -> UUID:
+        return named_id("template", name)
+
+
+class Account(Aggregate):
+    """A user of OpenPEX; the password is stored only as a hash."""
+
+    @event("Registered")
+    def __init__(self, username: str, password_hash: str, fullname: str, email: str, is_admin: bool) -> None:
+        self.username = username
+        self.password_hash = password_hash
+        self.fullname = fullname
+        self.email = email
+        self.is_admin = is_admin
+
+    @staticmethod
+    def create_id(username: str, **_: Any) -> UUID:
+        return named_id("account", username)

@@ -1,0 +1,389 @@
+"""The OpenPEX eventsourcing Application: every command reads like load, decide, save.
+
+Commands take `now` (the caller's clock) and hand back plain dicts in the paper's names, never
+aggregates. The application keeps the projections (and with them the capacity model) in
+memory, rebuilt from the notification log when it opens, and applies what it saves. It is
+meant to have one writer thread (the ReservationManager actor); the store's optimistic
+concurrency refuses a save that raced another process's.
+
+Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
+(eventsourcing.sqlite or eventsourcing.postgres), SQLITE_DBNAME, POSTGRES_*.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
+
+from pex.domain.admission import AdmissionPolicy, Decision, decide
+from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.capacity import Allocation, CapacityModel
+from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
+from pex.domain.errors import AlreadyExists, InvalidField, NotFound
+from pex.domain.negotiation import Action, Limits, Message, Reply, Terms, rejection_reason
+from pex.domain.projections import Projections
+from pex.domain.sizes import InstanceType, Resources
+
+_USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
+
+
+@dataclass(frozen=True)
+class Settings:
+    offer_ttl: Millis = 5 * MINUTE
+    limits: Limits = Limits(max_advance=365 * DAY, max_duration=90 * DAY)
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    bucket: Millis = 15 * MINUTE  # width of the capacity index's buckets
+
+
+class OpenPEX(Application[UUID]):
+    env = {"TRANSCODER_TOPIC": "pex.domain.transcoding:MsgpackTranscoder"}
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, settings: Settings | None = None,
+                 origin: Millis | None = None) -> None:
+        """Open the store and rebuild every projection from it. `origin` is the earliest
+        instant decisions will be asked about (default: now)."""
+        super().__init__(env)
+        self.settings = settings or Settings()
+        if origin is None:
+            origin = SystemClock().now()
+        self.view = Projections(CapacityModel(origin=origin, bucket=self.settings.bucket))
+        self.view.catch_up(self.recorder, self.mapper)
+
+    @property
+    def capacity(self) -> CapacityModel:
+        return self.view.capacity
+
+    def _commit(self, *aggregates: Any) -> None:
+        self.view.apply_recordings(self.save(*aggregates), self.recorder, self.mapper)
+
+    # ------------------------------------------------------------------ catalogue
+
+    def register_account(self, username: Any, password_hash: str, fullname: Any = "", email: Any = "",
+                         *, is_admin: bool = False) -> dict[str, Any]:
+        if not isinstance(username, str) or not _USERNAME.fullmatch(username):
+            raise InvalidField("username", "must be 1-64 letters, digits, '.', '_' or '-'")
+        for name, value in (("fullname", fullname), ("email", email)):
+            if not isinstance(value, str) or len(value) > 256:
+                raise InvalidField(name, "must be a string of at most 256 characters")
+        if email and "@" not in email:
+            raise InvalidField("email", "must be an e-mail address")
+        if username in self.view.accounts:
+            raise AlreadyExists(f"the username {username!r} is taken")
+        account = Account(username, password_hash, fullname, email, is_admin)
+        self._commit_new(account, f"the username {username!r} is taken")
+        return self.account(username)
+
+    def account(self, username: str) -> dict[str, Any]:
+        account = self.view.accounts.get(username)
+        if account is None:
+            raise NotFound(f"no account {username!r}")
+        return {"username": account.username, "fullname": account.fullname, "email": account.email,
+                "isAdmin": account.is_admin, "passwordHash": account.password_hash}
+
+    def register_template(self, name: str, description: str = "", spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidField("name", "must be a non-empty string")
+        if name in self.view.templates:
+            raise AlreadyExists(f"a template named {name!r} exists")
+        self._commit_new(Template(name, description, dict(spec or {})), f"a template named {name!r} exists")
+        return self.template(name)
+
+    def template(self, name: str) -> dict[str, Any]:
+        template = self.view.templates.get(name)
+        if template is None:
+            raise NotFound(f"no template {name!r}")
+        return {"name": template.name, "description": template.description, **template.spec}
+
+    def templates(self) -> list[dict[str, Any]]:
+        return [self.template(name) for name in sorted(self.view.templates)]
+
+    @staticmethod
+    def types() -> list[dict[str, Any]]:
+        return [{"type": t.name, "cpus": t.resources.cpus, "memoryMB": t.resources.memory_mb,
+                 "diskGB": t.resources.disk_gb} for t in InstanceType]
+
+    def register_node(self, name: str, uri: str, capacity: Resources) -> dict[str, Any]:
+        if not isinstance(name, str) or not _USERNAME.fullmatch(name):
+            raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-'")
+        if not isinstance(uri, str) or "://" not in uri:
+            raise InvalidField("uri", "must be a libvirt URI such as test:///path or qemu:///system")
+        for field_name, value in zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple()):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidField(field_name, "must be a positive integer")
+        if name in self.view.nodes:
+            raise AlreadyExists(f"a node named {name!r} exists")
+        node = Node(name, uri, capacity.cpus, capacity.memory_mb, capacity.disk_gb)
+        self._commit_new(node, f"a node named {name!r} exists")
+        return self.node(name)
+
+    def mark_node(self, name: str, status: str) -> dict[str, Any]:
+        """Record a node DOWN, UP (back) or DRAINED; only UP nodes take new allocations."""
+        node = self._load_node(name)
+        {"DOWN": node.go_down, "UP": node.come_back, "DRAINED": node.drain}[status]()
+        self._commit(node)
+        return self.node(name)
+
+    def node(self, name: str) -> dict[str, Any]:
+        node = self.view.nodes.get(name)
+        if node is None:
+            raise NotFound(f"no node {name!r}")
+        return {"name": node.name, "uri": node.uri, "status": node.status, "cpus": node.cpus,
+                "memoryMB": node.memory_mb, "diskGB": node.disk_gb}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [self.node(name) for name in sorted(self.view.nodes)]
+
+    def _load_node(self, name: str) -> Node:
+        if name not in self.view.nodes:
+            raise NotFound(f"no node {name!r}")
+        return self.repository.get(self.view.nodes[name].id)
+
+    def _commit_new(self, aggregate: Any, taken: str) -> None:
+        try:
+            self._commit(aggregate)
+        except IntegrityError:
+            raise AlreadyExists(taken) from None
+
+    # ------------------------------------------------------------------ negotiation
+
+    def propose(self, userid: str, proposal: Any, now: Millis) -> dict[str, Any]:
+        """A new proposal (POST /reservations): answered ACCEPT, COUNTER or REJECT."""
+        terms = Terms.from_proposal(proposal)
+        self.lapse_due(now)
+        reservation = Reservation(userid, terms.to_dict())
+        self._negotiate(reservation, terms, now)
+        return self._reply(reservation, Reply(_reply_of(reservation)))
+
+    def respond(self, reservation_id: Any, userid: str, reply: Any, now: Millis,
+                proposal: Any = None, *, is_admin: bool = False) -> dict[str, Any]:
+        """The user's reply to an offer (PUT /reservations/{id}): ACCEPT, COUNTER, CONFIRM or
+        REJECT; COUNTER carries a proposal and also renegotiates agreed terms."""
+        message = _message(reply)
+        self.lapse_due(now)
+        reservation = self._load_reservation(reservation_id, userid, is_admin)
+        action = reservation.action_for(message)
+        if action is Action.NEGOTIATE:
+            current = reservation.offered_terms or reservation.agreed_terms
+            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=current)
+            reservation.propose(terms)
+            self._negotiate(reservation, terms, now)
+            return self._reply(reservation, Reply(_reply_of(reservation)))
+        if action is Action.ACCEPT_COUNTER:
+            reservation.accept_counter(now, now + self.settings.offer_ttl)
+            self._commit(reservation)
+            return self._reply(reservation, Reply.CONFIRM_REQUEST)
+        if action is Action.CONFIRM:
+            reservation.confirm(now)
+            self._commit(reservation, *self._plan_instances(reservation))
+            return self._reply(reservation, Reply.REQUEST_SUCCESS)
+        assert action is Action.WITHDRAW
+        terms = reservation.offered_terms
+        reservation.withdraw()
+        self._commit(reservation)
+        return self._reply(reservation, Reply.REQUEST_SUCCESS, terms)
+
+    def _negotiate(self, reservation: Reservation, terms: Terms, now: Millis) -> None:
+        limits = self.settings.limits
+        reason = rejection_reason(terms, now=now, templates=self.view.templates.keys(), limits=limits)
+        if reason is None and reservation.is_agreed and reservation.agreed_terms.start <= now:  # type: ignore[union-attr]
+            decision = self._decide_running_change(reservation, terms)
+        elif reason is None:
+            with self.capacity.without(reservation.id):
+                decision = decide(self.capacity, terms, latest_start=now + limits.max_advance,
+                                  policy=self.settings.admission)
+        else:
+            decision = Decision.reject(reason)
+        if decision.offer is None:
+            reservation.answer(Reply.REJECT, reason=decision.reason)
+        else:
+            reservation.answer(
+                decision.reply,
+                terms=decision.offer.terms,
+                allocation=decision.offer.allocation,
+                hold_until=now + self.settings.offer_ttl,
+                alternatives=[alt.terms.to_proposal() for alt in decision.alternatives],
+            )
+        self._commit(reservation)
+
+    def _decide_running_change(self, reservation: Reservation, terms: Terms) -> Decision:
+        """A reservation that has started may only change its end, on the nodes it runs on."""
+        agreed = reservation.agreed_terms
+        assert agreed is not None
+        if (terms.start, terms.fixed, terms.optional, terms.instance_type, terms.template) != (
+            agreed.start, agreed.fixed, agreed.optional, agreed.instance_type, agreed.template
+        ):
+            return Decision.reject("a reservation that has started can only change its duration")
+        booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
+        allocation = Allocation.uniform(booking.size, booking.per_node().items(), terms.start, terms.end)
+        with self.capacity.without(reservation.id):
+            for node, count in allocation.per_node().items():
+                if self.capacity.fit_on(node, booking.size, agreed.end, max(agreed.end, terms.end)) < count:
+                    return Decision.reject(f"node {node} has no room to extend the reservation")
+        from pex.domain.admission import Offer  # local: the only use outside admission
+
+        return Decision(Reply.ACCEPT, Offer(terms, allocation))
+
+    def _plan_instances(self, reservation: Reservation) -> list[Instance]:
+        """Instances to match the agreed terms: planned on confirm, re-planned when a
+        renegotiation changes the start, end or nodes."""
+        terms = reservation.agreed_terms
+        booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
+        wanted = booking.per_node()
+        existing = [self.repository.get(i) for i in self.view.instances_of.get(reservation.id, ())]
+        alive = [i for i in existing if i.status != "DELETED"]
+        changed: list[Instance] = []
+        for instance in alive:
+            if wanted.get(instance.node, 0) > 0:
+                wanted[instance.node] -= 1
+                instance.reschedule(instance.node, terms.start, terms.end)
+            else:
+                instance.discard()
+            changed.append(instance)
+        number = len(existing)
+        for node, count in sorted(wanted.items()):
+            for _ in range(count):
+                number += 1
+                changed.append(Instance(reservation.id, reservation.userid, f"{str(reservation.id)[:8]}-{number}",
+                                        node, terms.instance_type, terms.template, terms.start, terms.end))
+        return changed
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def activate(self, reservation_id: Any, userid: str, now: Millis, *, is_admin: bool = False) -> dict[str, Any]:
+        reservation = self._load_reservation(reservation_id, userid, is_admin)
+        reservation.activate()
+        self._commit(reservation)
+        return self.reservation(reservation.id, userid, is_admin=is_admin)
+
+    def cancel(self, reservation_id: Any, userid: str, now: Millis, *, is_admin: bool = False) -> dict[str, Any]:
+        reservation = self._load_reservation(reservation_id, userid, is_admin)
+        reservation.cancel()
+        instances = [self.repository.get(i) for i in self.view.instances_of.get(reservation.id, ())]
+        for instance in instances:
+            instance.discard()
+        self._commit(reservation, *instances)
+        return self.reservation(reservation.id, userid, is_admin=is_admin)
+
+    def lapse_due(self, now: Millis) -> list[UUID]:
+        """Let every offer whose hold has run out lapse, freeing its capacity."""
+        due = self.view.offers_due.due(now)
+        if not due:
+            return []
+        reservations = [self.repository.get(i) for i in due]
+        for reservation in reservations:
+            reservation.lapse(now)
+        self._commit(*reservations)
+        return list(due)
+
+    def expire_due(self, now: Millis) -> list[UUID]:
+        """End every agreed reservation whose end has passed, freeing its capacity."""
+        due = self.view.ends_due.due(now)
+        if not due:
+            return []
+        reservations = [self.repository.get(i) for i in due]
+        for reservation in reservations:
+            reservation.expire(now)
+        self._commit(*reservations)
+        return list(due)
+
+    def next_due(self) -> Millis | None:
+        """When the next offer lapses or reservation ends (what a timer should wait for)."""
+        times = [t for t in (self.view.offers_due.next(), self.view.ends_due.next()) if t is not None]
+        return min(times, default=None)
+
+    # ------------------------------------------------------------------ queries
+
+    def reservation(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
+        return self._reservation_dict(self._visible_reservation(reservation_id, userid, is_admin))
+
+    def reservations(self, userid: str, *, is_admin: bool = False) -> list[dict[str, Any]]:
+        ids = self.view.reservations.keys() if is_admin else self.view.reservations_of.get(userid, ())
+        return [self._reservation_dict(self.view.reservations[i]) for i in ids]
+
+    def instances(self, userid: str, *, is_admin: bool = False) -> list[dict[str, Any]]:
+        return [_instance_dict(i) for i in self.view.instances.values() if is_admin or i.userid == userid]
+
+    def capacity_timeline(self, node: str, start: Millis, end: Millis) -> list[dict[str, int]]:
+        return [{"at": t, "cpus": free.cpus, "memoryMB": free.memory_mb, "diskGB": free.disk_gb}
+                for t, free in self.capacity.timeline(node, start, end)]
+
+    def _visible_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
+        try:
+            key = reservation_id if isinstance(reservation_id, UUID) else UUID(str(reservation_id))
+        except ValueError:
+            raise NotFound(f"no reservation {reservation_id!r}") from None
+        reservation = self.view.reservations.get(key)
+        # Someone else's reservation is reported as missing, not forbidden: ids reveal nothing.
+        if reservation is None or not (is_admin or reservation.userid == userid):
+            raise NotFound(f"no reservation {reservation_id!r}")
+        return reservation
+
+    def _load_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
+        return self.repository.get(self._visible_reservation(reservation_id, userid, is_admin).id)
+
+    def _reservation_dict(self, reservation: Reservation) -> dict[str, Any]:
+        terms = reservation.agreed_terms or reservation.offered_terms or Terms.from_dict(reservation.requested)
+        body: dict[str, Any] = {
+            "id": str(reservation.id),
+            "userid": reservation.userid,
+            "status": reservation.status.value,
+            "template": terms.template,
+            "type": terms.instance_type,
+            "numInstancesFixed": terms.fixed,
+            "numInstancesOption": terms.optional,
+            "startTime": terms.start,
+            "endTime": terms.end,
+            "duration": terms.duration,
+            "instances": [str(i) for i in self.view.instances_of.get(reservation.id, ())
+                          if self.view.instances[i].status != "DELETED"],
+        }
+        if reservation.reason:
+            body["reason"] = reservation.reason
+        if reservation.offer:
+            body["offer"] = {"state": reservation.offer["state"], "holdUntil": reservation.offer["hold_until"],
+                             "proposal": Terms.from_dict(reservation.offer["terms"]).to_proposal()}
+        return body
+
+    def _reply(self, reservation: Reservation, reply: Reply, terms: Terms | None = None) -> dict[str, Any]:
+        terms = terms or reservation.offered_terms or reservation.agreed_terms or Terms.from_dict(reservation.requested)
+        body: dict[str, Any] = {
+            "reply": reply.value,
+            "proposal": {**terms.to_proposal(), "id": str(reservation.id), "userid": reservation.userid},
+        }
+        if reply is Reply.REJECT:
+            body["reason"] = reservation.reason
+        if reservation.offer and reply in (Reply.ACCEPT, Reply.COUNTER, Reply.CONFIRM_REQUEST):
+            body["holdUntil"] = reservation.offer["hold_until"]
+            if reservation.offer["alternatives"]:
+                body["alternatives"] = reservation.offer["alternatives"]
+        return body
+
+
+def _reply_of(reservation: Reservation) -> str:
+    """OpenPEX's answer to the proposal just negotiated, read off the recorded outcome."""
+    if reservation.offer is None:
+        return Reply.REJECT.value
+    return Reply.ACCEPT.value if reservation.offer["state"] == "ACCEPTED" else Reply.COUNTER.value
+
+
+def _message(reply: Any) -> Message:
+    try:
+        message = Message(reply)
+    except ValueError:
+        message = None
+    if message not in _USER_MESSAGES:
+        raise InvalidField("reply", "must be one of ACCEPT, COUNTER, CONFIRM, REJECT")
+    return message  # type: ignore[return-value]
+
+
+def _instance_dict(instance: Instance) -> dict[str, Any]:
+    return {"vmID": str(instance.id), "name": instance.name, "status": instance.status,
+            "reservationId": str(instance.reservation_id), "node": instance.node,
+            "startTime": instance.start, "endTime": instance.end, "ipAddress": None}

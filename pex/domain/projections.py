@@ -1,0 +1,159 @@
+"""Read models rebuilt from the notification log: reservations, instances, nodes, templates,
+accounts, the capacity timeline, and the due times the timers are derived from.
+
+Each read model holds the aggregates themselves, advanced by applying the stored events in
+log order (`event.mutate`), so the read side reuses the aggregates' own recording code and
+cannot drift from it. The capacity model follows each reservation's `held_allocation()`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from typing import Any
+from uuid import UUID
+
+from sortedcontainers import SortedList
+
+from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.capacity import Allocation, CapacityModel
+from pex.domain.clock import Millis
+from pex.domain.sizes import Resources
+
+PAGE = 5_000  # notifications read per query while catching up
+
+
+class DueTimes:
+    """Instants at which something falls due, one per key, soonest first."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[Hashable, Millis] = {}
+        self._queue: SortedList = SortedList()
+
+    def set(self, key: Hashable, when: Millis | None) -> None:
+        old = self._by_key.pop(key, None)
+        if old is not None:
+            self._queue.remove((old, key))
+        if when is not None:
+            self._by_key[key] = when
+            self._queue.add((when, key))
+
+    def due(self, now: Millis) -> list[Hashable]:
+        return [key for _, key in self._queue.irange(maximum=(now, _LAST))]
+
+    def next(self) -> Millis | None:
+        return self._queue[0][0] if self._queue else None
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+class _Last:
+    """Sorts after every key, so (t, _LAST) bounds all entries at instant t."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+
+_LAST: Any = _Last()
+
+
+class Projections:
+    def __init__(self, capacity: CapacityModel) -> None:
+        self.position = 0  # id of the last notification applied
+        self.capacity = capacity
+        self.reservations: dict[UUID, Reservation] = {}
+        self.reservations_of: dict[str, list[UUID]] = defaultdict(list)
+        self.instances: dict[UUID, Instance] = {}
+        self.instances_of: dict[UUID, list[UUID]] = defaultdict(list)
+        self.nodes: dict[str, Node] = {}
+        self.templates: dict[str, Template] = {}
+        self.accounts: dict[str, Account] = {}
+        self.offers_due = DueTimes()  # open offers by hold expiry
+        self.ends_due = DueTimes()  # agreed reservations by end
+        self.starts_due = DueTimes()  # activated reservations by start
+        self._bulk: dict[Hashable, Allocation] | None = None
+        self._names: dict[UUID, str] = {}  # id -> name of nodes, templates and accounts
+
+    # ------------------------------------------------------------------ following the log
+
+    def catch_up(self, recorder: Any, mapper: Any) -> int:
+        """Apply every notification after `position`; the first call rebuilds everything, with
+        the capacity model loaded in bulk at the end rather than one hold at a time."""
+        bulk = self.position == 0
+        if bulk:
+            self._bulk = {}
+        applied = 0
+        while True:
+            page = recorder.select_notifications(self.position + 1, PAGE)
+            for notification in page:
+                self._apply(mapper.to_domain_event(notification))
+                self.position = notification.id
+            applied += len(page)
+            if len(page) < PAGE:
+                break
+        if bulk:
+            held, self._bulk = self._bulk, None
+            self.capacity.load({k: a for k, a in held.items() if a is not None})
+        return applied
+
+    def apply_recordings(self, recordings: Iterable[Any], recorder: Any, mapper: Any) -> None:
+        """Apply what this process just saved; if another writer's events came in between,
+        read them from the log instead so the order stays the log's order."""
+        recordings = list(recordings)
+        if recordings and recordings[0].notification.id != self.position + 1:
+            self.catch_up(recorder, mapper)
+            return
+        for recording in recordings:
+            self._apply(recording.domain_event)
+            self.position = recording.notification.id
+
+    # ------------------------------------------------------------------ applying
+
+    def _apply(self, event: Any) -> None:
+        if isinstance(event, Reservation.Event):
+            self._apply_reservation(event)
+        elif isinstance(event, Instance.Event):
+            instance = event.mutate(self.instances.get(event.originator_id))
+            if event.originator_id not in self.instances:
+                self.instances_of[instance.reservation_id].append(instance.id)
+            self.instances[instance.id] = instance
+        elif isinstance(event, Node.Event):
+            node = event.mutate(self.nodes.get(self._names.get(event.originator_id, "")))
+            if node.name not in self.nodes:
+                self.capacity.add_node(node.name, Resources(node.cpus, node.memory_mb, node.disk_gb))
+            self.nodes[node.name] = node
+            self._names[node.id] = node.name
+            self.capacity.set_eligible(node.name, node.status == "UP")
+        elif isinstance(event, Template.Event):
+            template = event.mutate(self.templates.get(self._names.get(event.originator_id, "")))
+            self.templates[template.name] = template
+            self._names[template.id] = template.name
+        elif isinstance(event, Account.Event):
+            account = event.mutate(self.accounts.get(self._names.get(event.originator_id, "")))
+            self.accounts[account.username] = account
+            self._names[account.id] = account.username
+
+    def _apply_reservation(self, event: Any) -> None:
+        known = self.reservations.get(event.originator_id)
+        reservation = event.mutate(known)
+        if known is None:
+            self.reservations_of[reservation.userid].append(reservation.id)
+        self.reservations[reservation.id] = reservation
+        allocation = reservation.held_allocation()
+        if self._bulk is not None:
+            self._bulk[reservation.id] = allocation
+        elif allocation != self.capacity.held(reservation.id):
+            if allocation is None:
+                self.capacity.release(reservation.id)
+            else:
+                self.capacity.hold(reservation.id, allocation)
+        self.offers_due.set(reservation.id, reservation.offer["hold_until"] if reservation.offer else None)
+        agreed = reservation.agreed_terms if reservation.is_agreed else None
+        self.ends_due.set(reservation.id, agreed.end if agreed else None)
+        activated = agreed if reservation.status.value == "ACTIVATED" else None
+        self.starts_due.set(reservation.id, activated.start if activated else None)
+
