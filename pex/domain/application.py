@@ -191,8 +191,11 @@ class OpenPEX(Application[UUID]):
 
     def _negotiate(self, reservation: Reservation, terms: Terms, now: Millis) -> None:
         limits = self.settings.limits
-        reason = rejection_reason(terms, now=now, templates=self.view.templates.keys(), limits=limits)
-        if reason is None and reservation.is_agreed and reservation.agreed_terms.start <= now:  # type: ignore[union-attr]
+        agreed = reservation.agreed_terms if reservation.is_agreed else None
+        running = agreed is not None and agreed.start <= now
+        reason = rejection_reason(terms, now=now, templates=self.view.templates.keys(), limits=limits,
+                                  running=running)
+        if reason is None and running:
             decision = self._decide_running_change(reservation, terms)
         elif reason is None:
             with self.capacity.without(reservation.id):

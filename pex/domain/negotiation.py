@@ -8,7 +8,7 @@ looks at capacity: the action NEGOTIATE means "run admission and answer".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -257,15 +257,16 @@ class Limits:
 
 
 def rejection_reason(
-    terms: Terms, *, now: Millis, templates: frozenset[str] | set[str], limits: Limits
+    terms: Terms, *, now: Millis, templates: Collection[str], limits: Limits, running: bool = False
 ) -> str | None:
-    """Why these terms can never be accepted, or None if admission should decide."""
+    """Why these terms can never be accepted, or None if admission should decide. For a
+    `running` reservation (renegotiated after its start) the start is rightly in the past."""
     if InstanceType.named(terms.instance_type) is None:
         known = ", ".join(InstanceType.__members__)
         return f"unknown type {terms.instance_type!r}; known types are {known}"
     if terms.template not in templates:
         return f"unknown template {terms.template!r}"
-    if terms.start < now:
+    if terms.start < now and not running:
         return "startTime is in the past"
     if terms.start - now > limits.max_advance:
         return f"startTime is more than {limits.max_advance // 86_400_000} days ahead"

@@ -1,0 +1,1 @@
+"""OpenPEX: advance reservation of virtual machines with alternate-offers negotiation."""

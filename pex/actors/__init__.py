@@ -1,0 +1,1 @@
+"""actors layer (see docs/architecture.md); filled in by later issues."""

@@ -1,0 +1,1 @@
+"""drivers layer (see docs/architecture.md); filled in by later issues."""

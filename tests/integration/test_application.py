@@ -1,0 +1,275 @@
+"""The OpenPEX application on a real event store (SQLite file and PostgreSQL server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pex.domain.application import OpenPEX, Settings
+from pex.domain.clock import DAY, HOUR, MINUTE
+from pex.domain.errors import AlreadyExists, InvalidField, NotFound, OfferExpired, ProtocolViolation
+from pex.domain.sizes import Resources
+
+NOW = 1_900_000_000_000  # a fixed "now" in 2030; the tests pass time explicitly
+
+
+def proposal(fixed=1, optional=0, start=NOW + HOUR, duration=HOUR, type_="XLARGE", template="debian"):
+    return {"duration": duration, "numInstancesFixed": fixed, "numInstancesOption": optional,
+            "startTime": start, "template": template, "type": type_}
+
+
+@pytest.fixture
+def open_app(store_env):
+    apps = []
+
+    def opener():
+        app = OpenPEX(store_env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
+        apps.append(app)
+        return app
+
+    yield opener
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(open_app):
+    app = open_app()
+    for name in ("n1", "n2"):
+        app.register_node(name, f"test:///{name}.xml", Resources(8, 16384, 200))  # 2 XLARGE each
+    app.register_template("debian", "Debian 12")
+    for user in ("alice", "bob"):
+        app.register_account(user, "argon2-hash-placeholder", user.title(), f"{user}@example.org")
+    return app
+
+
+def last_position(app):
+    return app.recorder.max_notification_id() or 0
+
+
+def free_cpus(app, node, at):
+    return app.capacity.free_at(node, at).cpus
+
+
+def test_accept_then_confirm_books_the_capacity_and_plans_instances(app):
+    reply = app.propose("alice", proposal(fixed=3), NOW)
+    assert reply["reply"] == "ACCEPT"
+    assert reply["proposal"]["userid"] == "alice" and reply["holdUntil"] == NOW + 5 * MINUTE
+    rid = reply["proposal"]["id"]
+    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+    assert free_cpus(app, "n1", NOW + HOUR) + free_cpus(app, "n2", NOW + HOUR) == 4  # held
+
+    confirmed = app.respond(rid, "alice", "CONFIRM", NOW + MINUTE)
+    assert confirmed["reply"] == "REQUEST_SUCCESS"
+    reservation = app.reservation(rid, "alice")
+    assert reservation["status"] == "CONFIRMED" and len(reservation["instances"]) == 3
+    assert {i["node"] for i in app.instances("alice")} == {"n1", "n2"}
+    assert all(i["status"] == "PENDING" for i in app.instances("alice"))
+
+
+def test_counter_accept_confirm_request_confirm(app):
+    first = app.propose("alice", proposal(fixed=4), NOW)
+    app.respond(first["proposal"]["id"], "alice", "CONFIRM", NOW)
+    counter = app.propose("bob", proposal(fixed=1), NOW)
+    assert counter["reply"] == "COUNTER"
+    assert counter["proposal"]["startTime"] == NOW + 2 * HOUR  # when alice's instances end
+    rid = counter["proposal"]["id"]
+    with pytest.raises(ProtocolViolation, match="must be ACCEPTed"):
+        app.respond(rid, "bob", "CONFIRM", NOW)
+    assert app.respond(rid, "bob", "ACCEPT", NOW)["reply"] == "CONFIRM_REQUEST"
+    assert app.reservation(rid, "bob")["status"] == "ACCEPTED"
+    assert app.respond(rid, "bob", "CONFIRM", NOW)["reply"] == "REQUEST_SUCCESS"
+    assert app.reservation(rid, "bob")["startTime"] == NOW + 2 * HOUR
+
+
+def test_a_counter_to_a_counter_is_negotiated_afresh(app):
+    app.respond(app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"], "alice", "CONFIRM", NOW)
+    counter = app.propose("bob", proposal(fixed=1), NOW)
+    rid = counter["proposal"]["id"]
+    again = app.respond(rid, "bob", "COUNTER", NOW, {"startTime": NOW + 3 * HOUR})
+    assert again["reply"] == "ACCEPT" and again["proposal"]["startTime"] == NOW + 3 * HOUR
+    assert again["proposal"]["id"] == rid
+
+
+def test_rejecting_an_offer_releases_its_hold(app):
+    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
+    assert free_cpus(app, "n1", NOW + HOUR) == 0
+    assert app.respond(rid, "alice", "REJECT", NOW)["reply"] == "REQUEST_SUCCESS"
+    assert app.reservation(rid, "alice")["status"] == "REJECTED"
+    assert free_cpus(app, "n1", NOW + HOUR) == 8
+    assert app.propose("bob", proposal(fixed=4), NOW)["reply"] == "ACCEPT"
+
+
+def test_an_offer_lapses_after_its_hold_time_and_cannot_be_confirmed(app):
+    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
+    assert app.lapse_due(NOW + 5 * MINUTE - 1) == []
+    with pytest.raises(ProtocolViolation, match="offer expired"):
+        app.respond(rid, "alice", "CONFIRM", NOW + 5 * MINUTE)
+    assert app.reservation(rid, "alice")["status"] == "OFFER_EXPIRED"
+    assert free_cpus(app, "n1", NOW + HOUR) == 8
+
+
+def test_a_confirm_at_the_deadline_is_refused_even_before_the_timer_ran(app):
+    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
+    reservation = app.repository.get(app.view.reservations[next(iter(app.view.reservations))].id)
+    with pytest.raises(OfferExpired):
+        reservation.confirm(NOW + 5 * MINUTE)
+    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+
+
+def test_cancel_frees_capacity_and_deletes_instances(app):
+    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    assert app.cancel(rid, "alice", NOW)["status"] == "CANCELLED"
+    assert app.reservation(rid, "alice")["instances"] == []
+    assert free_cpus(app, "n1", NOW + HOUR) == 8
+
+
+def test_a_reservation_expires_at_its_end_and_frees_its_capacity(app):
+    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    app.activate(rid, "alice", NOW)
+    assert app.reservation(rid, "alice")["status"] == "ACTIVATED"
+    assert app.expire_due(NOW + 2 * HOUR - 1) == []
+    assert [str(i) for i in app.expire_due(NOW + 2 * HOUR)] == [rid]
+    assert app.reservation(rid, "alice")["status"] == "EXPIRED"
+    assert app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id) is None
+
+
+def test_renegotiation_keeps_the_old_terms_until_the_new_ones_are_confirmed(app):
+    rid = app.propose("alice", proposal(fixed=2, duration=HOUR), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    offer = app.respond(rid, "alice", "COUNTER", NOW, {"duration": 3 * HOUR})
+    assert offer["reply"] == "ACCEPT" and offer["proposal"]["duration"] == 3 * HOUR
+    shown = app.reservation(rid, "alice")
+    assert shown["status"] == "CONFIRMED" and shown["duration"] == HOUR  # old terms in force
+    assert shown["offer"]["proposal"]["duration"] == 3 * HOUR
+    # While open, the union of both is held: nobody else gets the extension's slot.
+    assert app.propose("bob", proposal(fixed=4, start=NOW + 2 * HOUR), NOW)["reply"] == "COUNTER"
+    assert app.respond(rid, "alice", "CONFIRM", NOW)["reply"] == "REQUEST_SUCCESS"
+    shown = app.reservation(rid, "alice")
+    assert shown["duration"] == 3 * HOUR and "offer" not in shown
+    assert {i["endTime"] for i in app.instances("alice")} == {NOW + 4 * HOUR}
+
+
+def test_a_rejected_renegotiation_leaves_the_booking_as_it_was(app):
+    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    before = app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id)
+    assert app.respond(rid, "alice", "COUNTER", NOW, {"numInstancesFixed": 9})["reply"] == "REJECT"
+    app.respond(rid, "alice", "COUNTER", NOW, {"startTime": NOW + 5 * HOUR})
+    assert app.respond(rid, "alice", "REJECT", NOW)["reply"] == "REQUEST_SUCCESS"
+    shown = app.reservation(rid, "alice")
+    assert shown["status"] == "CONFIRMED" and shown["startTime"] == NOW + HOUR
+    assert app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id) == before
+
+
+def test_a_started_reservation_may_only_change_its_end(app):
+    rid = app.propose("alice", proposal(fixed=1, start=NOW + HOUR), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    later = NOW + HOUR + MINUTE
+    assert app.respond(rid, "alice", "COUNTER", later, {"startTime": NOW + 5 * HOUR})["reply"] == "REJECT"
+    extended = app.respond(rid, "alice", "COUNTER", later, {"duration": 2 * HOUR})
+    assert extended["reply"] == "ACCEPT"
+    app.respond(rid, "alice", "CONFIRM", later)
+    assert app.reservation(rid, "alice")["endTime"] == NOW + 3 * HOUR
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (proposal(start=NOW - 1), "startTime is in the past"),
+        (proposal(type_="HUGE"), "unknown type"),
+        (proposal(template="windows"), "unknown template"),
+        (proposal(fixed=5), "more than the cluster can ever hold"),
+        (proposal(start=NOW + 400 * DAY), "days ahead"),
+    ],
+)
+def test_unacceptable_terms_are_rejected_with_a_reason(app, body, reason):
+    reply = app.propose("alice", body, NOW)
+    assert reply["reply"] == "REJECT" and reason in reply["reason"]
+    assert app.reservation(reply["proposal"]["id"], "alice")["status"] == "REJECTED"
+
+
+def test_a_command_that_fails_appends_no_event(app):
+    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
+    before = last_position(app)
+    failures = [
+        (InvalidField, lambda: app.propose("alice", {**proposal(), "duration": -1}, NOW)),
+        (InvalidField, lambda: app.propose("alice", "not a dict", NOW)),
+        (InvalidField, lambda: app.respond(rid, "alice", "MAYBE", NOW)),
+        (ProtocolViolation, lambda: app.respond(rid, "alice", "ACCEPT", NOW)),
+        (ProtocolViolation, lambda: app.activate(rid, "alice", NOW)),
+        (NotFound, lambda: app.respond(rid, "bob", "CONFIRM", NOW)),
+        (NotFound, lambda: app.respond("not-an-id", "alice", "CONFIRM", NOW)),
+        (AlreadyExists, lambda: app.register_account("alice", "h", "A", "a@example.org")),
+        (AlreadyExists, lambda: app.register_node("n1", "test:///x", Resources(1, 1024, 10))),
+        (InvalidField, lambda: app.register_node("n9", "nonsense", Resources(1, 1024, 10))),
+        (InvalidField, lambda: app.register_account("", "h")),
+    ]
+    for error, call in failures:
+        with pytest.raises(error):
+            call()
+    assert last_position(app) == before
+    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+
+
+def test_users_see_only_their_own_reservations(app):
+    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
+    app.propose("bob", proposal(), NOW)
+    assert [r["id"] for r in app.reservations("alice")] == [rid]
+    with pytest.raises(NotFound):
+        app.reservation(rid, "bob")
+    with pytest.raises(NotFound):
+        app.cancel(rid, "bob", NOW)
+    assert len(app.reservations("admin", is_admin=True)) == 2
+    assert app.reservation(rid, "admin", is_admin=True)["userid"] == "alice"
+
+
+def test_a_taken_username_is_refused_by_the_store_even_from_a_second_process(app, open_app):
+    other = open_app()  # a second application on the same store, built before the name is taken
+    app.register_account("carol", "h", "Carol", "c@example.org")
+    with pytest.raises(AlreadyExists):
+        other.register_account("carol", "h2", "Carol Two", "c2@example.org")
+
+
+def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(app, open_app):
+    confirmed = app.propose("alice", proposal(fixed=3), NOW)["proposal"]["id"]
+    app.respond(confirmed, "alice", "CONFIRM", NOW)
+    held = app.propose("bob", proposal(fixed=1, start=NOW + 3 * HOUR), NOW)["proposal"]["id"]
+    renegotiating = app.propose("bob", proposal(fixed=1, start=NOW + 5 * HOUR), NOW)["proposal"]["id"]
+    app.respond(renegotiating, "bob", "CONFIRM", NOW)
+    app.respond(renegotiating, "bob", "COUNTER", NOW, {"duration": 2 * HOUR})
+    app.propose("alice", proposal(start=NOW - 5), NOW)  # a REJECT is history too
+
+    probes = [proposal(fixed=f, start=NOW + h * HOUR) for f in (1, 2, 4) for h in (1, 3, 5)]
+
+    def answers(application):
+        replies = []
+        for body in probes:
+            reply = application.propose("alice", body, NOW)
+            replies.append({k: v for k, v in reply.items() if k != "proposal"} | {
+                "start": reply["proposal"]["startTime"], "fixed": reply["proposal"]["numInstancesFixed"]})
+            if reply["reply"] in ("ACCEPT", "COUNTER"):
+                application.respond(reply["proposal"]["id"], "alice", "REJECT", NOW)
+        return replies
+
+    snapshot = {
+        "reservations": app.reservations("admin", is_admin=True),
+        "instances": app.instances("admin", is_admin=True),
+        "nodes": app.nodes(),
+        "held": dict(app.capacity.holders()),
+        "timeline": [app.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")],
+        "due": (app.view.offers_due.due(NOW + DAY), app.view.ends_due.due(NOW + DAY)),
+    }
+    before = answers(app)
+    app.close()
+
+    reopened = open_app()
+    assert reopened.reservations("admin", is_admin=True)[: len(snapshot["reservations"])] == snapshot["reservations"]
+    assert reopened.instances("admin", is_admin=True) == snapshot["instances"]
+    assert reopened.nodes() == snapshot["nodes"]
+    assert dict(reopened.capacity.holders()) == snapshot["held"]
+    assert [reopened.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")] == snapshot["timeline"]
+    assert answers(reopened) == before
+    # Open holds survive too: bob's offer still lapses on time after the restart.
+    assert held in {str(i) for i in reopened.lapse_due(NOW + 5 * MINUTE)}
