@@ -27,7 +27,8 @@ step = st.one_of(
               st.integers(1, 6), st.integers(0, 3), st.integers(0, 48), st.integers(1, 12)),
     st.tuples(st.sampled_from(["ACCEPT", "CONFIRM", "REJECT", "COUNTER", "cancel", "activate"]), st.integers(0, 50),
               st.integers(0, 24), st.integers(1, 12)),
-    st.tuples(st.just("wait"), st.integers(1, 8 * 60)),  # minutes
+    st.tuples(st.sampled_from(["CONFIRM", "ACCEPT", "next"]), st.integers(0, 50), st.integers(0, 24), st.integers(1, 12)),
+    st.tuples(st.just("wait"), st.integers(1, 90) | st.integers(1, 24 * 60)),  # minutes
     st.tuples(st.sampled_from(["DOWN", "UP", "DRAINED"]), st.sampled_from(sorted(NODES))),
 )
 
@@ -43,12 +44,12 @@ def check(app):
     assert app.capacity.within_capacity()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(step, max_size=40))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(step, min_size=10, max_size=60))
 def test_no_sequence_of_messages_overbooks_a_node(steps):
     with tempfile.TemporaryDirectory() as folder:
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": os.path.join(folder, "e.db")}
-        app = OpenPEX(env, settings=Settings(offer_ttl=10 * MINUTE), origin=NOW)
+        app = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
         try:
             for name, capacity in NODES.items():
                 app.register_node(name, f"test:///{name}.xml", capacity)
@@ -77,6 +78,13 @@ def test_no_sequence_of_messages_overbooks_a_node(steps):
                         owner = app.view.reservations[next(r for r in app.view.reservations if str(r) == rid)].userid
                         if kind == "cancel":
                             app.cancel(rid, owner, now)
+                        elif kind == "next":  # whatever moves this reservation on
+                            status = app.reservation(rid, owner)["status"]
+                            message = {"ACCEPTED": "CONFIRM", "COUNTERED": "ACCEPT"}.get(status)
+                            if message:
+                                app.respond(rid, owner, message, now)
+                            elif status == "CONFIRMED":
+                                app.activate(rid, owner, now)
                         elif kind == "activate":
                             app.activate(rid, owner, now)
                         elif kind == "COUNTER":
@@ -90,7 +98,7 @@ def test_no_sequence_of_messages_overbooks_a_node(steps):
                         [app.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES])
         finally:
             app.close()
-        reopened = OpenPEX(env, settings=Settings(offer_ttl=10 * MINUTE), origin=NOW)
+        reopened = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
         try:
             check(reopened)
             assert (held_by_reservations(reopened), reopened.reservations("x", is_admin=True),
