@@ -1,0 +1,93 @@
+"""`openpex demo`: a negotiation printed to the terminal, on a SQLite store and a small cluster.
+
+Until the service exists (actors, HTTP, libvirt) this shows the protocol end to end: an
+ACCEPT, a COUNTER that moves the start, one that trims optional instances, a CONFIRM_REQUEST,
+a renegotiation that keeps the old terms until confirmed, a lapse, and a restart that rebuilds
+the same state from the event store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from pex.domain.application import OpenPEX, Settings
+from pex.domain.clock import HOUR, MINUTE, SystemClock, to_datetime
+from pex.domain.sizes import Resources
+
+
+def _say(who: str, what: str, body: Any = None) -> None:
+    print(f"{who:>8} | {what}")
+    if body is not None:
+        for line in json.dumps(body, indent=2, default=str).splitlines():
+            print(f"{'':>8} |   {line}")
+
+
+def _when(ms: int) -> str:
+    return to_datetime(ms).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def run(data_dir: str | None = None) -> int:
+    folder = data_dir or tempfile.mkdtemp(prefix="openpex-demo-")
+    os.makedirs(folder, exist_ok=True)
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": os.path.join(folder, "events.db")}
+    now = SystemClock().now()
+    now -= now % MINUTE
+    app = OpenPEX(env, settings=Settings(offer_ttl=5 * MINUTE), origin=now)
+    try:
+        _say("operator", f"event store: {env['SQLITE_DBNAME']}")
+        for name in ("node1", "node2"):
+            if name not in app.view.nodes:
+                app.register_node(name, f"test:///{folder}/{name}.xml", Resources(8, 16384, 200))
+        if "Debian 12" not in app.view.templates:
+            app.register_template("Debian 12", "Debian bookworm")
+        _say("operator", "two nodes of 8 CPUs, 16 GiB, 200 GB; XLARGE is 4 CPUs, so 4 fit at once")
+
+        start = now + HOUR
+        ask = {"duration": 2 * HOUR, "numInstancesFixed": 3, "numInstancesOption": 0,
+               "startTime": start, "template": "Debian 12", "type": "XLARGE"}
+        _say("alice", f"3 XLARGE from {_when(start)} for 2 hours", ask)
+        reply = app.propose("alice", ask, now)
+        _say("OpenPEX", reply["reply"], reply)
+        alice = reply["proposal"]["id"]
+        _say("alice", "CONFIRM")
+        _say("OpenPEX", app.respond(alice, "alice", "CONFIRM", now)["reply"])
+
+        ask = {**ask, "numInstancesFixed": 2}
+        _say("bob", "2 XLARGE at the same time (only 1 slot is left)", ask)
+        reply = app.propose("bob", ask, now)
+        _say("OpenPEX", f"{reply['reply']}: start moved to {_when(reply['proposal']['startTime'])}", reply)
+        bob = reply["proposal"]["id"]
+        _say("bob", "ACCEPT")
+        _say("OpenPEX", app.respond(bob, "bob", "ACCEPT", now)["reply"])
+        _say("bob", "CONFIRM")
+        _say("OpenPEX", app.respond(bob, "bob", "CONFIRM", now)["reply"])
+
+        ask = {**ask, "numInstancesFixed": 1, "numInstancesOption": 3, "duration": 6 * HOUR}
+        _say("carol", "1 XLARGE, up to 3 more if possible, 6 hours", ask)
+        reply = app.propose("carol", ask, now)
+        _say("OpenPEX", reply["reply"], reply)
+
+        _say("alice", "renegotiate: extend to 3 hours")
+        reply = app.respond(alice, "alice", "COUNTER", now, {"duration": 3 * HOUR})
+        _say("OpenPEX", reply["reply"], reply)
+        shown = app.reservation(alice, "alice")
+        _say("OpenPEX", f"alice's reservation is {shown['status']} with duration "
+                        f"{shown['duration'] // HOUR} h until the change is confirmed")
+
+        lapsed = app.lapse_due(now + 5 * MINUTE)
+        _say("clock", f"5 minutes later: {len(lapsed)} offers lapsed and their holds were released")
+    finally:
+        app.close()
+
+    reopened = OpenPEX(env, origin=now)
+    try:
+        statuses = {r["userid"]: r["status"] for r in reopened.reservations("operator", is_admin=True)}
+        _say("operator", "restarted: state rebuilt from the event store", statuses)
+        position = reopened.recorder.max_notification_id()
+        _say("operator", f"{position} events stored")
+    finally:
+        reopened.close()
+    return 0
