@@ -519,17 +519,31 @@ class CapacityModel:
     def _hopeful_runs(
         self, size: Resources, count: int, duration: Millis, first: int, last: int
     ) -> Iterator[tuple[int, int]]:
-        """Runs of start buckets in [first, last] where some start might leave room for `count`."""
+        """Runs of start buckets in [first, last] where some start might leave room for `count`.
+
+        Three filters, cheapest first, each an upper bound on the instances that fit for any
+        start in the bucket: the cluster's totals, then per node the coarse blocks every such
+        window covers, then per node the fine buckets it covers.
+        """
         index = self._index
         width = duration // index.width - 1  # buckets surely inside any window starting in a bucket
         if width < 1:
             yield first, last
             return
         vector = np.array(size.as_tuple(), dtype=np.int64)
-        totals = index.totals_sliding_min(first, last, width)
-        cluster_bound = (totals // vector).min(axis=1)
+        hopeful = (index.totals_sliding_min(first, last, width) // vector).min(axis=1) >= count
+        fold = index.fold
+        coarse_width = (width + 1) // fold - 1  # coarse blocks inside every such window
+        if coarse_width >= 1:
+            b0, b1 = first // fold, last // fold
+            minima = index.coarse_sliding_min(b0, b1, coarse_width)  # blocks x 3 x nodes
+            fits = (minima // vector[None, :, None]).min(axis=1)
+            np.maximum(fits, 0, out=fits)
+            fits[:, ~self._eligible] = 0
+            blocks = fits.sum(axis=1) >= count
+            hopeful &= np.repeat(blocks, fold)[first - b0 * fold : last - b0 * fold + 1]
         run: list[int] = []
-        for j in (first + np.flatnonzero(cluster_bound >= count)).tolist():
+        for j in (first + np.flatnonzero(hopeful)).tolist():
             if int(self._fits(index.range_min(j + 1, j + width), size).sum()) < count:
                 continue
             if run and j == run[1] + 1:

@@ -33,11 +33,31 @@ class BucketIndex:
         self.origin = origin - origin % width
         self.fold = fold
         self.buckets = -(-max(buckets, 1) // fold) * fold
-        self.capacity = np.zeros((3, 0), dtype=np.int64)
-        self.fine = np.zeros((self.buckets, 3, 0), dtype=np.int32)
-        self.coarse = np.zeros((self.buckets // fold, 3, 0), dtype=np.int32)
-        self.counted = np.zeros(0, dtype=bool)
+        self.nodes = 0
+        # Node columns are allocated in doubling steps (adding 1,000 nodes one at a time must
+        # not copy the whole index 1,000 times); the public arrays are views of the used part.
+        self._room = 0
+        self._capacity = np.zeros((3, 0), dtype=np.int64)
+        self._fine = np.zeros((self.buckets, 3, 0), dtype=np.int32)
+        self._coarse = np.zeros((self.buckets // fold, 3, 0), dtype=np.int32)
+        self._counted = np.zeros(0, dtype=bool)
         self.totals = np.zeros((self.buckets, 3), dtype=np.int64)
+
+    @property
+    def capacity(self) -> np.ndarray:
+        return self._capacity[:, : self.nodes]
+
+    @property
+    def fine(self) -> np.ndarray:
+        return self._fine[:, :, : self.nodes]
+
+    @property
+    def coarse(self) -> np.ndarray:
+        return self._coarse[:, :, : self.nodes]
+
+    @property
+    def counted(self) -> np.ndarray:
+        return self._counted[: self.nodes]
 
     # ------------------------------------------------------------------ geometry
 
@@ -57,9 +77,9 @@ class BucketIndex:
         if needed <= self.buckets:
             return
         more = -(-(max(needed, 2 * self.buckets) - self.buckets) // self.fold) * self.fold
-        free = self.capacity.astype(np.int32)[None]
-        self.fine = np.concatenate([self.fine, np.repeat(free, more, axis=0)])
-        self.coarse = np.concatenate([self.coarse, np.repeat(free, more // self.fold, axis=0)])
+        free = self._capacity.astype(np.int32)[None]
+        self._fine = np.concatenate([self._fine, np.repeat(free, more, axis=0)])
+        self._coarse = np.concatenate([self._coarse, np.repeat(free, more // self.fold, axis=0)])
         counted_total = (self.capacity * self.counted).sum(axis=1)
         self.totals = np.concatenate([self.totals, np.repeat(counted_total[None], more, axis=0)])
         self.buckets += more
@@ -67,22 +87,29 @@ class BucketIndex:
     # ------------------------------------------------------------------ writing
 
     def add_node(self, capacity: tuple[int, int, int], counted: bool) -> None:
-        column = np.array(capacity, dtype=np.int64).reshape(3, 1)
-        self.capacity = np.concatenate([self.capacity, column], axis=1)
-        self.counted = np.append(self.counted, counted)
-        free = column.astype(np.int32)[None]
-        self.fine = np.concatenate([self.fine, np.repeat(free, self.buckets, axis=0)], axis=2)
-        self.coarse = np.concatenate(
-            [self.coarse, np.repeat(free, self.buckets // self.fold, axis=0)], axis=2
-        )
+        if self.nodes == self._room:
+            self._room = max(8, 2 * self._room)
+            extra = self._room - self._capacity.shape[1]
+            self._capacity = np.concatenate([self._capacity, np.zeros((3, extra), np.int64)], axis=1)
+            self._fine = np.concatenate([self._fine, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
+            self._coarse = np.concatenate(
+                [self._coarse, np.zeros((self.buckets // self.fold, 3, extra), np.int32)], axis=2
+            )
+            self._counted = np.concatenate([self._counted, np.zeros(extra, bool)])
+        n = self.nodes
+        self.nodes += 1
+        self._capacity[:, n] = capacity
+        self._counted[n] = counted
+        self._fine[:, :, n] = capacity
+        self._coarse[:, :, n] = capacity
         if counted:
-            self.totals += column[:, 0]
+            self.totals += np.array(capacity, dtype=np.int64)
 
     def set_counted(self, n: int, counted: bool) -> None:
-        if self.counted[n] != counted:
+        if self._counted[n] != counted:
             sign = 1 if counted else -1
-            self.totals += sign * self.fine[:, :, n].astype(np.int64)
-            self.counted[n] = counted
+            self.totals += sign * self._fine[:, :, n].astype(np.int64)
+            self._counted[n] = counted
 
     def update(self, n: int, j0: int, j1: int, delta: tuple[int, int, int], edges: dict[int, tuple[int, int, int]]) -> None:
         """Node n changed by `delta` over buckets j0..j1: rows strictly inside shift by delta
@@ -91,30 +118,32 @@ class BucketIndex:
         lo, hi = max(j0, 0), min(j1, self.buckets - 1)
         if lo > hi:
             return
-        before = self.fine[lo : hi + 1, :, n].copy() if self.counted[n] else None
+        fine = self._fine
+        before = fine[lo : hi + 1, :, n].copy() if self._counted[n] else None
         if j1 - j0 >= 2:
             inner_lo, inner_hi = max(j0 + 1, 0), min(j1 - 1, self.buckets - 1)
             if inner_lo <= inner_hi:
-                self.fine[inner_lo : inner_hi + 1, :, n] += np.array(delta, dtype=np.int32)
+                fine[inner_lo : inner_hi + 1, :, n] += np.array(delta, dtype=np.int32)
         for j, minima in edges.items():
             if lo <= j <= hi:
-                self.fine[j, :, n] = minima
+                fine[j, :, n] = minima
         if before is not None:
-            self.totals[lo : hi + 1] += self.fine[lo : hi + 1, :, n] - before
+            self.totals[lo : hi + 1] += fine[lo : hi + 1, :, n] - before
         self._refold(n, lo, hi)
 
     def load_node(self, n: int, minima: np.ndarray) -> None:
         """Set every bucket of node n at once (minima: 3 x buckets)."""
-        self.fine[:, :, n] = minima.T
+        self._fine[:, :, n] = minima.T
 
     def finish_load(self) -> None:
-        self.coarse = self.fine.reshape((self.buckets // self.fold, self.fold) + self.fine.shape[1:]).min(axis=1)
-        self.totals = (self.fine.astype(np.int64) * self.counted).sum(axis=2)
+        fine = self.fine
+        self._coarse[:, :, : self.nodes] = fine.reshape((self.buckets // self.fold, self.fold) + fine.shape[1:]).min(axis=1)
+        self.totals = (fine.astype(np.int64) * self.counted).sum(axis=2)
 
     def _refold(self, n: int, lo: int, hi: int) -> None:
         c0, c1 = lo // self.fold, hi // self.fold
-        rows = self.fine[c0 * self.fold : (c1 + 1) * self.fold, :, n]
-        self.coarse[c0 : c1 + 1, :, n] = rows.reshape(-1, self.fold, 3).min(axis=1)
+        rows = self._fine[c0 * self.fold : (c1 + 1) * self.fold, :, n]
+        self._coarse[c0 : c1 + 1, :, n] = rows.reshape(-1, self.fold, 3).min(axis=1)
 
     # ------------------------------------------------------------------ reading
 
@@ -138,10 +167,20 @@ class BucketIndex:
     def totals_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
         """For start buckets first..last, the least cluster total of each resource over the
         `width` buckets after each (rows j+1..j+width): shape (last-first+1) x 3."""
-        lo, hi = first + 1, last + width + 1
-        have = self.totals[max(lo, 0) : min(hi, self.buckets)]
-        missing = (hi - lo) - have.shape[0]
-        if missing > 0:
-            free = (self.capacity * self.counted).sum(axis=1)
-            have = np.concatenate([have, np.repeat(free[None], missing, axis=0)])
-        return sliding_min(have, width)
+        free = (self.capacity * self.counted).sum(axis=1)
+        return _window_minima(self.totals, free, first, last, width)
+
+    def coarse_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
+        """For coarse blocks first..last, per resource and node the least free amount over the
+        `width` coarse blocks after each: shape (last-first+1) x 3 x nodes."""
+        return _window_minima(self.coarse, self.capacity.astype(np.int32), first, last, width)
+
+
+def _window_minima(rows: np.ndarray, free: np.ndarray, first: int, last: int, width: int) -> np.ndarray:
+    """sliding_min over rows first+1 .. last+width, rows past the end being `free`."""
+    lo, hi = first + 1, last + width + 1
+    have = rows[max(lo, 0) : min(hi, len(rows))]
+    missing = (hi - lo) - len(have)
+    if missing > 0:
+        have = np.concatenate([have, np.repeat(free[None].astype(rows.dtype), missing, axis=0)])
+    return sliding_min(have, width)

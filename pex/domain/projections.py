@@ -16,8 +16,9 @@ from uuid import UUID
 from sortedcontainers import SortedList
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
-from pex.domain.capacity import Allocation, CapacityModel
+from pex.domain.capacity import CapacityModel
 from pex.domain.clock import Millis
+from pex.domain.negotiation import Status
 from pex.domain.sizes import Resources
 
 PAGE = 5_000  # notifications read per query while catching up
@@ -75,7 +76,7 @@ class Projections:
         self.offers_due = DueTimes()  # open offers by hold expiry
         self.ends_due = DueTimes()  # agreed reservations by end
         self.starts_due = DueTimes()  # activated reservations by start
-        self._bulk: dict[Hashable, Allocation] | None = None
+        self._bulk: set[UUID] | None = None  # reservations touched during a rebuild
         self._names: dict[UUID, str] = {}  # id -> name of nodes, templates and accounts
 
     # ------------------------------------------------------------------ following the log
@@ -85,7 +86,7 @@ class Projections:
         the capacity model loaded in bulk at the end rather than one hold at a time."""
         bulk = self.position == 0
         if bulk:
-            self._bulk = {}
+            self._bulk = set()
         applied = 0
         while True:
             page = recorder.select_notifications(self.position + 1, PAGE)
@@ -96,8 +97,8 @@ class Projections:
             if len(page) < PAGE:
                 break
         if bulk:
-            held, self._bulk = self._bulk, None
-            self.capacity.load({k: a for k, a in held.items() if a is not None})
+            touched, self._bulk = self._bulk, None
+            self._finish_rebuild(touched)
         return applied
 
     def apply_recordings(self, recordings: Iterable[Any], recorder: Any, mapper: Any) -> None:
@@ -143,17 +144,34 @@ class Projections:
         if known is None:
             self.reservations_of[reservation.userid].append(reservation.id)
         self.reservations[reservation.id] = reservation
-        allocation = reservation.held_allocation()
         if self._bulk is not None:
-            self._bulk[reservation.id] = allocation
-        elif allocation != self.capacity.held(reservation.id):
+            self._bulk.add(reservation.id)  # synced once, at the end of the rebuild
+        else:
+            self._sync(reservation)
+
+    def _sync(self, reservation: Reservation) -> None:
+        """Make the capacity model and the due times agree with the reservation's state."""
+        allocation = reservation.held_allocation()
+        if allocation != self.capacity.held(reservation.id):
             if allocation is None:
                 self.capacity.release(reservation.id)
             else:
                 self.capacity.hold(reservation.id, allocation)
+        self._sync_due_times(reservation)
+
+    def _sync_due_times(self, reservation: Reservation) -> None:
         self.offers_due.set(reservation.id, reservation.offer["hold_until"] if reservation.offer else None)
         agreed = reservation.agreed_terms if reservation.is_agreed else None
         self.ends_due.set(reservation.id, agreed.end if agreed else None)
-        activated = agreed if reservation.status.value == "ACTIVATED" else None
+        activated = agreed if reservation.status is Status.ACTIVATED else None
         self.starts_due.set(reservation.id, activated.start if activated else None)
 
+    def _finish_rebuild(self, touched: set[UUID]) -> None:
+        held = {}
+        for rid in touched:
+            reservation = self.reservations[rid]
+            allocation = reservation.held_allocation()
+            if allocation is not None:
+                held[rid] = allocation
+            self._sync_due_times(reservation)
+        self.capacity.load(held)

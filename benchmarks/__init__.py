@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: each prints a table and, as its last line, one JSON object."""

@@ -1,0 +1,220 @@
+"""Admission at scale: how fast OpenPEX answers proposals on a busy cluster, and how fast it
+rebuilds its capacity model from the event store.
+
+    python -m benchmarks.admission --nodes 1000 --reservations 100000
+
+1. Fill: M confirmed reservations at random over a 30-day horizon on N nodes of 32 CPUs,
+   128 GB, 2 TB, at about the asked utilisation. Each is placed by the real model
+   (most-loaded-first), recorded as Requested/Offered/Confirmed events and saved in batches.
+2. Rebuild: a new application opens the store; `rebuild_s` is the time to replay the log and
+   bulk-load the capacity model.
+3. Decide: typical requests (1-16 instances of a random size, 1 h to 3 days) and hard ones
+   (40 % of the cluster's CPUs at once, so most need a COUNTER), timed around `decide()` on
+   the rebuilt model, nothing held, so every request sees the same state.
+4. The durable path: `propose()` (decision + hold + one SQLite append) on a sample, each
+   followed by a REJECT that releases it.
+
+Targets (issue 2, one core, N=1000, M=100000): typical p99 <= 1 ms, hard COUNTER p99 <= 20 ms,
+rebuild <= 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from pex.domain.admission import decide
+from pex.domain.aggregates import Reservation
+from pex.domain.application import OpenPEX
+from pex.domain.capacity import Allocation
+from pex.domain.clock import DAY, HOUR, from_datetime
+from pex.domain.negotiation import Reply, Terms
+from pex.domain.sizes import InstanceType, Resources
+
+NODE = Resources(cpus=32, memory_mb=131072, disk_gb=2048)
+ORIGIN = from_datetime(datetime(2030, 1, 1, tzinfo=timezone.utc))
+HORIZON = 30 * DAY
+TEMPLATE = "bench"
+SIZES = list(InstanceType)
+
+
+def store_env(database: str | None, folder: str) -> dict[str, str]:
+    if database and database.startswith("postgres"):
+        url = urlparse(database)
+        return {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": url.path.lstrip("/"),
+                "POSTGRES_HOST": url.hostname or "127.0.0.1", "POSTGRES_PORT": str(url.port or 5432),
+                "POSTGRES_USER": url.username or "", "POSTGRES_PASSWORD": url.password or ""}
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": database or os.path.join(folder, "events.db")}
+
+
+def percentile(samples: list[float], p: float) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered))) - 1))]
+
+
+def fill(app: OpenPEX, rng: random.Random, reservations: int, utilisation: float) -> tuple[int, float]:
+    """Store `reservations` confirmed reservations; returns (skipped, seconds)."""
+    model = app.capacity
+    cluster_cpus = NODE.cpus * len(model.nodes())
+    # Mean CPU-time per reservation that gives the utilisation: E[cpus] = 2.5, E[count] = 4.5,
+    # so the duration's mean follows; durations are uniform on [1 h, 2 * mean - 1 h].
+    mean_hours = utilisation * cluster_cpus * HORIZON / HOUR / reservations / (2.5 * 4.5)
+    longest = max(1.0, 2 * mean_hours - 1)
+    now = ORIGIN - DAY
+    started = time.perf_counter()
+    batch: list[Reservation] = []
+    stored = skipped = 0
+    while stored < reservations:
+        size = rng.choice(SIZES)
+        count = rng.randint(1, 8)
+        duration = int(rng.uniform(1, longest) * HOUR)
+        start = ORIGIN + rng.randrange(0, HORIZON - duration)
+        placement = model.place(size.resources, count, start, start + duration)
+        if placement is None:
+            skipped += 1
+            continue
+        terms = Terms(size.name, TEMPLATE, count, 0, start, duration)
+        allocation = Allocation.uniform(size.resources, placement, start, start + duration)
+        reservation = Reservation("bench", terms.to_dict())
+        reservation.answer(Reply.ACCEPT, terms=terms, allocation=allocation, hold_until=now + HOUR)
+        reservation.confirm(now)
+        model.hold(reservation.id, allocation)
+        batch.append(reservation)
+        stored += 1
+        if len(batch) == 1000:
+            app.save(*batch)
+            batch.clear()
+    if batch:
+        app.save(*batch)
+    return skipped, time.perf_counter() - started
+
+
+def measured_utilisation(app: OpenPEX, rng: random.Random) -> float:
+    model = app.capacity
+    nodes = model.nodes()
+    samples = []
+    for _ in range(200):
+        t = ORIGIN + rng.randrange(5 * DAY, 25 * DAY)
+        free = sum(model.free_at(n, t).cpus for n in nodes)
+        samples.append(1 - free / (NODE.cpus * len(nodes)))
+    return sum(samples) / len(samples)
+
+
+def typical(rng: random.Random, nodes: int) -> Terms:
+    size = rng.choice(SIZES)
+    duration = rng.randint(HOUR, 3 * DAY)
+    return Terms(size.name, TEMPLATE, rng.randint(1, 16), 0, ORIGIN + rng.randrange(0, HORIZON - duration), duration)
+
+
+def hard(rng: random.Random, nodes: int) -> Terms:
+    size = rng.choice(SIZES)
+    fixed = int(0.4 * nodes * NODE.cpus) // size.resources.cpus
+    duration = rng.randint(HOUR, DAY)
+    return Terms(size.name, TEMPLATE, fixed, 0, ORIGIN + rng.randrange(0, 28 * DAY), duration)
+
+
+def time_decisions(app: OpenPEX, make, count: int, rng: random.Random, nodes: int):
+    timings: dict[str, list[float]] = defaultdict(list)
+    moved: list[float] = []
+    latest = ORIGIN + 365 * DAY
+    for _ in range(count):
+        terms = make(rng, nodes)
+        started = time.perf_counter_ns()
+        decision = decide(app.capacity, terms, latest_start=latest)
+        timings[decision.reply.value].append((time.perf_counter_ns() - started) / 1e6)
+        if decision.reply is Reply.COUNTER:
+            moved.append((decision.offer.terms.start - terms.start) / HOUR)
+    return timings, moved
+
+
+def time_proposals(app: OpenPEX, rng: random.Random, nodes: int, count: int) -> list[float]:
+    now = ORIGIN - DAY
+    timings = []
+    for _ in range(count):
+        terms = typical(rng, nodes)
+        body = terms.to_proposal()
+        started = time.perf_counter_ns()
+        reply = app.propose("sampler", body, now)
+        timings.append((time.perf_counter_ns() - started) / 1e6)
+        if reply["reply"] != "REJECT":
+            app.respond(reply["proposal"]["id"], "sampler", "REJECT", now)
+    return timings
+
+
+def summary(timings: dict[str, list[float]]) -> dict[str, float | int | None]:
+    accepts, counters = timings.get("ACCEPT", []), timings.get("COUNTER", [])
+    return {
+        "accept_p50_ms": percentile(accepts, 50), "accept_p99_ms": percentile(accepts, 99),
+        "counter_p50_ms": percentile(counters, 50), "counter_p99_ms": percentile(counters, 99),
+        "accepts": len(accepts), "counters": len(counters), "rejects": len(timings.get("REJECT", [])),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--reservations", type=int, default=100_000)
+    parser.add_argument("--typical", type=int, default=2000)
+    parser.add_argument("--hard", type=int, default=200)
+    parser.add_argument("--proposals", type=int, default=300)
+    parser.add_argument("--utilisation", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database", help="a SQLite file or postgresql://user:pass@host:port/db (default: temp SQLite)")
+    args = parser.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    folder = tempfile.mkdtemp(prefix="openpex-bench-")
+    env = store_env(args.database, folder)
+    app = OpenPEX(env, origin=ORIGIN - DAY)
+    for i in range(args.nodes):
+        app.register_node(f"node{i:04d}", f"test:///bench/node{i:04d}.xml", NODE)
+    app.register_template(TEMPLATE)
+    skipped, fill_s = fill(app, rng, args.reservations, args.utilisation)
+    utilisation = measured_utilisation(app, rng)
+    app.close()
+
+    started = time.perf_counter()
+    app = OpenPEX(env, origin=ORIGIN - DAY)
+    rebuild_s = time.perf_counter() - started
+    assert len(app.capacity.holders()) == args.reservations, "the rebuilt model lost reservations"
+    try:
+        typical_t, _ = time_decisions(app, typical, args.typical, rng, args.nodes)
+        hard_t, moved = time_decisions(app, hard, args.hard, rng, args.nodes)
+        propose_t = time_proposals(app, rng, args.nodes, args.proposals)
+    finally:
+        app.close()
+
+    print(f"cluster: {args.nodes} nodes x {NODE.cpus} CPUs / {NODE.memory_mb // 1024} GB / {NODE.disk_gb} GB; "
+          f"{args.reservations} confirmed reservations over 30 days ({skipped} draws did not fit)")
+    print(f"fill {fill_s:.1f} s; CPU utilisation days 5-25: {utilisation:.0%}; rebuild from the store: {rebuild_s:.2f} s")
+    print()
+    print(f"{'class':<10}{'reply':<10}{'n':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
+    for name, timings in (("typical", typical_t), ("hard", hard_t)):
+        for reply in ("ACCEPT", "COUNTER", "REJECT"):
+            samples = timings.get(reply, [])
+            if samples:
+                print(f"{name:<10}{reply:<10}{len(samples):>7}{percentile(samples, 50):>10.3f}"
+                      f"{percentile(samples, 99):>10.3f}{max(samples):>10.3f}")
+    print(f"{'propose':<10}{'durable':<10}{len(propose_t):>7}{percentile(propose_t, 50):>10.3f}"
+          f"{percentile(propose_t, 99):>10.3f}{max(propose_t):>10.3f}")
+    if moved:
+        print(f"hard COUNTERs moved the start by {percentile(moved, 50):.1f} h on median")
+    print(json.dumps({
+        "nodes": args.nodes, "reservations": args.reservations, "utilisation": round(utilisation, 3),
+        "rebuild_s": round(rebuild_s, 3), "typical": summary(typical_t), "hard": summary(hard_t),
+        "propose_p50_ms": percentile(propose_t, 50), "propose_p99_ms": percentile(propose_t, 99),
+    }))
+
+
+if __name__ == "__main__":
+    main()
