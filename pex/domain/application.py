@@ -166,12 +166,16 @@ class OpenPEX(Application[UUID]):
         """The user's reply to an offer (PUT /reservations/{id}): ACCEPT, COUNTER, CONFIRM or
         REJECT; COUNTER carries a proposal and also renegotiates agreed terms."""
         message = _message(reply)
+        visible = self._visible_reservation(reservation_id, userid, is_admin)
+        terms = None
+        if message is Message.COUNTER:  # parse before anything is recorded
+            current = visible.offered_terms or visible.agreed_terms or Terms.from_dict(visible.requested)
+            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=current)
         self.lapse_due(now)
-        reservation = self._load_reservation(reservation_id, userid, is_admin)
+        reservation = self.repository.get(visible.id)
         action = reservation.action_for(message)
         if action is Action.NEGOTIATE:
-            current = reservation.offered_terms or reservation.agreed_terms
-            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=current)
+            assert terms is not None
             reservation.propose(terms)
             self._negotiate(reservation, terms, now)
             return self._reply(reservation, Reply(_reply_of(reservation)))
@@ -184,10 +188,10 @@ class OpenPEX(Application[UUID]):
             self._commit(reservation, *self._plan_instances(reservation))
             return self._reply(reservation, Reply.REQUEST_SUCCESS)
         assert action is Action.WITHDRAW
-        terms = reservation.offered_terms
+        withdrawn = reservation.offered_terms
         reservation.withdraw()
         self._commit(reservation)
-        return self._reply(reservation, Reply.REQUEST_SUCCESS, terms)
+        return self._reply(reservation, Reply.REQUEST_SUCCESS, withdrawn)
 
     def _negotiate(self, reservation: Reservation, terms: Terms, now: Millis) -> None:
         limits = self.settings.limits

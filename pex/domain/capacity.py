@@ -55,11 +55,6 @@ class Allocation:
     size: Resources
     shares: tuple[Share, ...]
 
-    @property
-    def count(self) -> int:
-        """Instances held at the busiest instant (equal shares intervals: their sum)."""
-        return sum(s.count for s in self.shares if s.start == self.shares[0].start)
-
     def per_node(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for share in self.shares:

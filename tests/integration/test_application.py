@@ -197,6 +197,8 @@ def test_a_command_that_fails_appends_no_event(app):
         (InvalidField, lambda: app.propose("alice", {**proposal(), "duration": -1}, NOW)),
         (InvalidField, lambda: app.propose("alice", "not a dict", NOW)),
         (InvalidField, lambda: app.respond(rid, "alice", "MAYBE", NOW)),
+        (InvalidField, lambda: app.respond(rid, "alice", "COUNTER", NOW, {"duration": "long"})),
+        (InvalidField, lambda: app.respond(rid, "alice", "COUNTER", NOW + 6 * MINUTE, {"duration": 0})),
         (ProtocolViolation, lambda: app.respond(rid, "alice", "ACCEPT", NOW)),
         (ProtocolViolation, lambda: app.activate(rid, "alice", NOW)),
         (NotFound, lambda: app.respond(rid, "bob", "CONFIRM", NOW)),
