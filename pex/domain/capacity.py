@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -38,9 +38,9 @@ from pex.domain.sizes import Resources
 NEVER: Millis = -(2**62)  # the start of every profile: "since forever"
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """`count` instances on `node` over [start, end)."""
+class Share(NamedTuple):
+    """`count` instances on `node` over [start, end). A named tuple: a rebuild makes one per
+    stored share, and tuples are several times cheaper to build than dataclasses."""
 
     node: str
     start: Millis
@@ -346,7 +346,10 @@ class CapacityModel:
         j0 = max(0, index.bucket_of(start))
         j1 = index.bucket_of(end - 1)
         profile = self._profiles[n]
-        edges = {j: profile.min_free(index.start_of(j), index.start_of(j + 1)) for j in {j0, j1}}
+        edges = {}
+        for j in {j0, j1}:
+            lo, hi = index.start_of(j), index.start_of(j + 1)
+            edges[j] = (profile.min_free(lo, hi), profile.free_at(lo).as_tuple(), profile.free_at(hi - 1).as_tuple())
         index.update(n, j0, j1, delta.as_tuple(), edges)
 
     # ----------------------------------------------------------------- bulk load
@@ -374,10 +377,11 @@ class CapacityModel:
             if not fresh.is_within_capacity():
                 raise CapacityExceeded(f"the stored allocations put node {self._names[n]} over capacity")
             self._profiles[n] = fresh
-            self._index.load_node(n, self._bucket_minima(fresh))
+            self._index.load_node(n, *self._bucket_levels(fresh))
         self._index.finish_load()
 
-    def _bucket_minima(self, profile: AvailabilityProfile) -> np.ndarray:
+    def _bucket_levels(self, profile: AvailabilityProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per bucket: the least free amounts, and those at its first and last instant."""
         index = self._index
         times = np.asarray(profile.times, dtype=np.int64)
         levels = profile.levels()
@@ -386,7 +390,8 @@ class CapacityModel:
         last = np.searchsorted(times, bounds[1:] - 1, side="right") - 1
         # reduceat covers segments first[j]..first[j+1]-1; the segment at the bucket's last
         # instant may be first[j+1] itself, so fold it in as well.
-        return np.minimum(np.minimum.reduceat(levels, first, axis=1), levels[:, last])
+        minima = np.minimum(np.minimum.reduceat(levels, first, axis=1), levels[:, last])
+        return minima, levels[:, first], levels[:, last]
 
     # ----------------------------------------------------------------- bounds
 
@@ -404,13 +409,20 @@ class CapacityModel:
             exact = self._exact_fits(size, start, end)
             return exact, exact
         j0, j1 = index.bucket_of(start), index.bucket_of(end - 1)
+        if j0 >= index.buckets:  # past the horizon nothing is held
+            free = self._fits(index.capacity, size)
+            return free, free
         lower = self._fits(index.range_min(j0, j1), size)
         lo = j0 if start == index.start_of(j0) else j0 + 1
         hi = j1 if end == index.start_of(j1 + 1) or j1 >= index.buckets else j1 - 1
         if (lo, hi) == (j0, j1):
             return lower, lower
-        upper = self._fits(index.range_min(lo, hi) if lo <= hi else index.capacity, size)
-        return lower, upper
+        upper = index.range_min(lo, hi) if lo <= hi else index.capacity
+        if lo > j0 and j0 < j1:  # the window holds the last instant of its first bucket
+            upper = np.minimum(upper, index.last[j0])
+        if hi < j1 and j0 < j1 < index.buckets:  # ... and the first instant of its last bucket
+            upper = np.minimum(upper, index.first[j1])
+        return lower, self._fits(upper, size)
 
     def _exact_fits(self, size: Resources, start: Millis, end: Millis) -> np.ndarray:
         fits = np.zeros(len(self._names), dtype=np.int64)
@@ -529,17 +541,19 @@ class CapacityModel:
         hopeful = (index.totals_sliding_min(first, last, width) // vector).min(axis=1) >= count
         fold = index.fold
         coarse_width = (width + 1) // fold - 1  # coarse blocks inside every such window
-        if coarse_width >= 1:
-            b0, b1 = first // fold, last // fold
-            minima = index.coarse_sliding_min(b0, b1, coarse_width)  # blocks x 3 x nodes
-            fits = (minima // vector[None, :, None]).min(axis=1)
-            np.maximum(fits, 0, out=fits)
-            fits[:, ~self._eligible] = 0
-            blocks = fits.sum(axis=1) >= count
-            hopeful &= np.repeat(blocks, fold)[first - b0 * fold : last - b0 * fold + 1]
+        verdicts: dict[int, bool] = {}  # coarse block -> might it fit? (computed a chunk at a time)
         run: list[int] = []
         for j in (first + np.flatnonzero(hopeful)).tolist():
-            if int(self._fits(index.range_min(j + 1, j + width), size).sum()) < count:
+            block = j // fold
+            if coarse_width >= 1:
+                if block not in verdicts:
+                    verdicts.update(self._coarse_verdicts(vector, count, block, block + 7, coarse_width))
+                if not verdicts[block]:
+                    continue
+            # Every window starting in bucket j covers buckets j+1..j+width and the last
+            # instant of bucket j.
+            surely = np.minimum(index.range_min(j + 1, j + width), index.last[j]) if j < index.buckets else index.capacity
+            if int(self._fits(surely, size).sum()) < count:
                 continue
             if run and j == run[1] + 1:
                 run[1] = j
@@ -550,40 +564,60 @@ class CapacityModel:
         if run:
             yield run[0], run[1]
 
+    def _coarse_verdicts(self, vector: np.ndarray, count: int, b0: int, b1: int, width: int) -> dict[int, bool]:
+        """For coarse blocks b0..b1: could any start in the block leave room for `count`,
+        judged per node on the `width` coarse blocks every such window covers?"""
+        minima = self._index.coarse_sliding_min(b0, b1, width)  # blocks x 3 x nodes
+        fits = (minima // vector[None, :, None]).min(axis=1)
+        np.maximum(fits, 0, out=fits)
+        fits[:, ~self._eligible] = 0
+        return dict(zip(range(b0, b1 + 1), (fits.sum(axis=1) >= count).tolist()))
+
     def _sweep(self, size: Resources, count: int, duration: Millis, lo: Millis, hi: Millis) -> Millis | None:
         """The first allocation end t in [lo, hi) with room for `count` over [t, t+duration).
 
-        Only the first window is asked of every node; each later one re-asks just the nodes
-        with a change point in the stretch the window left or entered since the last one.
+        Only the first window is asked of every node. Moving the window from one end to the
+        next changes a node's minimum only if the node has a change point in the stretch the
+        window left, (t, t_next], which can raise it (at most to the node's full room), or in
+        the stretch it entered, [t + d, t_next + d), which can only lower it. Such nodes are
+        marked stale and re-asked only once the room they could at most add would reach the
+        count: most ends are passed over without asking any node.
         """
         candidates = self._ends.irange(lo, hi, inclusive=(True, False))
         t = next(candidates, None)
         if t is None:
             return None
-        fits = self._fits_exactly(size, t, t + duration)
-        total = int(fits.sum())
+        fits = self._fits_exactly(size, t, t + duration).tolist()
+        total = sum(fits)
         if total >= count:
             return t
-        profiles, eligible = self._profiles, self._eligible
+        profiles, changes = self._profiles, self._changes
+        eligible = self._eligible.tolist()
+        room = self._fits(self._index.capacity, size).tolist()
+        stale: set[int] = set()
+        rising: set[int] = set()  # stale nodes whose possible gain is counted in `hope`
+        hope = 0
         for t_next in candidates:
             if t_next == t:
                 continue
-            # A node's window minimum can change only if one of its change points lies in
-            # (t, t_next] (a segment left the window) or [t + d, t_next + d) (one entered).
-            changes = self._changes
-            stale = {n for _, n in changes.irange((t + 1, -1), (t_next + 1, -1), inclusive=(True, False))}
-            stale.update(
-                n
-                for _, n in changes.irange(
-                    (t + duration, -1), (t_next + duration, -1), inclusive=(True, False)
-                )
-            )
-            t = t_next
-            for n in stale:
+            for _, n in changes.irange((t + 1, -1), (t_next + 1, -1), inclusive=(True, False)):
+                if n not in rising and eligible[n]:
+                    rising.add(n)
+                    stale.add(n)
+                    hope += room[n] - fits[n]
+            for _, n in changes.irange((t + duration, -1), (t_next + duration, -1), inclusive=(True, False)):
                 if eligible[n]:
-                    fit = profiles[n].fit(size, t, t + duration)
-                    total += fit - int(fits[n])
-                    fits[n] = fit
+                    stale.add(n)
+            t = t_next
+            if total + hope < count:
+                continue  # even if every stale node came back empty, too little room
+            for n in stale:
+                fit = profiles[n].fit(size, t, t + duration)
+                total += fit - fits[n]
+                fits[n] = fit
+            stale.clear()
+            rising.clear()
+            hope = 0
             if total >= count:
                 return t
         return None

@@ -39,6 +39,11 @@ class BucketIndex:
         self._room = 0
         self._capacity = np.zeros((3, 0), dtype=np.int64)
         self._fine = np.zeros((self.buckets, 3, 0), dtype=np.int32)
+        # Free amounts at each bucket's first and last instant: a window that only partly
+        # covers an edge bucket still contains one of them, which bounds its minimum from
+        # above; where the level does not change inside the bucket the bound is exact.
+        self._first = np.zeros((self.buckets, 3, 0), dtype=np.int32)
+        self._last = np.zeros((self.buckets, 3, 0), dtype=np.int32)
         self._coarse = np.zeros((self.buckets // fold, 3, 0), dtype=np.int32)
         self._counted = np.zeros(0, dtype=bool)
         self.totals = np.zeros((self.buckets, 3), dtype=np.int64)
@@ -50,6 +55,14 @@ class BucketIndex:
     @property
     def fine(self) -> np.ndarray:
         return self._fine[:, :, : self.nodes]
+
+    @property
+    def first(self) -> np.ndarray:
+        return self._first[:, :, : self.nodes]
+
+    @property
+    def last(self) -> np.ndarray:
+        return self._last[:, :, : self.nodes]
 
     @property
     def coarse(self) -> np.ndarray:
@@ -79,6 +92,8 @@ class BucketIndex:
         more = -(-(max(needed, 2 * self.buckets) - self.buckets) // self.fold) * self.fold
         free = self._capacity.astype(np.int32)[None]
         self._fine = np.concatenate([self._fine, np.repeat(free, more, axis=0)])
+        self._first = np.concatenate([self._first, np.repeat(free, more, axis=0)])
+        self._last = np.concatenate([self._last, np.repeat(free, more, axis=0)])
         self._coarse = np.concatenate([self._coarse, np.repeat(free, more // self.fold, axis=0)])
         counted_total = (self.capacity * self.counted).sum(axis=1)
         self.totals = np.concatenate([self.totals, np.repeat(counted_total[None], more, axis=0)])
@@ -92,6 +107,8 @@ class BucketIndex:
             extra = self._room - self._capacity.shape[1]
             self._capacity = np.concatenate([self._capacity, np.zeros((3, extra), np.int64)], axis=1)
             self._fine = np.concatenate([self._fine, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
+            self._first = np.concatenate([self._first, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
+            self._last = np.concatenate([self._last, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
             self._coarse = np.concatenate(
                 [self._coarse, np.zeros((self.buckets // self.fold, 3, extra), np.int32)], axis=2
             )
@@ -101,6 +118,8 @@ class BucketIndex:
         self._capacity[:, n] = capacity
         self._counted[n] = counted
         self._fine[:, :, n] = capacity
+        self._first[:, :, n] = capacity
+        self._last[:, :, n] = capacity
         self._coarse[:, :, n] = capacity
         if counted:
             self.totals += np.array(capacity, dtype=np.int64)
@@ -111,10 +130,11 @@ class BucketIndex:
             self.totals += sign * self._fine[:, :, n].astype(np.int64)
             self._counted[n] = counted
 
-    def update(self, n: int, j0: int, j1: int, delta: tuple[int, int, int], edges: dict[int, tuple[int, int, int]]) -> None:
+    def update(self, n: int, j0: int, j1: int, delta: tuple[int, int, int],
+               edges: dict[int, tuple[tuple[int, int, int], ...]]) -> None:
         """Node n changed by `delta` over buckets j0..j1: rows strictly inside shift by delta
-        (every instant in them changed by delta, so did their minimum); the edge rows were
-        recomputed exactly by the caller and are given in `edges`."""
+        (every instant in them changed by delta, so did their minimum and end levels); the
+        edge rows were recomputed exactly by the caller: edges[j] = (minimum, first, last)."""
         lo, hi = max(j0, 0), min(j1, self.buckets - 1)
         if lo > hi:
             return
@@ -123,17 +143,24 @@ class BucketIndex:
         if j1 - j0 >= 2:
             inner_lo, inner_hi = max(j0 + 1, 0), min(j1 - 1, self.buckets - 1)
             if inner_lo <= inner_hi:
-                fine[inner_lo : inner_hi + 1, :, n] += np.array(delta, dtype=np.int32)
-        for j, minima in edges.items():
+                shift = np.array(delta, dtype=np.int32)
+                fine[inner_lo : inner_hi + 1, :, n] += shift
+                self._first[inner_lo : inner_hi + 1, :, n] += shift
+                self._last[inner_lo : inner_hi + 1, :, n] += shift
+        for j, (minima, first, last) in edges.items():
             if lo <= j <= hi:
                 fine[j, :, n] = minima
+                self._first[j, :, n] = first
+                self._last[j, :, n] = last
         if before is not None:
             self.totals[lo : hi + 1] += fine[lo : hi + 1, :, n] - before
         self._refold(n, lo, hi)
 
-    def load_node(self, n: int, minima: np.ndarray) -> None:
-        """Set every bucket of node n at once (minima: 3 x buckets)."""
+    def load_node(self, n: int, minima: np.ndarray, first: np.ndarray, last: np.ndarray) -> None:
+        """Set every bucket of node n at once (each 3 x buckets)."""
         self._fine[:, :, n] = minima.T
+        self._first[:, :, n] = first.T
+        self._last[:, :, n] = last.T
 
     def finish_load(self) -> None:
         fine = self.fine

@@ -8,6 +8,7 @@ cannot drift from it. The capacity model follows each reservation's `held_alloca
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -87,6 +88,17 @@ class Projections:
         bulk = self.position == 0
         if bulk:
             self._bulk = set()
+        # A rebuild allocates hundreds of thousands of long-lived objects and no cycles; the
+        # cyclic collector would rescan the growing heap again and again (a third of the time).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._read_log(recorder, mapper, bulk)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _read_log(self, recorder: Any, mapper: Any, bulk: bool) -> int:
         applied = 0
         while True:
             page = recorder.select_notifications(self.position + 1, PAGE)
