@@ -20,10 +20,15 @@ rebuild <= 10 s.
 
 from __future__ import annotations
 
+import os
+
+# Targets are for one core: pin the process and keep any numeric library to one thread.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import gc
 import json
-import os
 import random
 import tempfile
 import time
@@ -172,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database", help="a SQLite file or postgresql://user:pass@host:port/db (default: temp SQLite)")
     args = parser.parse_args(argv)
+    core = min(os.sched_getaffinity(0))  # one core, as the targets are stated
+    os.sched_setaffinity(0, {core})
 
     rng = random.Random(args.seed)
     folder = tempfile.mkdtemp(prefix="openpex-bench-")
