@@ -11,13 +11,55 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a negotiation on a small simulated cluster and print it")
     demo.add_argument("--data-dir", help="where the SQLite event store goes (default: a new temporary folder)")
+    serve = commands.add_parser("serve", help="run the service: actors, simulated or real libvirt hosts, REST API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data-dir", default="var", help="the SQLite event store and simulated host files (default ./var)")
+    serve.add_argument("--simulated-nodes", type=_count, default=4, metavar="N",
+                       help="libvirt test-driver hosts to run (default 4; 0 for none)")
+    serve.add_argument("--node-spec", default="cpus=8,memory=16384,disk=200",
+                       help="size of each simulated host, and the disk of real ones (memory MB, disk GB)")
+    serve.add_argument("--node", action="append", default=[], metavar="NAME=URI", help="a real libvirt host (repeatable)")
+    serve.add_argument("--database", help="a SQLite file or postgresql://user:password@host:port/db")
+    serve.add_argument("--offer-ttl", type=float, default=300.0, metavar="SECONDS", help="how long offers are held")
+    serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                       help="between a graceful shutdown at a reservation's end and a forced one")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(parser, args)
     if args.command == "demo":
         from pex import demo as demo_module
 
         return demo_module.run(args.data_dir)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pex.service import Config, parse_node_spec, serve
+
+    try:
+        spec = parse_node_spec(args.node_spec)
+    except ValueError as error:
+        parser.error(str(error))
+    nodes = []
+    for item in args.node:
+        name, eq, uri = item.partition("=")
+        if not eq or not name or "://" not in uri:
+            parser.error(f"--node {item!r}: expected NAME=URI, e.g. local=qemu:///system")
+        nodes.append((name, uri))
+    if args.offer_ttl <= 0 or args.grace < 0:
+        parser.error("--offer-ttl must be > 0 and --grace >= 0")
+    return serve(Config(host=args.host, port=args.port, data_dir=Path(args.data_dir), simulated_nodes=args.simulated_nodes,
+                        node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace))
 
 
 if __name__ == "__main__":

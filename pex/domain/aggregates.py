@@ -51,6 +51,7 @@ class Reservation(Aggregate):
         self.booking: list[Any] | None = None  # allocation of the terms in force
         self.offer: dict[str, Any] | None = None  # the open offer, if any
         self.reason: str | None = None  # why the last proposal was rejected
+        self.launched = False  # its start has been carried out: its instances were sent to boot
 
     # ---------------------------------------------------------------- reading
 
@@ -138,6 +139,14 @@ class Reservation(Aggregate):
         self.action_for(Message.ACTIVATE)
         self._activated()
 
+    def launch(self, now: Millis) -> None:
+        """The start has come for an activated reservation: its instances are to boot now."""
+        if self.status is not Status.ACTIVATED or self.launched:
+            raise ProtocolViolation(f"a {self.status.value} reservation cannot be launched")
+        if now < self.agreed_terms.start:  # type: ignore[union-attr]
+            raise ProtocolViolation("the reservation has not started yet")
+        self._launched()
+
     def cancel(self) -> None:
         if self.action_for(Message.CANCEL) is Action.WITHDRAW:
             self._withdrawn()
@@ -207,6 +216,10 @@ class Reservation(Aggregate):
     def _activated(self) -> None:
         self.status = Status.ACTIVATED
 
+    @event("Launched")
+    def _launched(self) -> None:
+        self.launched = True
+
     @event("Cancelled")
     def _cancelled(self) -> None:
         self.offer = None
@@ -218,8 +231,13 @@ class Reservation(Aggregate):
         self.status = Status.EXPIRED
 
 
+INSTANCE_STATUSES = frozenset({"PENDING", "RUNNING", "PAUSED", "SUSPENDED", "HALTED", "CRASHED", "DELETED"})
+LIVE = frozenset({"RUNNING", "PAUSED", "SUSPENDED"})  # a VM that holds its host's resources
+
+
 class Instance(Aggregate):
-    """One VM of a reservation, planned on a node; its life is driven by later issues."""
+    """One VM of a reservation, planned on a node. Its status is what the hypervisor last
+    reported (PENDING until it first boots); DELETED is final."""
 
     @event("Planned")
     def __init__(self, reservation_id: UUID, userid: str, name: str, node: str, instance_type: str,
@@ -233,6 +251,15 @@ class Instance(Aggregate):
         self.start = start
         self.end = end
         self.status = "PENDING"
+        self.reason: str | None = None  # why it is in its status, when that needs saying
+
+    def record_status(self, status: str, reason: str | None = None) -> None:
+        """The hypervisor reported `status` (or an operation on the VM failed: `reason`)."""
+        if status not in INSTANCE_STATUSES or status in ("PENDING", "DELETED"):
+            raise ValueError(f"{status!r} is not a status a VM can report")
+        if self.status == "DELETED" or (status, reason) == (self.status, self.reason):
+            return
+        self._status_changed(status=status, reason=reason)
 
     def reschedule(self, node: str, start: Millis, end: Millis) -> None:
         if (node, start, end) != (self.node, self.start, self.end):
@@ -245,6 +272,10 @@ class Instance(Aggregate):
     @event("Rescheduled")
     def _rescheduled(self, node: str, start: Millis, end: Millis) -> None:
         self.node, self.start, self.end = node, start, end
+
+    @event("StatusChanged")
+    def _status_changed(self, status: str, reason: str | None) -> None:
+        self.status, self.reason = status, reason
 
     @event("Discarded")
     def _discarded(self) -> None:

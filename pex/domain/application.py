@@ -22,11 +22,12 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
 from pex.domain.admission import AdmissionPolicy, Decision, decide
-from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.aggregates import LIVE, Account, Instance, Node, Reservation, Template
 from pex.domain.capacity import Allocation, CapacityModel
 from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
-from pex.domain.errors import AlreadyExists, InvalidField, NotFound
-from pex.domain.negotiation import Action, Limits, Message, Reply, Terms, rejection_reason
+from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation
+from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, rejection_reason
+from pex.domain.orders import Operation, VMOrder, domain_name
 from pex.domain.projections import Projections
 from pex.domain.sizes import InstanceType, Resources
 
@@ -300,10 +301,99 @@ class OpenPEX(Application[UUID]):
         self._commit(*reservations)
         return list(due)
 
+    def launch_due(self, now: Millis) -> list[VMOrder]:
+        """Launch every activated reservation whose start has come: its instances boot."""
+        due = self.view.starts_due.due(now)
+        if not due:
+            return []
+        reservations = [self.repository.get(i) for i in due]
+        for reservation in reservations:
+            reservation.launch(now)
+        self._commit(*reservations)
+        return [order for r in reservations for order in self._orders(r.id, Operation.BOOT, {"PENDING"} | LIVE)]
+
+    def settle(self, now: Millis) -> list[VMOrder]:
+        """Carry out all that has fallen due by `now`, in order: offers lapse, ended
+        reservations expire (their VMs are stopped), started ones launch (their VMs boot).
+        Returns the orders for the hypervisors; ends come before starts, so a node's VMs
+        leave before the next reservation's arrive."""
+        self.lapse_due(now)
+        stops = [order for rid in self.expire_due(now)
+                 for order in self._orders(rid, Operation.END, {"PENDING"} | LIVE)]
+        return stops + self.launch_due(now)
+
     def next_due(self) -> Millis | None:
-        """When the next offer lapses or reservation ends (what a timer should wait for)."""
-        times = [t for t in (self.view.offers_due.next(), self.view.ends_due.next()) if t is not None]
+        """When the next offer lapses, reservation starts or ends (what a timer waits for)."""
+        view = self.view
+        times = [t for t in (view.offers_due.next(), view.ends_due.next(), view.starts_due.next()) if t is not None]
         return min(times, default=None)
+
+    def recovery_orders(self) -> list[VMOrder]:
+        """After a restart: boot what should be running (launched reservations still in force)
+        and stop what should not (closed reservations whose VMs were last seen alive)."""
+        orders = []
+        for rid, reservation in self.view.reservations.items():
+            if reservation.launched and reservation.status in AGREED:
+                orders += self._orders(rid, Operation.BOOT, {"PENDING", "RUNNING"})
+            elif reservation.is_closed and rid in self.view.instances_of:
+                orders += self._orders(rid, Operation.END, LIVE)
+        return orders
+
+    def cancel_orders(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> list[VMOrder]:
+        """What cancelling this reservation must do to its VMs (ask before `cancel`)."""
+        reservation = self._visible_reservation(reservation_id, userid, is_admin)
+        if not reservation.launched:
+            return []
+        return self._orders(reservation.id, Operation.DELETE, {"PENDING"} | LIVE | {"HALTED", "CRASHED"})
+
+    def _orders(self, reservation_id: UUID, operation: Operation, statuses: set[str] | frozenset[str]) -> list[VMOrder]:
+        return [self._order(self.view.instances[i], operation) for i in self.view.instances_of.get(reservation_id, ())
+                if self.view.instances[i].status in statuses]
+
+    def _order(self, instance: Instance, operation: Operation) -> VMOrder:
+        template = self.view.templates.get(instance.template)
+        return VMOrder(operation, str(instance.id), domain_name(str(instance.id)), instance.node,
+                       InstanceType[instance.instance_type].resources, dict(template.spec) if template else {})
+
+    # ------------------------------------------------------------------ instances
+
+    def instance_order(self, vm_id: Any, userid: str, operation: Operation, *, is_admin: bool = False) -> VMOrder:
+        """A user's start, stop, reboot or delete of one VM; delete is recorded at once."""
+        instance = self._visible_instance(vm_id, userid, is_admin)
+        if instance.status == "DELETED":
+            raise ProtocolViolation("the instance was deleted")
+        reservation = self.view.reservations[instance.reservation_id]
+        if operation is not Operation.DELETE and not (reservation.launched and reservation.status in AGREED):
+            raise ProtocolViolation(
+                f"an instance can be started, stopped or rebooted only while its reservation runs "
+                f"(the reservation is {reservation.status.value}{'' if reservation.launched else ', not started'})")
+        if operation is Operation.DELETE:
+            loaded = self.repository.get(instance.id)
+            loaded.discard()
+            self._commit(loaded)
+        return self._order(instance, operation)
+
+    def record_instance_status(self, vm_id: Any, status: str, reason: str | None = None) -> dict[str, Any]:
+        """What the hypervisor reported for a VM (from the node that runs it)."""
+        instance = self._visible_instance(vm_id, "", True)
+        loaded = self.repository.get(instance.id)
+        loaded.record_status(status, reason)
+        if loaded.pending_events:
+            self._commit(loaded)
+        return _instance_dict(self.view.instances[instance.id])
+
+    def instance(self, vm_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
+        return _instance_dict(self._visible_instance(vm_id, userid, is_admin))
+
+    def _visible_instance(self, vm_id: Any, userid: str, is_admin: bool) -> Instance:
+        try:
+            key = vm_id if isinstance(vm_id, UUID) else UUID(str(vm_id))
+        except ValueError:
+            raise NotFound(f"no instance {vm_id!r}") from None
+        instance = self.view.instances.get(key)
+        if instance is None or not (is_admin or instance.userid == userid):
+            raise NotFound(f"no instance {vm_id!r}")
+        return instance
 
     # ------------------------------------------------------------------ queries
 
@@ -391,6 +481,9 @@ def _message(reply: Any) -> Message:
 
 
 def _instance_dict(instance: Instance) -> dict[str, Any]:
-    return {"vmID": str(instance.id), "name": instance.name, "status": instance.status,
+    body = {"vmID": str(instance.id), "name": instance.name, "status": instance.status,
             "reservationId": str(instance.reservation_id), "node": instance.node,
             "startTime": instance.start, "endTime": instance.end, "ipAddress": None}
+    if instance.reason:
+        body["reason"] = instance.reason
+    return body

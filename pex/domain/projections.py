@@ -76,7 +76,7 @@ class Projections:
         self.accounts: dict[str, Account] = {}
         self.offers_due = DueTimes()  # open offers by hold expiry
         self.ends_due = DueTimes()  # agreed reservations by end
-        self.starts_due = DueTimes()  # activated reservations by start
+        self.starts_due = DueTimes()  # activated reservations not yet launched, by start
         self._bulk: set[UUID] | None = None  # reservations touched during a rebuild
         self._names: dict[UUID, str] = {}  # id -> name of nodes, templates and accounts
 
@@ -175,7 +175,7 @@ class Projections:
         self.offers_due.set(reservation.id, reservation.offer["hold_until"] if reservation.offer else None)
         agreed = reservation.agreed_terms if reservation.is_agreed else None
         self.ends_due.set(reservation.id, agreed.end if agreed else None)
-        activated = agreed if reservation.status is Status.ACTIVATED else None
+        activated = agreed if reservation.status is Status.ACTIVATED and not reservation.launched else None
         self.starts_due.set(reservation.id, activated.start if activated else None)
 
     def _finish_rebuild(self, touched: set[UUID]) -> None:

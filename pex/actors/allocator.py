@@ -1,0 +1,91 @@
+"""Allocator: the one writer. It owns the OpenPEX application, and with it the event store and
+the in-memory capacity model, so every decision that takes or frees capacity is serialized here.
+
+It runs the domain's commands and queries as they are, and after each command re-arms the one
+timer the lifecycle needs: the next instant something falls due (an offer lapses, a reservation
+starts or ends), which it asks the EventQueue to send to the ReservationManager as `settle`.
+It never asks another actor for anything, so others may wait on it without deadlock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from pex.actors.calls import Call, CallableActor
+from pex.domain.application import OpenPEX
+from pex.domain.clock import Clock, Millis
+
+SETTLE = "settle"  # the EventQueue key of the lifecycle timer
+
+# The application's methods served as they are (they need no `now` from the clock).
+_APPLICATION = frozenset({
+    "register_account", "account", "register_template", "template", "templates", "types",
+    "register_node", "mark_node", "node", "nodes", "reservation", "reservations", "instances",
+    "instance", "instance_order", "record_instance_status", "recovery_orders", "capacity_timeline",
+})
+
+# Commands that may change what falls due next; queries leave the timer alone.
+_COMMANDS = frozenset({
+    "propose", "respond", "activate", "cancel", "settle", "register_node", "mark_node",
+})
+
+
+class Allocator(CallableActor):
+    def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[Any]) -> None:
+        super().__init__()
+        self.app = app
+        self.clock = clock
+        self.event_queue = event_queue
+        self.manager: pykka.ActorRef[Any] | None = None
+        self._armed: Millis | None = None
+
+    def on_stop(self) -> None:
+        self.app.close()
+
+    def route(self, call: Call) -> None:
+        self.run(call)
+        if call.method in _COMMANDS:
+            self._rearm()
+
+    def attach(self, manager: pykka.ActorRef[Any]) -> None:
+        """The actor that `settle` timers go to (started after this one)."""
+        self.manager = manager
+        self._armed = None
+        self._rearm()
+
+    def _rearm(self) -> None:
+        due = self.app.next_due()
+        if due == self._armed or self.manager is None:
+            return
+        self._armed = due
+        if due is None:
+            self.event_queue.tell(Call("disarm", (SETTLE,)))
+        else:
+            self.event_queue.tell(Call("arm", (SETTLE, due, self.manager, Call("settle"))))
+
+    # ------------------------------------------------------------------ commands with `now`
+
+    def propose(self, userid: str, proposal: Any) -> dict[str, Any]:
+        return self.app.propose(userid, proposal, self.clock.now())
+
+    def respond(self, reservation_id: Any, userid: str, reply: Any, proposal: Any = None, *,
+                is_admin: bool = False) -> dict[str, Any]:
+        return self.app.respond(reservation_id, userid, reply, self.clock.now(), proposal, is_admin=is_admin)
+
+    def activate(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
+        return self.app.activate(reservation_id, userid, self.clock.now(), is_admin=is_admin)
+
+    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> tuple[dict[str, Any], list[Any]]:
+        """Cancel and hand back the orders for its VMs (computed before they are discarded)."""
+        orders = self.app.cancel_orders(reservation_id, userid, is_admin=is_admin)
+        return self.app.cancel(reservation_id, userid, self.clock.now(), is_admin=is_admin), orders
+
+    def settle(self) -> list[Any]:
+        return self.app.settle(self.clock.now())
+
+    def handler(self, method: str) -> Any:
+        if method in _APPLICATION:  # the application's own command or query, as it is
+            return getattr(self.app, method)
+        return super().handler(method)

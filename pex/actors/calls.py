@@ -1,0 +1,101 @@
+"""Calls that carry their own answer address, so no one waits on an actor's thread.
+
+An HTTP handler must not block the event loop, and an actor must not block on an actor that may
+call it back. Both are met by sending a `Call` with `tell`: the receiving actor runs the method
+and hands the result (or the exception) to `call.reply`, or passes the call on to the actor that
+will finish it. `ask_async` makes such a call from asyncio and awaits the answer as a plain
+asyncio future, resolved from the actor's thread with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[Any, "BaseException | None"], None]
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None
+
+    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
+        if self.reply is not None:
+            self.reply(result, error)
+        elif error is not None:
+            log.error("%s failed and nobody was waiting for it: %s", self.method, error, exc_info=error)
+
+
+class CallableActor(pykka.ThreadingActor):
+    """An actor whose public methods may be invoked with `Call` messages as well as through
+    a proxy. Subclasses may override `route` to pass some calls on instead of running them."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Call):
+            self.route(message)
+            return None
+        return super().on_receive(message)
+
+    def route(self, call: Call) -> None:
+        self.run(call)
+
+    def handler(self, method: str) -> Callable[..., Any]:
+        """The callable that serves `method`: by default this actor's public method."""
+        if method.startswith("_") or not callable(getattr(self, method, None)):
+            raise AttributeError(f"{type(self).__name__} has no command {method!r}")
+        return getattr(self, method)
+
+    def run(self, call: Call) -> None:
+        try:
+            result = self.handler(call.method)(*call.args, **call.kwargs)
+        except Exception as error:  # handed to whoever waits; the actor lives on
+            call.answer(error=error)
+        else:
+            call.answer(result)
+
+
+async def ask_async(ref: pykka.ActorRef[Any], method: str, *args: Any, **kwargs: Any) -> Any:
+    """Run `method` on the actor and await its result without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def reply(result: Any, error: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed while the actor worked: nobody is waiting
+            pass
+
+    ref.tell(Call(method, args, kwargs, reply))
+    return await future
+
+
+def ask_sync(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float | None = 30, **kwargs: Any) -> Any:
+    """Run `method` on the actor and wait for its result on this thread. Only for actors that
+    never call back into the waiting one."""
+    future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+
+    def reply(result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception((type(error), error, error.__traceback__))
+        else:
+            future.set(result)
+
+    ref.tell(Call(method, args, kwargs, reply))
+    return future.get(timeout=timeout)

@@ -1,0 +1,177 @@
+"""NodeActor: one per hypervisor host. It owns the host's driver (one connection for the life of
+the process), carries out VM orders on it one at a time, and reports what each VM did to the
+Allocator, which records it.
+
+Stopping is graceful first: a shutdown is sent, the VM is checked every second, and after the
+grace period it is forced off. A VM whose reservation has ended and that is still shutting down
+is forced off at once when the node boots the next reservation's VMs: the capacity is theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from pex.actors.calls import Call, CallableActor, Reply
+from pex.domain.clock import SECOND, Clock, Millis
+from pex.domain.errors import ProtocolViolation
+from pex.domain.orders import Operation, VMOrder
+from pex.drivers.base import Driver, DriverError, NoSuchVM, VMSpec, VMState
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY: Millis = SECOND  # how often a shutting-down VM is looked at
+
+
+class NodeActor(CallableActor):
+    def __init__(self, name: str, uri: str, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Any],
+                 event_queue: pykka.ActorRef[Any], clock: Clock, grace: Millis) -> None:
+        super().__init__()
+        self.name, self.uri = name, uri
+        self.connect = connect
+        self.recorder = recorder  # the Allocator
+        self.event_queue = event_queue
+        self.clock = clock
+        self.grace = grace
+        self.driver: Driver | None = None
+        self.problem: str | None = None  # why the host cannot be used, if it cannot
+        self._stopping: dict[str, tuple[VMOrder, Millis]] = {}  # domain -> (order, forced off at)
+
+    def on_start(self) -> None:
+        self._connect()
+
+    def on_stop(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+    def _connect(self) -> Driver:
+        if self.driver is None:
+            try:
+                self.driver = self.connect(self.uri)
+                self.problem = None
+            except DriverError as error:
+                self.problem = str(error)
+                raise
+        return self.driver
+
+    # ------------------------------------------------------------------ orders
+
+    def carry_out(self, order: VMOrder, reply: Reply | None = None) -> None:
+        """Carry out one order and report the VM's state; `reply` gets the recorded instance
+        (or the error, if the hypervisor refused)."""
+        try:
+            driver = self._connect()
+            status, reason = self._perform(driver, order)
+        except (DriverError, ProtocolViolation) as error:
+            if order.operation is Operation.BOOT:  # nobody waits: the failure is the record
+                self._report(order, "CRASHED", f"could not boot on {self.name}: {error}", reply)
+            elif reply is not None:
+                reply(None, error)
+            else:
+                log.warning("%s of %s on %s failed: %s", order.operation.value, order.domain, self.name, error)
+            return
+        if status is None:  # deleted: nothing left to report but the record
+            self.recorder.tell(Call("instance", (order.vm_id, ""), {"is_admin": True}, reply))
+        else:
+            self._report(order, status, reason, reply)
+
+    def _perform(self, driver: Driver, order: VMOrder) -> tuple[str | None, str | None]:
+        domain, operation = order.domain, order.operation
+        if operation is Operation.BOOT:
+            self._make_room(driver)
+            driver.define(VMSpec(domain, order.resources.cpus, order.resources.memory_mb,
+                                 order.resources.disk_gb, order.template))
+            if driver.state(domain) is not VMState.RUNNING:
+                driver.start(domain)
+            return self._status(driver, domain), None
+        if operation is Operation.START:
+            self._stopping.pop(domain, None)
+            state = driver.state(domain)
+            if state is VMState.MISSING:
+                raise NoSuchVM(f"the VM {domain} is not on {self.name}")
+            if state is VMState.PAUSED:
+                driver.resume(domain)
+            elif state is not VMState.RUNNING:
+                driver.start(domain)
+            return self._status(driver, domain), None
+        if operation is Operation.REBOOT:
+            if driver.state(domain) is not VMState.RUNNING:
+                raise ProtocolViolation("the VM is not running")
+            driver.reboot(domain)
+            return self._status(driver, domain), None
+        if operation in (Operation.STOP, Operation.END):
+            return self._begin_stop(driver, order)
+        assert operation is Operation.DELETE
+        self._stopping.pop(domain, None)
+        driver.undefine(domain)
+        return None, None
+
+    def _begin_stop(self, driver: Driver, order: VMOrder) -> tuple[str | None, str | None]:
+        domain = order.domain
+        state = driver.state(domain)
+        if state in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
+            driver.shutdown(domain)
+            if driver.state(domain) in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
+                self._stopping[domain] = (order, self.clock.now() + self.grace)
+                self._check_later()
+                return self._status(driver, domain), "shutting down"
+        return self._finish_stop(driver, order, None)
+
+    def _finish_stop(self, driver: Driver, order: VMOrder, reason: str | None) -> tuple[str, str | None]:
+        self._stopping.pop(order.domain, None)
+        state = driver.state(order.domain)
+        if order.operation is Operation.END and state is not VMState.MISSING:
+            driver.undefine(order.domain)
+        return ("CRASHED" if state is VMState.CRASHED else "HALTED"), reason
+
+    def check_stopping(self) -> None:
+        """Timer: record VMs that have shut down, force off those past their grace period."""
+        if self.driver is None:
+            return
+        now = self.clock.now()
+        for domain, (order, deadline) in list(self._stopping.items()):
+            try:
+                state = self.driver.state(domain)
+                if state in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
+                    if now < deadline:
+                        continue
+                    self.driver.destroy(domain)
+                    status, reason = self._finish_stop(self.driver, order, "forced off after the grace period")
+                else:
+                    status, reason = self._finish_stop(self.driver, order, None)
+            except DriverError as error:
+                log.warning("stopping %s on %s: %s", domain, self.name, error)
+                continue
+            self._report(order, status, reason, None)
+        if self._stopping:
+            self._check_later()
+
+    def _make_room(self, driver: Driver) -> None:
+        """Force off VMs of ended reservations that are still shutting down."""
+        for domain, (order, _) in list(self._stopping.items()):
+            if order.operation is Operation.END:
+                driver.destroy(domain)
+                status, reason = self._finish_stop(driver, order, "forced off: the next reservation starts")
+                self._report(order, status, reason, None)
+
+    def _check_later(self) -> None:
+        self.event_queue.tell(Call("arm", (("stopping", self.name), self.clock.now() + CHECK_EVERY,
+                                           self.actor_ref, Call("check_stopping"))))
+
+    # ------------------------------------------------------------------ reporting
+
+    def _status(self, driver: Driver, domain: str) -> str:
+        state = driver.state(domain)
+        return "HALTED" if state is VMState.MISSING else state.value
+
+    def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
+        self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {}, reply))
+
+    def info(self) -> dict[str, Any]:
+        """What the host says of itself (for operators and the node monitor)."""
+        driver = self._connect()
+        node = driver.node_info()
+        return {"cpus": node.cpus, "memoryMB": node.memory_mb, "model": node.model, "running": node.running}

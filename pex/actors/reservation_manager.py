@@ -1,0 +1,107 @@
+"""ReservationManager: the service's front door for reservations and instances, and the driver
+of their life in time.
+
+Negotiation and queries pass straight on to the Allocator (the one writer) with the caller's
+answer address, so nothing waits here. What needs hypervisors goes through here: when the
+lifecycle timer fires, it has the Allocator settle what fell due and sends the resulting orders
+to the Dispatcher; a cancel stops the reservation's VMs; a user's stop, start, reboot or delete
+of an instance is checked by the Allocator and carried out by the instance's NodeActor, which
+answers the caller once the outcome is recorded. It waits only on the Allocator, which never
+calls back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from pex.actors.calls import Call, CallableActor, ask_sync
+from pex.domain.errors import AlreadyExists, InvalidField, NotFound
+from pex.domain.orders import Operation
+from pex.domain.sizes import Resources
+from pex.drivers.base import DriverError
+
+log = logging.getLogger(__name__)
+
+# Served by the Allocator as they are.
+_PASSED_ON = frozenset({
+    "propose", "respond", "activate", "reservation", "reservations", "instances", "instance",
+    "register_account", "account", "templates", "template", "types", "nodes", "node",
+    "capacity_timeline",
+})
+
+
+class ReservationManager(CallableActor):
+    def __init__(self, allocator: pykka.ActorRef[Any], dispatcher: pykka.ActorRef[Any], *,
+                 default_disk_gb: int = 200) -> None:
+        super().__init__()
+        self.allocator = allocator
+        self.dispatcher = dispatcher
+        self.default_disk_gb = default_disk_gb  # libvirt does not report a host's disk
+
+    def route(self, call: Call) -> None:
+        if call.method in _PASSED_ON:
+            self.allocator.tell(call)
+        elif call.method == "operate":
+            self._operate(call)
+        else:
+            self.run(call)
+
+    def settle(self) -> int:
+        """Timer: carry out whatever has fallen due; returns how many VM orders it sent."""
+        orders = ask_sync(self.allocator, "settle")
+        if orders:
+            self.dispatcher.tell(Call("dispatch", (orders,)))
+        return len(orders)
+
+    def recover(self) -> int:
+        """At start-up: put the hypervisors back in line with the store, then settle."""
+        orders = ask_sync(self.allocator, "recovery_orders")
+        if orders:
+            self.dispatcher.tell(Call("dispatch", (orders,)))
+        return len(orders) + self.settle()
+
+    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
+        body, orders = ask_sync(self.allocator, "cancel", reservation_id, userid, is_admin=is_admin)
+        if orders:
+            self.dispatcher.tell(Call("dispatch", (orders,)))
+        return body
+
+    def _operate(self, call: Call) -> None:
+        """operate(vm_id, userid, operation, is_admin=...): answered by the NodeActor."""
+        vm_id, userid, operation = call.args
+        try:
+            order = ask_sync(self.allocator, "instance_order", vm_id, userid, Operation(operation), **call.kwargs)
+        except Exception as error:
+            call.answer(error=error)
+            return
+        self.dispatcher.tell(Call("dispatch", ([order],), {"reply": call.reply}))
+
+    def add_node(self, name: Any, uri: str, size: dict[str, Any]) -> dict[str, Any]:
+        """Register a host (admin): its size is what the caller says, or what the host says
+        of itself (CPUs and memory; disk defaults to `default_disk_gb`)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidField("name", "must be a non-empty string")
+        try:
+            ask_sync(self.allocator, "node", name)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"a node named {name!r} exists")
+        started = ask_sync(self.dispatcher, "add_node", name, uri)
+        try:
+            if not {"cpus", "memoryMB"} <= size.keys():
+                try:
+                    info = ask_sync(ask_sync(self.dispatcher, "node_ref", name), "info")
+                except DriverError as error:
+                    raise InvalidField("uri", f"cannot reach {uri} to learn its size ({error}); "
+                                              "give cpus, memoryMB and diskGB") from None
+                size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
+            capacity = Resources(size["cpus"], size["memoryMB"], size.get("diskGB", self.default_disk_gb))
+            return ask_sync(self.allocator, "register_node", name, uri, capacity)
+        except BaseException:
+            if started:
+                ask_sync(self.dispatcher, "remove_node", name)
+            raise

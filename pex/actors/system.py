@@ -1,0 +1,84 @@
+"""Starting and stopping the actors, in one place: started in dependency order, stopped in
+reverse, and anything left running afterwards is logged as the bug it is."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from pex.actors.allocator import Allocator
+from pex.actors.calls import ask_sync
+from pex.actors.dispatcher import Dispatcher
+from pex.actors.event_queue import EventQueue
+from pex.actors.reservation_manager import ReservationManager
+from pex.domain.application import OpenPEX
+from pex.domain.clock import SECOND, Clock, Millis
+from pex.drivers.base import Driver
+
+log = logging.getLogger(__name__)
+
+
+class System:
+    """The running actors of one OpenPEX process."""
+
+    def __init__(self, app: OpenPEX, clock: Clock, connect: Callable[[str], Driver], *,
+                 grace: Millis = 30 * SECOND, poll: float = 0.5) -> None:
+        self.app = app
+        self.clock = clock
+        self.connect = connect
+        self.grace = grace
+        self.poll = poll
+        self.event_queue: pykka.ActorRef[Any]
+        self.allocator: pykka.ActorRef[Any]
+        self.dispatcher: pykka.ActorRef[Any]
+        self.manager: pykka.ActorRef[Any]
+        self._started: list[pykka.ActorRef[Any]] = []
+
+    def start(self) -> System:
+        """Start every actor, connect every registered node, and bring the hypervisors in line
+        with the store (what should run boots, what fell due while down is carried out)."""
+        try:
+            self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
+            self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue))
+            self.dispatcher = self._keep(Dispatcher.start(
+                connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
+                clock=self.clock, grace=self.grace))
+            self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher))
+            for node in ask_sync(self.allocator, "nodes"):
+                self.add_node(node["name"], node["uri"])
+            ask_sync(self.allocator, "attach", self.manager)
+            ask_sync(self.manager, "recover")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_node(self, name: str, uri: str) -> None:
+        ask_sync(self.dispatcher, "add_node", name, uri)
+
+    def stop(self) -> None:
+        """Stop the actors in reverse order; the Allocator closes the store as it stops."""
+        while self._started:
+            ref = self._started.pop()
+            try:
+                ref.stop(timeout=30)
+            except pykka.ActorDeadError:
+                pass
+            except pykka.Timeout:
+                log.error("actor %s did not stop within 30 s", ref)
+        for ref in pykka.ActorRegistry.get_all():
+            if ref.actor_class in (EventQueue, Allocator, Dispatcher, ReservationManager):
+                log.error("actor %s was left running after stop", ref)
+
+    def _keep(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+        self._started.append(ref)
+        return ref
+
+    def __enter__(self) -> System:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,201 @@
+"""REST handlers for /OpenPEX (DESIGN §8, the paper's Table 2): JSON in, a call on the
+ReservationManager, JSON out in the paper's names."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from pex.domain.errors import AlreadyExists, DomainError, InvalidField
+from pex.domain.orders import Operation
+from pex.http import openapi
+from pex.http.app import BASE, PASSWORDS, call, principal
+from pex.http.wire import out, proposal_in
+
+_URI = re.compile(r"^[a-z][a-z0-9+]*://[^\s]*$")
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_routes([
+        web.get(f"{BASE}/health", health),
+        web.get(f"{BASE}/openapi.json", openapi_json),
+        web.post(f"{BASE}/users", register),
+        web.get(f"{BASE}/types", types),
+        web.get(f"{BASE}/templates", templates),
+        web.post(f"{BASE}/reservations", propose),
+        web.get(f"{BASE}/reservations", reservations),
+        web.get(f"{BASE}/reservations/{{id}}", reservation),
+        web.put(f"{BASE}/reservations/{{id}}", respond),
+        web.delete(f"{BASE}/reservations/{{id}}", cancel),
+        web.put(f"{BASE}/reservations/{{id}}/activate", activate),
+        web.get(f"{BASE}/instances", instances),
+        web.get(f"{BASE}/instances/{{vm_id}}", instance),
+        web.put(f"{BASE}/instances/{{vm_id}}/{{operation:stop|start|reboot}}", operate),
+        web.delete(f"{BASE}/instances/{{vm_id}}", delete_instance),
+        web.get(f"{BASE}/nodes", nodes),
+        web.post(f"{BASE}/nodes", add_node),
+        web.get(f"{BASE}/nodes/{{name}}", node),
+    ])
+
+
+def reply(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.json_response(out(body), status=status, **kwargs)
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise InvalidField("body", "must be a JSON object")
+    return body
+
+
+def who(request: web.Request) -> dict[str, Any]:
+    """The userid and admin flag every reservation and instance call is made with."""
+    user = principal(request)
+    return {"userid": user.username, "is_admin": user.is_admin}
+
+
+def admin_only(request: web.Request) -> None:
+    if not principal(request).is_admin:
+        raise Forbidden("only the administrator may do this")
+
+
+# ---------------------------------------------------------------------- public
+
+async def health(request: web.Request) -> web.Response:
+    types = await call(request, "types")  # answers only if the actors do
+    return reply({"status": "ok", "types": len(types)})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.SPEC)
+
+
+async def register(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    password = body.get("password")
+    if not isinstance(password, str) or not 8 <= len(password) <= 1024:
+        raise InvalidField("password", "must be a string of 8 to 1024 characters")
+    username = body.get("username")
+    # Refuse a taken name before paying for a hash; the store refuses a race at the end.
+    if isinstance(username, str):
+        try:
+            await call(request, "account", username)
+        except DomainError:
+            pass
+        else:
+            raise AlreadyExists(f"the username {username!r} is taken")
+    password_hash = await request.app[PASSWORDS].hash(password)
+    account = await call(request, "register_account", username, password_hash,
+                         body.get("fullname", ""), body.get("email", ""))
+    account.pop("passwordHash")
+    return reply(account, status=201, headers={"Location": f"{BASE}/users/{account['username']}"})
+
+
+# ---------------------------------------------------------------------- catalogue
+
+async def types(request: web.Request) -> web.Response:
+    return reply(await call(request, "types"))
+
+
+async def templates(request: web.Request) -> web.Response:
+    return reply(await call(request, "templates"))
+
+
+# ---------------------------------------------------------------------- reservations
+
+async def propose(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    proposal = body.get("proposal", body)  # the bare Fig. 7 body, or wrapped as in a reply
+    answer = await call(request, "propose", principal(request).username, proposal_in(proposal))
+    location = f"{BASE}/reservations/{answer['proposal']['id']}"
+    return reply(answer, status=201, headers={"Location": location})
+
+
+async def respond(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    if "reply" not in body:
+        raise InvalidField("reply", "is required: one of ACCEPT, COUNTER, CONFIRM, REJECT")
+    proposal = body.get("proposal")
+    user = who(request)
+    answer = await call(request, "respond", request.match_info["id"], user["userid"], body["reply"],
+                        proposal_in(proposal) if proposal is not None else None, is_admin=user["is_admin"])
+    return reply(answer)
+
+
+async def reservations(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "reservations", user["userid"], is_admin=user["is_admin"]))
+
+
+async def reservation(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "reservation", request.match_info["id"], user["userid"],
+                            is_admin=user["is_admin"]))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "cancel", request.match_info["id"], user["userid"], is_admin=user["is_admin"]))
+
+
+async def activate(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "activate", request.match_info["id"], user["userid"],
+                            is_admin=user["is_admin"]))
+
+
+# ---------------------------------------------------------------------- instances
+
+async def instances(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "instances", user["userid"], is_admin=user["is_admin"]))
+
+
+async def instance(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "instance", request.match_info["vm_id"], user["userid"],
+                            is_admin=user["is_admin"]))
+
+
+async def operate(request: web.Request) -> web.Response:
+    user = who(request)
+    operation = Operation(request.match_info["operation"])
+    return reply(await call(request, "operate", request.match_info["vm_id"], user["userid"], operation.value,
+                            is_admin=user["is_admin"]))
+
+
+async def delete_instance(request: web.Request) -> web.Response:
+    user = who(request)
+    return reply(await call(request, "operate", request.match_info["vm_id"], user["userid"],
+                            Operation.DELETE.value, is_admin=user["is_admin"]))
+
+
+# ---------------------------------------------------------------------- nodes (admin)
+
+async def nodes(request: web.Request) -> web.Response:
+    admin_only(request)
+    return reply(await call(request, "nodes"))
+
+
+async def node(request: web.Request) -> web.Response:
+    admin_only(request)
+    return reply(await call(request, "node", request.match_info["name"]))
+
+
+async def add_node(request: web.Request) -> web.Response:
+    admin_only(request)
+    body = await json_object(request)
+    uri = body.get("uri")
+    if not isinstance(uri, str) or not _URI.match(uri):
+        raise InvalidField("uri", "must be a libvirt URI such as test:///path/host.xml or qemu:///system")
+    size = {key: body[key] for key in ("cpus", "memoryMB", "diskGB") if key in body}
+    added = await call(request, "add_node", body.get("name"), uri, size)
+    return reply(added, status=201, headers={"Location": f"{BASE}/nodes/{added['name']}"})

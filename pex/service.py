@@ -1,0 +1,153 @@
+"""`openpex serve`: the composition root. Chooses the store, opens the application, seeds a
+first start (admin account, templates, simulated hosts), starts the actors and serves HTTP.
+
+SIGTERM and SIGINT stop it cleanly: the HTTP server first, then the actors in reverse order,
+the store last. Nothing needs a clean stop to be safe: every confirmed reservation is in the
+store the moment it is answered, and every timer is derived from the store at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from argon2 import PasswordHasher
+from aiohttp import web
+
+from pex.actors.system import System
+from pex.domain.application import OpenPEX, Settings
+from pex.domain.clock import SECOND, Clock, SystemClock
+from pex.domain.errors import NotFound
+from pex.domain.sizes import Resources
+from pex.drivers.base import DriverError
+from pex.drivers.libvirt import LibvirtDriver
+from pex.drivers.simulated import host_path, write_host
+from pex.http.app import create_app
+from pex.http.auth import PasswordCheck
+
+log = logging.getLogger("openpex")
+
+TEMPLATES = (
+    ("debian-12", "Debian 12 (bookworm), simulated"),
+    ("ubuntu-24.04", "Ubuntu 24.04 LTS, simulated"),
+    ("alpine-3.20", "Alpine Linux 3.20, simulated"),
+)
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("var")
+    simulated_nodes: int = 4
+    node_spec: Resources = Resources(8, 16384, 200)
+    nodes: list[tuple[str, str]] = field(default_factory=list)  # (name, libvirt URI) of real hosts
+    database: str | None = None  # a SQLite path or postgresql://user:password@host:port/db
+    offer_ttl: float = 300.0  # seconds
+    grace: float = 30.0  # seconds between a graceful shutdown and a forced one
+
+
+def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
+    """eventsourcing's settings for a SQLite file (default: events.db in the data directory)
+    or a PostgreSQL URL."""
+    if database and database.startswith(("postgres://", "postgresql://")):
+        url = urlparse(database)
+        return {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": url.path.lstrip("/"),
+                "POSTGRES_HOST": url.hostname or "127.0.0.1", "POSTGRES_PORT": str(url.port or 5432),
+                "POSTGRES_USER": unquote(url.username or ""), "POSTGRES_PASSWORD": unquote(url.password or "")}
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(database or data_dir / "events.db")}
+
+
+def parse_node_spec(text: str) -> Resources:
+    """'cpus=8,memory=16384,disk=200' (memory in MB, disk in GB)."""
+    values = {"cpus": 8, "memory": 16384, "disk": 200}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in values or not value.isdigit() or int(value) <= 0:
+            raise ValueError(f"--node-spec: {part!r} is not cpus=N, memory=MB or disk=GB with N > 0")
+        values[key] = int(value)
+    return Resources(values["cpus"], values["memory"], values["disk"])
+
+
+def open_app(config: Config, clock: Clock) -> OpenPEX:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(offer_ttl=int(config.offer_ttl * SECOND))
+    return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now())
+
+
+def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
+    """What a first start needs (and later starts may add): the admin account, the templates,
+    the simulated hosts and the configured real ones. Returns a generated admin password."""
+    generated = None
+    try:
+        app.account("admin")
+    except NotFound:
+        password = os.environ.get("OPENPEX_ADMIN_PASSWORD") or ""
+        if not password:
+            password = generated = secrets.token_urlsafe(12)
+        app.register_account("admin", hasher.hash(password), "Administrator", "", is_admin=True)
+    if not app.templates():
+        for name, description in TEMPLATES:
+            app.register_template(name, description, {"kind": "simulated"})
+    known = {node["name"] for node in app.nodes()}
+    spec = config.node_spec
+    for i in range(1, config.simulated_nodes + 1):
+        name = f"sim{i:02d}"
+        uri = write_host(host_path(config.data_dir, name), name, spec.cpus, spec.memory_mb)
+        if name not in known:
+            app.register_node(name, uri, spec)
+    for name, uri in config.nodes:
+        if name not in known:
+            with LibvirtDriver(uri) as driver:  # raises NodeUnreachable with the reason
+                info = driver.node_info()
+            app.register_node(name, uri, Resources(info.cpus, info.memory_mb, spec.disk_gb))
+    return generated
+
+
+def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck | None = None
+          ) -> tuple[web.Application, System, str | None]:
+    """Open the store, seed it, start the actors; returns the HTTP app (whose cleanup stops the
+    actors), the system and a generated admin password (None unless one was made now)."""
+    clock = clock or SystemClock()
+    passwords = passwords or PasswordCheck()
+    app = open_app(config, clock)
+    try:
+        generated = seed(app, config, passwords.hasher)
+        system = System(app, clock, LibvirtDriver, grace=int(config.grace * SECOND))
+    except BaseException:
+        app.close()
+        raise
+    system.start()
+    http = create_app(system.manager, passwords)
+
+    async def stop_actors(_: web.Application) -> None:
+        system.stop()
+        log.info("stopped")
+
+    http.on_cleanup.append(stop_actors)
+    return http, system, generated
+
+
+def serve(config: Config) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        http, _, generated = build(config)
+    except (DriverError, ValueError) as error:
+        log.error("cannot start: %s", error)
+        return 1
+    if generated:
+        print(f"openpex: created the account 'admin' with the password {generated} "
+              "(shown once; set OPENPEX_ADMIN_PASSWORD to choose it)", flush=True)
+
+    async def announce(_: Any) -> None:
+        print(f"openpex: serving http://{config.host}:{config.port}/OpenPEX (data in {config.data_dir})", flush=True)
+
+    http.on_startup.append(announce)
+    web.run_app(http, host=config.host, port=config.port, print=None, access_log=None)
+    return 0
