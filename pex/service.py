@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import SECOND, Clock, SystemClock
 from pex.domain.errors import NotFound
 from pex.domain.sizes import Resources
-from pex.drivers.base import DriverError
+from pex.drivers.base import Driver, DriverError
 from pex.drivers.libvirt import LibvirtDriver
 from pex.drivers.simulated import host_path, write_host
 from pex.http.app import create_app
@@ -110,8 +111,8 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
     return generated
 
 
-def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck | None = None
-          ) -> tuple[web.Application, System, str | None]:
+def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck | None = None,
+          connect: Callable[[str], Driver] = LibvirtDriver) -> tuple[web.Application, System, str | None]:
     """Open the store, seed it, start the actors; returns the HTTP app (whose cleanup stops the
     actors), the system and a generated admin password (None unless one was made now)."""
     clock = clock or SystemClock()
@@ -119,7 +120,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     app = open_app(config, clock)
     try:
         generated = seed(app, config, passwords.hasher)
-        system = System(app, clock, LibvirtDriver, grace=int(config.grace * SECOND))
+        system = System(app, clock, connect, grace=int(config.grace * SECOND))
     except BaseException:
         app.close()
         raise

@@ -170,6 +170,10 @@ class NodeActor(CallableActor):
     def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
         self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {}, reply))
 
+    def domains(self) -> dict[str, str]:
+        """Every VM on the host and its state, as the host says (for reconciling and tests)."""
+        return {name: state.value for name, state in self._connect().domains().items()}
+
     def info(self) -> dict[str, Any]:
         """What the host says of itself (for operators and the node monitor)."""
         driver = self._connect()

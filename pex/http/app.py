@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 BASE = "/OpenPEX"
 MANAGER = web.AppKey("manager", pykka.ActorRef)
 PASSWORDS = web.AppKey("passwords", PasswordCheck)
-PRINCIPAL = "principal"  # request key of the authenticated Principal
+PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request
 
 # (method, path) that need no credentials.
 PUBLIC = {("POST", f"{BASE}/users"), ("GET", f"{BASE}/health")}

@@ -1,0 +1,90 @@
+"""Running the real service in a test: actors, store, simulated libvirt hosts, manual clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pex.actors.calls import ask_sync
+from pex.actors.system import System
+from pex.domain.clock import ManualClock, from_datetime
+from pex.domain.sizes import Resources
+from pex.service import Config, build
+
+T = TypeVar("T")
+
+T0 = from_datetime(datetime(2030, 1, 1, tzinfo=timezone.utc))
+ADMIN_PASSWORD = "admin-password-1"
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "the condition") -> T:
+    """Poll `check` until it returns something truthy (actors answer asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s (last: {result!r})")
+        time.sleep(0.01)
+
+
+class Service:
+    """One running OpenPEX (actors + store) on a manual clock."""
+
+    def __init__(self, data_dir: Path, clock: ManualClock, *, nodes: int = 2, node_spec: Resources = Resources(4, 8192, 100),
+                 grace: float = 5.0, offer_ttl: float = 300.0, connect: Any = None, database: str | None = None) -> None:
+        self.clock = clock
+        self.config = Config(data_dir=data_dir, simulated_nodes=nodes, node_spec=node_spec, grace=grace,
+                             offer_ttl=offer_ttl, database=database)
+        extra = {"connect": connect} if connect else {}
+        self.http, self.system, _ = build(self.config, clock=clock, **extra)
+
+    @property
+    def app(self):
+        return self.system.app
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return ask_sync(self.system.manager, method, *args, **kwargs)
+
+    def fire(self) -> None:
+        """Deliver the timers that are due on the manual clock now (without waiting for the ticker)."""
+        ask_sync(self.system.event_queue, "fire_due")
+
+    def advance_to(self, instant: int) -> None:
+        self.clock.set(instant)
+        self.fire()
+
+    def domains(self, node: str) -> dict[str, str]:
+        return ask_sync(ask_sync(self.system.dispatcher, "node_ref", node), "domains")
+
+    def all_domains(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for node in self("nodes"):
+            found.update(self.domains(node["name"]))
+        return found
+
+    def instances(self, userid: str) -> list[dict[str, Any]]:
+        return self("instances", userid)
+
+    def events(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def stop(self) -> None:
+        self.system.stop()
+
+
+def book(service: Service, userid: str, *, start: int, duration: int, count: int = 1, size: str = "SMALL",
+         activate: bool = True) -> str:
+    """Propose, confirm (and activate) a reservation; returns its id."""
+    answer = service("propose", userid, {"type": size, "template": "debian-12", "numInstancesFixed": count,
+                                         "startTime": start, "duration": duration})
+    assert answer["reply"] == "ACCEPT", answer
+    rid = answer["proposal"]["id"]
+    assert service("respond", rid, userid, "CONFIRM")["reply"] == "REQUEST_SUCCESS"
+    if activate:
+        assert service("activate", rid, userid)["status"] == "ACTIVATED"
+    return rid
