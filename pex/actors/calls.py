@@ -64,25 +64,53 @@ class CallableActor(pykka.ThreadingActor):
             call.answer(result)
 
 
+class LoopReply:
+    """Resolves an asyncio future from another thread. Answers for one loop can be handed
+    over together (`answer_all`): one wake-up of the loop instead of one each."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop, self.future = loop, future
+
+    def __call__(self, result: Any, error: BaseException | None) -> None:
+        _hand_over(self.loop, [(self.future, result, error)])
+
+
+def _settle(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in answers:
+        if future.done():
+            continue  # the caller gave up waiting
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, answers)
+    except RuntimeError:  # the loop closed while the actor worked: nobody is waiting
+        pass
+
+
+def answer_all(answers: list[tuple[Call, Any, BaseException | None]]) -> None:
+    """Answer many calls, grouping those awaited on the same event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for call, result, error in answers:
+        if isinstance(call.reply, LoopReply):
+            by_loop.setdefault(call.reply.loop, []).append((call.reply.future, result, error))
+        else:
+            call.answer(result, error)
+    for loop, grouped in by_loop.items():
+        _hand_over(loop, grouped)
+
+
 async def ask_async(ref: pykka.ActorRef[Any], method: str, *args: Any, **kwargs: Any) -> Any:
     """Run `method` on the actor and await its result without blocking the event loop."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if not future.done():
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-    def reply(result: Any, error: BaseException | None) -> None:
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop closed while the actor worked: nobody is waiting
-            pass
-
-    ref.tell(Call(method, args, kwargs, reply))
+    ref.tell(Call(method, args, kwargs, LoopReply(loop, future)))
     return await future
 
 

@@ -54,15 +54,61 @@ class OpenPEX(Application[UUID]):
         self.settings = settings or Settings()
         if origin is None:
             origin = SystemClock().now()
-        self.view = Projections(CapacityModel(origin=origin, bucket=self.settings.bucket))
-        self.view.catch_up(self.recorder, self.mapper)
+        self._origin = origin
+        self._batch: dict[UUID, Any] | None = None  # aggregates changed in the open batch
+        self._staged: list[Any] = []  # their events, applied to the view but not yet saved
+        self._rebuild()
 
     @property
     def capacity(self) -> CapacityModel:
         return self.view.capacity
 
+    def _rebuild(self) -> None:
+        self.view = Projections(CapacityModel(origin=self._origin, bucket=self.settings.bucket))
+        self.view.catch_up(self.recorder, self.mapper)
+
     def _commit(self, *aggregates: Any) -> None:
-        self.view.apply_recordings(self.save(*aggregates), self.recorder, self.mapper)
+        if self._batch is None:
+            self.view.apply_recordings(self.save(*aggregates), self.recorder, self.mapper)
+            return
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        for aggregate in aggregates:
+            self._batch[aggregate.id] = aggregate
+        self.view.apply_staged(events)
+        self._staged.extend(events)
+
+    def _get(self, aggregate_id: UUID) -> Any:
+        """An aggregate to change: the one changed earlier in the open batch, or from the store."""
+        if self._batch is not None and aggregate_id in self._batch:
+            return self._batch[aggregate_id]
+        return self.repository.get(aggregate_id)
+
+    # ------------------------------------------------------------------ group commit
+
+    def begin_batch(self) -> None:
+        """Stage what the following commands record, and save it all in one transaction at
+        `end_batch` (group commit: one fsync for many decisions). Each command still sees
+        every decision before it, since staged events are applied to the view at once; the
+        caller must not tell anyone an outcome before `end_batch` returns. Commands that rely
+        on the store to refuse a taken name (register_*) must not run inside a batch."""
+        if self._batch is None:
+            self._batch, self._staged = {}, []
+
+    def end_batch(self) -> None:
+        staged, self._staged, self._batch = self._staged, [], None
+        if not staged:
+            return
+        try:
+            recordings = self.save(*staged)
+        except BaseException:
+            self._rebuild()  # nothing of the batch was saved: forget it
+            raise
+        if not self.view.confirm_staged(recordings):
+            self._rebuild()  # another writer's events came in between: take the log's order
+
+    @property
+    def in_batch(self) -> bool:
+        return self._batch is not None
 
     # ------------------------------------------------------------------ catalogue
 
@@ -144,7 +190,7 @@ class OpenPEX(Application[UUID]):
     def _load_node(self, name: str) -> Node:
         if name not in self.view.nodes:
             raise NotFound(f"no node {name!r}")
-        return self.repository.get(self.view.nodes[name].id)
+        return self._get(self.view.nodes[name].id)
 
     def _commit_new(self, aggregate: Any, taken: str) -> None:
         try:
@@ -173,7 +219,7 @@ class OpenPEX(Application[UUID]):
             current = visible.offered_terms or visible.agreed_terms or Terms.from_dict(visible.requested)
             terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=current)
         self.lapse_due(now)
-        reservation = self.repository.get(visible.id)
+        reservation = self._get(visible.id)
         action = reservation.action_for(message)
         if action is Action.NEGOTIATE:
             assert terms is not None
@@ -244,7 +290,7 @@ class OpenPEX(Application[UUID]):
         terms = reservation.agreed_terms
         booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
         wanted = booking.per_node()
-        existing = [self.repository.get(i) for i in self.view.instances_of.get(reservation.id, ())]
+        existing = [self._get(i) for i in self.view.instances_of.get(reservation.id, ())]
         alive = [i for i in existing if i.status != "DELETED"]
         changed: list[Instance] = []
         for instance in alive:
@@ -273,7 +319,7 @@ class OpenPEX(Application[UUID]):
     def cancel(self, reservation_id: Any, userid: str, now: Millis, *, is_admin: bool = False) -> dict[str, Any]:
         reservation = self._load_reservation(reservation_id, userid, is_admin)
         reservation.cancel()
-        instances = [self.repository.get(i) for i in self.view.instances_of.get(reservation.id, ())]
+        instances = [self._get(i) for i in self.view.instances_of.get(reservation.id, ())]
         for instance in instances:
             instance.discard()
         self._commit(reservation, *instances)
@@ -284,7 +330,7 @@ class OpenPEX(Application[UUID]):
         due = self.view.offers_due.due(now)
         if not due:
             return []
-        reservations = [self.repository.get(i) for i in due]
+        reservations = [self._get(i) for i in due]
         for reservation in reservations:
             reservation.lapse(now)
         self._commit(*reservations)
@@ -295,7 +341,7 @@ class OpenPEX(Application[UUID]):
         due = self.view.ends_due.due(now)
         if not due:
             return []
-        reservations = [self.repository.get(i) for i in due]
+        reservations = [self._get(i) for i in due]
         for reservation in reservations:
             reservation.expire(now)
         self._commit(*reservations)
@@ -306,7 +352,7 @@ class OpenPEX(Application[UUID]):
         due = self.view.starts_due.due(now)
         if not due:
             return []
-        reservations = [self.repository.get(i) for i in due]
+        reservations = [self._get(i) for i in due]
         for reservation in reservations:
             reservation.launch(now)
         self._commit(*reservations)
@@ -368,7 +414,7 @@ class OpenPEX(Application[UUID]):
                 f"an instance can be started, stopped or rebooted only while its reservation runs "
                 f"(the reservation is {reservation.status.value}{'' if reservation.launched else ', not started'})")
         if operation is Operation.DELETE:
-            loaded = self.repository.get(instance.id)
+            loaded = self._get(instance.id)
             loaded.discard()
             self._commit(loaded)
         return self._order(instance, operation)
@@ -376,7 +422,7 @@ class OpenPEX(Application[UUID]):
     def record_instance_status(self, vm_id: Any, status: str, reason: str | None = None) -> dict[str, Any]:
         """What the hypervisor reported for a VM (from the node that runs it)."""
         instance = self._visible_instance(vm_id, "", True)
-        loaded = self.repository.get(instance.id)
+        loaded = self._get(instance.id)
         loaded.record_status(status, reason)
         if loaded.pending_events:
             self._commit(loaded)
@@ -423,7 +469,7 @@ class OpenPEX(Application[UUID]):
         return reservation
 
     def _load_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
-        return self.repository.get(self._visible_reservation(reservation_id, userid, is_admin).id)
+        return self._get(self._visible_reservation(reservation_id, userid, is_admin).id)
 
     def _reservation_dict(self, reservation: Reservation) -> dict[str, Any]:
         terms = reservation.agreed_terms or reservation.offered_terms or Terms.from_dict(reservation.requested)

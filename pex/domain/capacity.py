@@ -36,6 +36,7 @@ from pex.domain.errors import CapacityExceeded, NotFound
 from pex.domain.sizes import Resources
 
 NEVER: Millis = -(2**62)  # the start of every profile: "since forever"
+FINE_CHUNK = 32  # start buckets judged per vectorised pass
 
 
 class Share(NamedTuple):
@@ -542,6 +543,7 @@ class CapacityModel:
         fold = index.fold
         coarse_width = (width + 1) // fold - 1  # coarse blocks inside every such window
         verdicts: dict[int, bool] = {}  # coarse block -> might it fit? (computed a chunk at a time)
+        fine: dict[int, bool] = {}  # start bucket -> might it fit? (computed a chunk at a time)
         run: list[int] = []
         for j in (first + np.flatnonzero(hopeful)).tolist():
             block = j // fold
@@ -552,9 +554,16 @@ class CapacityModel:
                     continue
             # Every window starting in bucket j covers buckets j+1..j+width and the last
             # instant of bucket j.
-            surely = np.minimum(index.range_min(j + 1, j + width), index.last[j]) if j < index.buckets else index.capacity
-            if int(self._fits(surely, size).sum()) < count:
-                continue
+            if j + FINE_CHUNK <= index.buckets:  # one pass for a chunk beats a query per bucket
+                if j not in fine:
+                    fine.update(self._fine_verdicts(vector, count, j, min(j + FINE_CHUNK - 1, last), width))
+                if not fine[j]:
+                    continue
+            else:
+                surely = (np.minimum(index.range_min(j + 1, j + width), index.last[j]) if j < index.buckets
+                          else index.capacity)
+                if int(self._fits(surely, size).sum()) < count:
+                    continue
             if run and j == run[1] + 1:
                 run[1] = j
                 continue
@@ -563,6 +572,16 @@ class CapacityModel:
             run = [j, j]
         if run:
             yield run[0], run[1]
+
+    def _fine_verdicts(self, vector: np.ndarray, count: int, j0: int, j1: int, width: int) -> dict[int, bool]:
+        """For start buckets j0..j1 (inside the index): could a start in the bucket leave room
+        for `count`, judged per node on buckets j+1..j+width and the last instant of bucket j?"""
+        index = self._index
+        minima = np.minimum(index.fine_sliding_min(j0, j1, width), index.last[j0 : j1 + 1])
+        fits = (minima // vector[None, :, None]).min(axis=1)
+        np.maximum(fits, 0, out=fits)
+        fits[:, ~self._eligible] = 0
+        return dict(zip(range(j0, j1 + 1), (fits.sum(axis=1) >= count).tolist()))
 
     def _coarse_verdicts(self, vector: np.ndarray, count: int, b0: int, b1: int, width: int) -> dict[int, bool]:
         """For coarse blocks b0..b1: could any start in the block leave room for `count`,

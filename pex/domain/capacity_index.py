@@ -14,17 +14,18 @@ from pex.domain.clock import Millis
 
 
 def sliding_min(values: np.ndarray, width: int) -> np.ndarray:
-    """Minimum of every `width` consecutive rows (van Herk/Gil-Werman: a constant number of
-    passes whatever the width). Returns len(values) - width + 1 rows."""
+    """Minimum of every `width` consecutive rows; returns len(values) - width + 1 rows.
+
+    By doubling: after k steps each row holds the minimum of the 2**k rows from it, and two
+    overlapping such spans cover any window. log2(width) contiguous `np.minimum` passes are
+    several times faster than the two `accumulate` passes of van Herk/Gil-Werman along axis 0."""
     m = values.shape[0]
-    pad = (-m) % width
-    if pad:
-        filler = np.full((pad,) + values.shape[1:], np.iinfo(values.dtype).max, values.dtype)
-        values = np.concatenate([values, filler])
-    blocks = values.reshape((-1, width) + values.shape[1:])
-    prefix = np.minimum.accumulate(blocks, axis=1).reshape(values.shape)
-    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(values.shape)
-    return np.minimum(suffix[: m - width + 1], prefix[width - 1 : m])
+    span, spans = 1, values
+    while span * 2 <= width:
+        spans = np.minimum(spans[:-span], spans[span:])
+        span *= 2
+    rows = m - width + 1
+    return np.minimum(spans[:rows], spans[width - span : width - span + rows])
 
 
 class BucketIndex:
@@ -196,6 +197,11 @@ class BucketIndex:
         `width` buckets after each (rows j+1..j+width): shape (last-first+1) x 3."""
         free = (self.capacity * self.counted).sum(axis=1)
         return _window_minima(self.totals, free, first, last, width)
+
+    def fine_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
+        """For start buckets first..last, per resource and node the least free amount over the
+        `width` buckets after each: shape (last-first+1) x 3 x nodes."""
+        return _window_minima(self.fine, self.capacity.astype(np.int32), first, last, width)
 
     def coarse_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
         """For coarse blocks first..last, per resource and node the least free amount over the

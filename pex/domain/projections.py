@@ -124,6 +124,21 @@ class Projections:
             self._apply(recording.domain_event)
             self.position = recording.notification.id
 
+    def apply_staged(self, events: Iterable[Any]) -> None:
+        """Apply events before they are saved (group commit); `confirm_staged` follows."""
+        for event in events:
+            self._apply(event)
+
+    def confirm_staged(self, recordings: Iterable[Any]) -> bool:
+        """Move past the notifications of events applied before saving. False if they are not
+        the very next ones (another writer came in between): the view must then be rebuilt."""
+        ids = [recording.notification.id for recording in recordings]
+        if ids != list(range(self.position + 1, self.position + 1 + len(ids))):
+            return False
+        if ids:
+            self.position = ids[-1]
+        return True
+
     # ------------------------------------------------------------------ applying
 
     def _apply(self, event: Any) -> None:
