@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
 
 from pex.domain.application import OpenPEX, Settings
@@ -275,3 +277,42 @@ def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(app, open_ap
     assert answers(reopened) == before
     # Open holds survive too: bob's offer still lapses on time after the restart.
     assert held in {str(i) for i in reopened.lapse_due(NOW + 5 * MINUTE)}
+
+
+def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones(app, open_app):
+    app.begin_batch()
+    first = app.propose("alice", proposal(fixed=2), NOW)
+    rid = first["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)  # the reservation changed earlier in the batch
+    second = app.propose("bob", proposal(fixed=2), NOW)  # sees alice's booking
+    before = last_position(app)
+    app.end_batch()
+    assert last_position(app) > before
+    reopened = open_app()
+    try:
+        assert reopened.reservation(rid, "alice")["status"] == "CONFIRMED"
+        assert reopened.reservation(second["proposal"]["id"], "bob")["status"] == app.reservation(
+            second["proposal"]["id"], "bob")["status"]
+        assert dict(reopened.capacity.holders()) == dict(app.capacity.holders())
+    finally:
+        reopened.close()
+
+
+def test_a_batch_that_cannot_be_saved_leaves_nothing_behind(app, monkeypatch):
+    held_before = dict(app.capacity.holders())
+    app.begin_batch()
+    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
+    assert app.capacity.held(UUID(rid)) is not None  # decided and visible inside the batch
+
+    def broken(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(app, "save", broken)
+    with pytest.raises(OSError):
+        app.end_batch()
+    monkeypatch.undo()
+    assert not app.in_batch
+    assert dict(app.capacity.holders()) == held_before
+    with pytest.raises(NotFound):
+        app.reservation(rid, "alice")
+    assert app.propose("bob", proposal(fixed=2), NOW)["reply"] == "ACCEPT"

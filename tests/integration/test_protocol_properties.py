@@ -47,6 +47,19 @@ def check(app):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(step, min_size=10, max_size=60))
 def test_no_sequence_of_messages_overbooks_a_node(steps):
+    run_session(steps, batch_every=0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(step, min_size=10, max_size=60), batch_every=st.integers(1, 8))
+def test_group_commit_keeps_every_guarantee_and_saves_exactly_what_was_decided(steps, batch_every):
+    """The same sessions with the commands staged and saved a batch at a time (as the Allocator
+    does under load): each decision sees all before it, and the store ends up holding exactly
+    the state the application had in memory."""
+    run_session(steps, batch_every=batch_every)
+
+
+def run_session(steps, *, batch_every: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": os.path.join(folder, "e.db")}
         app = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
@@ -56,7 +69,11 @@ def test_no_sequence_of_messages_overbooks_a_node(steps):
             app.register_template("debian")
             now = NOW
             ids: list[str] = []
-            for s in steps:
+            for number, s in enumerate(steps):
+                if batch_every:
+                    if number % batch_every == 0:
+                        app.end_batch()
+                    app.begin_batch()
                 kind = s[0]
                 try:
                     if kind == "propose":
@@ -94,6 +111,8 @@ def test_no_sequence_of_messages_overbooks_a_node(steps):
                 except DomainError:
                     pass  # illegal steps are refused; what matters is that nothing overbooks
                 check(app)
+            app.end_batch()
+            assert not app.in_batch
             snapshot = (held_by_reservations(app), app.reservations("x", is_admin=True),
                         [app.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES])
         finally:
