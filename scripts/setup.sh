@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev postgresql)
+# wrk drives the API benchmark; everything else is needed to build, run or test.
+packages=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev postgresql wrk)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -6,7 +6,6 @@ as an asyncio future that the actor resolves, so the event loop never blocks on 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,8 +63,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except DomainError as error:
         body = error.to_dict()
         return error_response(error.status, body.pop("error"), body.pop("message"), **body)
-    except json.JSONDecodeError as error:
-        return error_response(400, "INVALID_JSON", f"the body is not valid JSON: {error.msg} at {error.pos}")
     except web.HTTPException as error:
         if error.status < 400:
             raise

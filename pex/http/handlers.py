@@ -3,6 +3,7 @@ ReservationManager, JSON out in the paper's names."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -49,8 +50,18 @@ def reply(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
     return web.json_response(out(body), status=status, **kwargs)
 
 
+class InvalidBody(DomainError):
+    code = "INVALID_JSON"
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
-    body = await request.json()
+    raw = await request.read()
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except UnicodeDecodeError:
+        raise InvalidBody("the body is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise InvalidBody(f"the body is not valid JSON: {error.msg} at {error.pos}") from None
     if not isinstance(body, dict):
         raise InvalidField("body", "must be a JSON object")
     return body
