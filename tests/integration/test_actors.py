@@ -18,9 +18,20 @@ def clock():
     return ManualClock(T0)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request):
+    """The service's --database: its SQLite default, or a URL of the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    request.applymarker(pytest.mark.postgres)
+    server = request.getfixturevalue("postgres_server")
+    server.reset()
+    return f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.dbname}"
+
+
 @pytest.fixture
-def service(tmp_path, clock):
-    running = Service(tmp_path, clock)
+def service(tmp_path, clock, database):
+    running = Service(tmp_path, clock, database=database)
     yield running
     running.stop()
 
@@ -117,8 +128,8 @@ def test_instances_cannot_be_operated_before_their_reservation_starts(service):
     assert service.all_domains() == {}
 
 
-def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_at_once(tmp_path, clock):
-    first = Service(tmp_path, clock)
+def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_at_once(tmp_path, clock, database):
+    first = Service(tmp_path, clock, database=database)
     try:
         started = book(first, "alice", start=T0 + HOUR, duration=HOUR)
         ends_while_down = book(first, "bob", start=T0 + MINUTE, duration=30 * MINUTE, count=1)
@@ -130,7 +141,7 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
         first.stop()  # as good as a crash for timers: they lived only in memory
 
     clock.set(T0 + HOUR + 10 * SECOND)  # alice's start, bob's end and carol's hold passed while down
-    second = Service(tmp_path, clock)
+    second = Service(tmp_path, clock, database=database)
     try:
         eventually(lambda: statuses(second, "alice") == ["RUNNING"], what="alice's VM booted after the restart")
         assert second("reservation", ends_while_down, "bob")["status"] == "EXPIRED"
