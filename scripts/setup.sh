@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# wrk drives the API benchmark; everything else is needed to build, run or test.
-packages=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev postgresql wrk)
+# wrk drives the API benchmark; libvirt-daemon* and qemu-system-x86 are the real hypervisor the
+# driver contract tests boot the tiny guest on; everything else is needed to build, run or test.
+packages=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev postgresql wrk
+          libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -29,4 +31,6 @@ if [ ! -e "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The tiny guest (kernel + busybox initramfs) the qemu tests boot; quick when already built.
+./scripts/build-guest.sh >/dev/null
 echo "setup: ready ($(.venv/bin/python --version), .venv)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run every test. Tests that need PostgreSQL start their own private server
-# (tests/support/postgres.py); nothing is skipped for want of a service.
+# (tests/support/postgres.py), those that need QEMU start libvirtd if none answers
+# (tests/support/libvirtd.py) and boot the guest setup built (scripts/build-guest.sh);
+# nothing is skipped for want of a service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

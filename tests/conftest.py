@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.libvirtd import Libvirtd
 from tests.support.postgres import PrivateCluster
 
 
@@ -14,6 +15,14 @@ def postgres_server():
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> str:
+    """The URI of a running libvirtd with QEMU (qemu:///system), started if none answers. If it
+    cannot start, the tests that need it fail with the daemon's log; they are never skipped. The
+    daemon is left running at the end (see tests/support/libvirtd.py)."""
+    return Libvirtd().ensure()
 
 
 @pytest.fixture

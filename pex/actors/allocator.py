@@ -24,6 +24,7 @@ from pex.domain.clock import Clock, Millis
 
 SETTLE = "settle"  # the EventQueue key of the lifecycle timer
 MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a batch adds)
+RETRY: Millis = 1000  # how soon an overdue settle is tried again
 
 # These rely on the store to refuse a taken name, so they run alone, outside any batch.
 _ALONE = frozenset({"register_account", "register_template", "register_node"})
@@ -32,7 +33,8 @@ _ALONE = frozenset({"register_account", "register_template", "register_node"})
 _APPLICATION = frozenset({
     "register_account", "account", "register_template", "template", "templates", "types",
     "register_node", "mark_node", "node", "nodes", "reservation", "reservations", "instances",
-    "instance", "instance_order", "record_instance_status", "recovery_orders", "capacity_timeline",
+    "instance", "instance_order", "record_instance_status", "capacity_timeline",
+    "stray_orders", "reconcile",
 })
 
 # Commands that may change what falls due next; queries leave the timer alone.
@@ -49,6 +51,7 @@ class Allocator(CallableActor):
         self.event_queue = event_queue
         self.manager: pykka.ActorRef[Any] | None = None
         self._armed: Millis | None = None
+        self._settle_failed = False
         self._waiting: list[tuple[Call, Any, BaseException | None]] = []  # answers held until saved
 
     def on_stop(self) -> None:
@@ -61,24 +64,33 @@ class Allocator(CallableActor):
             self.run(call)
             self._rearm()
             return
-        self.app.begin_batch()
         try:
+            self.app.begin_batch()
             result, error = self.handler(call.method)(*call.args, **call.kwargs), None
         except Exception as failure:
             result, error = None, failure
         self._waiting.append((call, result, error))
-        if len(self._waiting) >= MAX_BATCH or self.actor_inbox.empty():
+        # A command that failed may have left an aggregate half-changed in the batch: saving
+        # now (what was staged is sound) drops the batch and anything it held.
+        if error is not None or len(self._waiting) >= MAX_BATCH or self.actor_inbox.empty():
             self._flush()
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
+        saved = True
         try:
             self.app.end_batch()
         except Exception as failure:  # nothing of the batch was saved: every caller hears so
+            saved = False
             answer_all([(call, None, error or failure) for call, _, error in waiting])
+            self._armed = None
         else:
             answer_all(waiting)
-        if any(call.method in _COMMANDS for call, _, _ in waiting):
+        settles = [error for call, _, error in waiting if call.method == "settle"]
+        if settles:
+            self._armed = None  # the timer that sent it is spent, whatever happened
+            self._settle_failed = not saved or any(error is not None for error in settles)
+        if not saved or any(call.method in _COMMANDS for call, _, _ in waiting):
             self._rearm()
 
     def attach(self, manager: pykka.ActorRef[Any]) -> None:
@@ -88,8 +100,15 @@ class Allocator(CallableActor):
         self._rearm()
 
     def _rearm(self) -> None:
-        due = self.app.next_due()
-        if due == self._armed or self.manager is None:
+        if self.manager is None:
+            return
+        try:
+            due = self.app.next_due()
+        except Exception:  # the view is being rebuilt: try again shortly
+            due = self.clock.now() + RETRY
+        if due is not None and due <= self.clock.now() and self._settle_failed:
+            due = self.clock.now() + RETRY  # overdue because settling failed: retry, not spin
+        if due == self._armed:
             return
         self._armed = due
         if due is None:
@@ -116,6 +135,9 @@ class Allocator(CallableActor):
 
     def settle(self) -> list[Any]:
         return self.app.settle(self.clock.now())
+
+    def recovery_orders(self) -> list[Any]:
+        return self.app.recovery_orders(self.clock.now())
 
     def handler(self, method: str) -> Any:
         if method in _APPLICATION:  # the application's own command or query, as it is

@@ -106,12 +106,16 @@ def answer_all(answers: list[tuple[Call, Any, BaseException | None]]) -> None:
         _hand_over(loop, grouped)
 
 
+ASK_TIMEOUT = 60.0  # seconds an HTTP request waits for the actors before giving up
+
+
 async def ask_async(ref: pykka.ActorRef[Any], method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run `method` on the actor and await its result without blocking the event loop."""
+    """Run `method` on the actor and await its result without blocking the event loop.
+    Raises TimeoutError if no answer comes within ASK_TIMEOUT (a bug, or a stuck hypervisor)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     ref.tell(Call(method, args, kwargs, LoopReply(loop, future)))
-    return await future
+    return await asyncio.wait_for(future, ASK_TIMEOUT)
 
 
 def ask_sync(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float | None = 30, **kwargs: Any) -> Any:

@@ -50,14 +50,15 @@ class Dispatcher(CallableActor):
         the order and gets the recorded outcome."""
         for order in orders:
             node = self.nodes.get(order.node)
-            if node is None:
-                error = NotFound(f"node {order.node!r} has no actor")
+            try:
+                if node is None:
+                    raise NotFound(f"node {order.node!r} has no actor")
+                node.tell(Call("carry_out", (order,), {"reply": reply}))
+            except (NotFound, pykka.ActorDeadError) as error:  # one node's trouble stops no other order
                 if reply is not None:
-                    reply(None, error)
+                    reply(None, NotFound(f"node {order.node} cannot take orders: {error}"))
                 else:
-                    log.error("cannot %s %s: %s", order.operation.value, order.domain, error)
-                continue
-            node.tell(Call("carry_out", (order,), {"reply": reply}))
+                    log.error("cannot %s %s on %s: %s", order.operation.value, order.domain, order.node, error)
 
     def node_ref(self, name: str) -> pykka.ActorRef[Any]:
         if name not in self.nodes:

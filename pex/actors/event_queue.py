@@ -8,6 +8,7 @@ the process dies. A ticker thread sleeps until the next due instant on the clock
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Hashable
 from typing import Any
@@ -17,6 +18,8 @@ from sortedcontainers import SortedList
 
 from pex.actors.calls import Call, CallableActor
 from pex.domain.clock import Clock, Millis
+
+log = logging.getLogger(__name__)
 
 
 class EventQueue(CallableActor):
@@ -93,5 +96,7 @@ class EventQueue(CallableActor):
                 continue
             try:
                 me.ask(Call("fire_due"), timeout=5)
-            except (pykka.ActorDeadError, pykka.Timeout):
+            except pykka.ActorDeadError:
                 return
+            except pykka.Timeout:  # the actor is busy; the timers are still there: try again
+                log.warning("the event queue did not fire within 5 s; retrying")

@@ -41,7 +41,10 @@ class NodeActor(CallableActor):
         self._stopping: dict[str, tuple[VMOrder, Millis]] = {}  # domain -> (order, forced off at)
 
     def on_start(self) -> None:
-        self._connect()
+        try:
+            self._connect()
+        except DriverError:
+            pass  # recorded in `problem`; every order retries the connection and reports failure
 
     def on_stop(self) -> None:
         if self.driver is not None:
@@ -73,7 +76,7 @@ class NodeActor(CallableActor):
             else:
                 log.warning("%s of %s on %s failed: %s", order.operation.value, order.domain, self.name, error)
             return
-        if status is None:  # deleted: nothing left to report but the record
+        if status is None or not order.report:  # deleted, or a stray copy: only the record to show
             self.recorder.tell(Call("instance", (order.vm_id, ""), {"is_admin": True}, reply))
         else:
             self._report(order, status, reason, reply)
@@ -168,6 +171,10 @@ class NodeActor(CallableActor):
         return "HALTED" if state is VMState.MISSING else state.value
 
     def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
+        if not order.report:
+            if reply is not None:
+                reply(None, None)
+            return
         self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {}, reply))
 
     def domains(self) -> dict[str, str]:

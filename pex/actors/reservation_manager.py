@@ -57,8 +57,17 @@ class ReservationManager(CallableActor):
         return len(orders)
 
     def recover(self) -> int:
-        """At start-up: put the hypervisors back in line with the store, then settle."""
+        """At start-up: put the hypervisors back in line with the store (boot what should
+        run and has not ended, remove the VMs that must not be there), then carry out what
+        fell due while down. Returns how many orders it sent."""
         orders = ask_sync(self.allocator, "recovery_orders")
+        for node in ask_sync(self.allocator, "nodes"):
+            try:
+                observed = ask_sync(ask_sync(self.dispatcher, "node_ref", node["name"]), "domains")
+            except Exception as error:  # an unreachable host is dealt with when it answers again
+                log.warning("cannot list the VMs on %s: %s", node["name"], error)
+                continue
+            orders += ask_sync(self.allocator, "stray_orders", node["name"], observed)
         if orders:
             self.dispatcher.tell(Call("dispatch", (orders,)))
         return len(orders) + self.settle()

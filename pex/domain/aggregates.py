@@ -52,6 +52,7 @@ class Reservation(Aggregate):
         self.offer: dict[str, Any] | None = None  # the open offer, if any
         self.reason: str | None = None  # why the last proposal was rejected
         self.launched = False  # its start has been carried out: its instances were sent to boot
+        self.activated = False  # the user asked for its VMs to start at its start time
 
     # ---------------------------------------------------------------- reading
 
@@ -141,7 +142,7 @@ class Reservation(Aggregate):
 
     def launch(self, now: Millis) -> None:
         """The start has come for an activated reservation: its instances are to boot now."""
-        if self.status is not Status.ACTIVATED or self.launched:
+        if not self.activated or self.status not in AGREED or self.launched:
             raise ProtocolViolation(f"a {self.status.value} reservation cannot be launched")
         if now < self.agreed_terms.start:  # type: ignore[union-attr]
             raise ProtocolViolation("the reservation has not started yet")
@@ -215,10 +216,29 @@ class Reservation(Aggregate):
     @event("Activated")
     def _activated(self) -> None:
         self.status = Status.ACTIVATED
+        self.activated = True
+
+    def replan(self, allocation: Allocation, unplaced: int, lost_node: str) -> None:
+        """A node was lost: the booking moves to `allocation`; `unplaced` instances found no
+        room elsewhere, which degrades the reservation (visibly, with the reason)."""
+        if self.status not in AGREED:
+            raise ProtocolViolation(f"a {self.status.value} reservation has no booking to re-plan")
+        reason = None
+        if unplaced:
+            reason = (f"node {lost_node} was lost and {unplaced} instance{'s' if unplaced > 1 else ''} "
+                      "could not be placed on another node")
+        self._replanned(allocation=allocation.to_list(), reason=reason)
 
     @event("Launched")
     def _launched(self) -> None:
         self.launched = True
+
+    @event("Replanned")
+    def _replanned(self, allocation: list[Any], reason: str | None) -> None:
+        self.booking = allocation
+        if reason:
+            self.status = Status.DEGRADED
+            self.reason = reason
 
     @event("Cancelled")
     def _cancelled(self) -> None:
@@ -261,6 +281,10 @@ class Instance(Aggregate):
             return
         self._status_changed(status=status, reason=reason)
 
+    def relocate(self, node: str) -> None:
+        """Its node was lost and another has room: it will (re)boot there."""
+        self._relocated(node=node)
+
     def reschedule(self, node: str, start: Millis, end: Millis) -> None:
         if (node, start, end) != (self.node, self.start, self.end):
             self._rescheduled(node=node, start=start, end=end)
@@ -272,6 +296,12 @@ class Instance(Aggregate):
     @event("Rescheduled")
     def _rescheduled(self, node: str, start: Millis, end: Millis) -> None:
         self.node, self.start, self.end = node, start, end
+
+    @event("Relocated")
+    def _relocated(self, node: str) -> None:
+        self.node = node
+        if self.status != "DELETED":
+            self.status, self.reason = "PENDING", None
 
     @event("StatusChanged")
     def _status_changed(self, status: str, reason: str | None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -23,10 +23,10 @@ from eventsourcing.persistence import IntegrityError
 
 from pex.domain.admission import AdmissionPolicy, Decision, decide
 from pex.domain.aggregates import LIVE, Account, Instance, Node, Reservation, Template
-from pex.domain.capacity import Allocation, CapacityModel
+from pex.domain.capacity import Allocation, CapacityModel, Share
 from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
-from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation
-from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, rejection_reason
+from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
+from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, check_text, rejection_reason
 from pex.domain.orders import Operation, VMOrder, domain_name
 from pex.domain.projections import Projections
 from pex.domain.sizes import InstanceType, Resources
@@ -57,6 +57,7 @@ class OpenPEX(Application[UUID]):
         self._origin = origin
         self._batch: dict[UUID, Any] | None = None  # aggregates changed in the open batch
         self._staged: list[Any] = []  # their events, applied to the view but not yet saved
+        self._stale = True
         self._rebuild()
 
     @property
@@ -64,14 +65,33 @@ class OpenPEX(Application[UUID]):
         return self.view.capacity
 
     def _rebuild(self) -> None:
-        self.view = Projections(CapacityModel(origin=self._origin, bucket=self.settings.bucket))
-        self.view.catch_up(self.recorder, self.mapper)
+        """Replace the view with one rebuilt from the store. Until that succeeds the old view
+        must not be trusted: commands are refused (StoreUnavailable) rather than decided on it."""
+        self._stale = True
+        view = Projections(CapacityModel(origin=self._origin, bucket=self.settings.bucket))
+        view.catch_up(self.recorder, self.mapper)
+        self.view, self._stale = view, False
+
+    def _check_view(self) -> None:
+        if self._stale:
+            try:
+                self._rebuild()
+            except Exception as error:
+                raise StoreUnavailable(f"the event store cannot be read: {error}") from None
 
     def _commit(self, *aggregates: Any) -> None:
+        self._check_view()
         if self._batch is None:
             self.view.apply_recordings(self.save(*aggregates), self.recorder, self.mapper)
             return
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        for event in events:  # refuse what the store could not encode now, not at the batch's end
+            try:
+                self.mapper.to_stored_event(event)
+            except Exception:
+                for aggregate in aggregates:  # changed but never staged: not to be reused
+                    self._batch.pop(aggregate.id, None)
+                raise
         for aggregate in aggregates:
             self._batch[aggregate.id] = aggregate
         self.view.apply_staged(events)
@@ -91,6 +111,7 @@ class OpenPEX(Application[UUID]):
         every decision before it, since staged events are applied to the view at once; the
         caller must not tell anyone an outcome before `end_batch` returns. Commands that rely
         on the store to refuse a taken name (register_*) must not run inside a batch."""
+        self._check_view()
         if self._batch is None:
             self._batch, self._staged = {}, []
 
@@ -101,10 +122,18 @@ class OpenPEX(Application[UUID]):
         try:
             recordings = self.save(*staged)
         except BaseException:
-            self._rebuild()  # nothing of the batch was saved: forget it
+            self._stale = True  # nothing of the batch was saved: forget it
+            self._try_rebuild()
             raise
-        if not self.view.confirm_staged(recordings):
-            self._rebuild()  # another writer's events came in between: take the log's order
+        if not self.view.confirm_staged(recordings, self.recorder):
+            self._stale = True  # another writer's events came in between: take the log's order
+            self._try_rebuild()
+
+    def _try_rebuild(self) -> None:
+        try:
+            self._rebuild()
+        except Exception:
+            pass  # the next command tries again, and is refused while it fails
 
     @property
     def in_batch(self) -> bool:
@@ -117,8 +146,9 @@ class OpenPEX(Application[UUID]):
         if not isinstance(username, str) or not _USERNAME.fullmatch(username):
             raise InvalidField("username", "must be 1-64 letters, digits, '.', '_' or '-'")
         for name, value in (("fullname", fullname), ("email", email)):
-            if not isinstance(value, str) or len(value) > 256:
+            if not isinstance(value, str):
                 raise InvalidField(name, "must be a string of at most 256 characters")
+            check_text(name, value)
         if email and "@" not in email:
             raise InvalidField("email", "must be an e-mail address")
         if username in self.view.accounts:
@@ -161,9 +191,10 @@ class OpenPEX(Application[UUID]):
             raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-'")
         if not isinstance(uri, str) or "://" not in uri:
             raise InvalidField("uri", "must be a libvirt URI such as test:///path or qemu:///system")
+        check_text("uri", uri, longest=1024)
         for field_name, value in zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple()):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InvalidField(field_name, "must be a positive integer")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+                raise InvalidField(field_name, "must be a positive integer below 2**31")
         if name in self.view.nodes:
             raise AlreadyExists(f"a node named {name!r} exists")
         node = Node(name, uri, capacity.cpus, capacity.memory_mb, capacity.disk_gb)
@@ -374,16 +405,77 @@ class OpenPEX(Application[UUID]):
         times = [t for t in (view.offers_due.next(), view.ends_due.next(), view.starts_due.next()) if t is not None]
         return min(times, default=None)
 
-    def recovery_orders(self) -> list[VMOrder]:
-        """After a restart: boot what should be running (launched reservations still in force)
-        and stop what should not (closed reservations whose VMs were last seen alive)."""
+    def recovery_orders(self, now: Millis) -> list[VMOrder]:
+        """After a restart: boot what should be running (launched reservations still in force
+        and not ended by `now`) and stop what should not (closed reservations whose VMs were
+        last seen alive)."""
         orders = []
         for rid, reservation in self.view.reservations.items():
-            if reservation.launched and reservation.status in AGREED:
+            agreed = reservation.agreed_terms
+            if reservation.launched and reservation.status in AGREED and agreed is not None and agreed.end > now:
                 orders += self._orders(rid, Operation.BOOT, {"PENDING", "RUNNING"})
             elif reservation.is_closed and rid in self.view.instances_of:
                 orders += self._orders(rid, Operation.END, LIVE)
         return orders
+
+    def stray_orders(self, node: str, observed: Mapping[str, str]) -> list[VMOrder]:
+        """Orders to remove the VMs a host has (domain name -> state) that must not be there:
+        their instance was deleted or their reservation is over (a stop that failed, or a
+        process that died before carrying it out)."""
+        orders = []
+        for instance in self._instances_on(observed):
+            if instance.node != node or not self._should_run(instance):  # (moved away: a stale copy)
+                orders.append(replace(self._order(instance, Operation.END), node=node,
+                                      report=instance.node == node))
+        return orders
+
+    def reconcile(self, node: str, observed: Mapping[str, str]) -> list[VMOrder]:
+        """Bring the record in line with what a host reports (domain name -> state, as the
+        driver names states): VMs that powered off or died behind OpenPEX's back are recorded
+        so, VMs that vanished are recorded CRASHED, and VMs that must not run are to be removed
+        (returned as orders)."""
+        changed = []
+        seen = set()
+        for instance in self._instances_on(observed):
+            if instance.node != node:
+                continue
+            seen.add(instance.id)
+            state = observed[domain_name(str(instance.id))]
+            if not self._should_run(instance) or state == "MISSING":
+                continue
+            if state != instance.status and not (state == "HALTED" and instance.status == "PENDING"):
+                reason = {"HALTED": "powered off from inside the guest",
+                          "CRASHED": "stopped from outside OpenPEX (crashed or destroyed)"}.get(state)
+                changed.append((instance.id, state, reason))
+        for instance in self.view.instances.values():
+            if (instance.node == node and instance.id not in seen and instance.status in LIVE
+                    and self._should_run(instance)):
+                changed.append((instance.id, "CRASHED", "its VM vanished from the host"))
+        loaded = []
+        for iid, state, reason in changed:
+            instance = self._get(iid)
+            instance.record_status(state, reason)
+            loaded.append(instance)
+        if loaded:
+            self._commit(*loaded)
+        return self.stray_orders(node, observed)
+
+    def _instances_on(self, observed: Mapping[str, str]) -> list[Instance]:
+        found = []
+        for domain in observed:
+            if not domain.startswith("pex-"):
+                continue  # not ours
+            try:
+                instance = self.view.instances.get(UUID(domain[4:]))
+            except ValueError:
+                continue
+            if instance is not None:
+                found.append(instance)
+        return found
+
+    def _should_run(self, instance: Instance) -> bool:
+        reservation = self.view.reservations[instance.reservation_id]
+        return instance.status != "DELETED" and reservation.launched and reservation.status in AGREED
 
     def cancel_orders(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> list[VMOrder]:
         """What cancelling this reservation must do to its VMs (ask before `cancel`)."""
@@ -400,6 +492,64 @@ class OpenPEX(Application[UUID]):
         template = self.view.templates.get(instance.template)
         return VMOrder(operation, str(instance.id), domain_name(str(instance.id)), instance.node,
                        InstanceType[instance.instance_type].resources, dict(template.spec) if template else {})
+
+    # ------------------------------------------------------------------ lost nodes
+
+    def replan_node(self, name: str, now: Millis) -> list[VMOrder]:
+        """The node is DOWN: move what it was to run from `now` on to other nodes where there
+        is room (placement as for a new booking), keep its past as it was, and degrade the
+        reservations whose instances found no room, with the reason. Returns the BOOT orders
+        for moved instances whose reservation has started (they restart elsewhere)."""
+        view = self.view
+        if name not in view.nodes:
+            raise NotFound(f"no node {name!r}")
+        if view.nodes[name].status == "UP":
+            raise ProtocolViolation(f"node {name} is up: there is nothing to re-plan")
+        orders: list[VMOrder] = []
+        for rid in [rid for rid, r in view.reservations.items() if r.status in AGREED and r.booking]:
+            booking = Allocation.from_list(view.reservations[rid].booking)  # type: ignore[arg-type]
+            lost = [s for s in booking.shares if s.node == name and s.end > now]
+            if lost:
+                orders += self._replan(rid, booking, lost, name, now)
+        return orders
+
+    def _replan(self, rid: UUID, booking: Allocation, lost: list[Share], name: str, now: Millis) -> list[VMOrder]:
+        size = booking.size
+        # The lost node keeps what already happened there; the rest moves.
+        kept = [s for s in booking.shares if s not in lost] + [s._replace(end=now) for s in lost if s.start < now]
+        moved: list[Share] = []
+        unplaced = 0
+        scratch = ("re-planning", rid)
+        with self.capacity.without(rid):
+            try:
+                for share in lost:
+                    start = max(share.start, now)
+                    self.capacity.hold(scratch, Allocation(size, tuple(kept + moved)))
+                    fitting = min(share.count, self.capacity.count_fitting(size, start, share.end))
+                    placement = self.capacity.place(size, fitting, start, share.end,
+                                                    self.settings.admission.placement) if fitting else []
+                    self.capacity.release(scratch)
+                    moved += [Share(node, start, share.end, count) for node, count in placement or []]
+                    unplaced += share.count - fitting
+            finally:
+                self.capacity.release(scratch)
+        reservation = self._get(rid)
+        reservation.replan(Allocation(size, tuple(kept + moved)), unplaced, name)
+        # Instances on the lost node follow the moved shares, as many as found room.
+        targets = [node for share in moved for node in [share.node] * share.count]
+        instances = [self._get(i) for i in self.view.instances_of.get(rid, ())
+                     if self.view.instances[i].node == name and self.view.instances[i].status != "DELETED"]
+        relocated = []
+        for instance, node in zip(instances, targets):
+            was_live = instance.status in LIVE
+            instance.relocate(node)
+            if reservation.launched and (was_live or instance.status == "PENDING"):
+                relocated.append(instance)
+        for instance in instances[len(targets):]:
+            if instance.status in LIVE:
+                instance.record_status("CRASHED", f"node {name} was lost and no other node has room for it")
+        self._commit(reservation, *instances)
+        return [self._order(self.view.instances[i.id], Operation.BOOT) for i in relocated]
 
     # ------------------------------------------------------------------ instances
 

@@ -63,3 +63,10 @@ class CapacityExceeded(DomainError):
 
     status = 409
     code = "CAPACITY_EXCEEDED"
+
+
+class StoreUnavailable(DomainError):
+    """The event store failed; nothing was decided. Try again later."""
+
+    status = 503
+    code = "STORE_UNAVAILABLE"

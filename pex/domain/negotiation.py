@@ -215,13 +215,30 @@ class Terms:
         }
 
 
+# Bounds that keep every stored number inside what msgpack, datetime and RFC 1123 can carry.
+LATEST_INSTANT: Millis = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+LARGEST_COUNT = 1_000_000
+LONGEST: Millis = 100 * 365 * 86_400_000  # a duration longer than this is not a reservation
+
+
 def _string(body: Mapping[str, Any], field: str) -> str:
     if field not in body or body[field] is None:
         raise InvalidField(field, "is required")
     value = body[field]
     if not isinstance(value, str) or not value.strip():
         raise InvalidField(field, "must be a non-empty string")
+    check_text(field, value)
     return value
+
+
+def check_text(field: str, value: str, *, longest: int = 256) -> None:
+    """A string that can be stored and shown: bounded, and valid Unicode (no lone surrogates)."""
+    if len(value) > longest:
+        raise InvalidField(field, f"must be at most {longest} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(field, "must be valid Unicode text") from None
 
 
 def _integer(body: Mapping[str, Any], field: str, *, minimum: int, default: int | None = None) -> int:
@@ -234,6 +251,9 @@ def _integer(body: Mapping[str, Any], field: str, *, minimum: int, default: int 
         raise InvalidField(field, "must be an integer")
     if value < minimum:
         raise InvalidField(field, f"must be at least {minimum}")
+    largest = LONGEST if field == "duration" else LARGEST_COUNT
+    if value > largest:
+        raise InvalidField(field, f"must be at most {largest}")
     return value
 
 
@@ -242,9 +262,11 @@ def _instant(body: Mapping[str, Any], field: str) -> Millis:
         raise InvalidField(field, "is required")
     value = body[field]
     if isinstance(value, datetime):
-        return from_datetime(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+        value = from_datetime(value)
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise InvalidField(field, "must be a time")
+    if not 0 <= value <= LATEST_INSTANT:
+        raise InvalidField(field, "must be between 1970 and 9999")
     return value
 
 

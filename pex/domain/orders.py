@@ -30,6 +30,7 @@ class VMOrder:
     node: str
     resources: Resources
     template: dict[str, Any] = field(default_factory=dict)
+    report: bool = True  # False for removing a stray copy: the instance's record is elsewhere
 
 
 def domain_name(vm_id: str) -> str:

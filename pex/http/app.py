@@ -72,6 +72,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(502, "HYPERVISOR_ERROR", str(error))
     except pykka.ActorDeadError:
         return error_response(503, "UNAVAILABLE", "the service is stopping")
+    except TimeoutError:
+        log.error("no answer in time for %s %s", request.method, request.path)
+        return error_response(504, "TIMEOUT", "the service did not answer in time; the request may or may not have been carried out")
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "an unexpected error happened; it has been logged")

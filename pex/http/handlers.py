@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from pex.domain.errors import AlreadyExists, DomainError, InvalidField
+from pex.domain.negotiation import check_text
 from pex.domain.orders import Operation
 from pex.http import openapi
 from pex.http.app import BASE, PASSWORDS, call, principal
@@ -94,6 +95,7 @@ async def register(request: web.Request) -> web.Response:
     password = body.get("password")
     if not isinstance(password, str) or not 8 <= len(password) <= 1024:
         raise InvalidField("password", "must be a string of 8 to 1024 characters")
+    check_text("password", password, longest=1024)
     username = body.get("username")
     # Refuse a taken name before paying for a hash; the store refuses a race at the end.
     if isinstance(username, str):
@@ -107,7 +109,7 @@ async def register(request: web.Request) -> web.Response:
     account = await call(request, "register_account", username, password_hash,
                          body.get("fullname", ""), body.get("email", ""))
     account.pop("passwordHash")
-    return reply(account, status=201, headers={"Location": f"{BASE}/users/{account['username']}"})
+    return reply(account, status=201)
 
 
 # ---------------------------------------------------------------------- catalogue

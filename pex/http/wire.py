@@ -16,9 +16,13 @@ from pex.domain.errors import InvalidField
 TIME_FIELDS = ("startTime", "endTime", "holdUntil")
 
 
-def format_time(instant: Millis) -> str:
-    """'Mon, 17 Aug 2009 04:49:03 GMT' (seconds: RFC 1123 has no finer unit)."""
-    return format_datetime(to_datetime(instant).astimezone(timezone.utc), usegmt=True)
+def format_time(instant: Millis) -> str | int:
+    """'Mon, 17 Aug 2009 04:49:03 GMT' (seconds: RFC 1123 has no finer unit). An instant no
+    calendar can show (which input checks now refuse) is shown as the number it is."""
+    try:
+        return format_datetime(to_datetime(instant).astimezone(timezone.utc), usegmt=True)
+    except (OverflowError, OSError, ValueError):
+        return instant
 
 
 def parse_time(field: str, value: Any) -> Millis:
