@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -326,3 +327,36 @@ async def test_thirty_two_clients_racing_for_the_last_slots_get_exactly_the_capa
         assert all(point["cpus"] >= 0 for point in timeline)
     finally:
         one_host.stop()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"startTime": 10**18}, "startTime"), ({"startTime": -(10**18)}, "startTime"),
+    ({"duration": 2**63}, "duration"), ({"numInstancesFixed": 2**64}, "numInstancesFixed"),
+    ({"template": "\ud800"}, "template"), ({"endTime": 10**18, "duration": None}, "endTime"),
+])
+async def test_numbers_and_text_the_store_cannot_hold_are_refused_and_listing_still_works(client, service,
+                                                                                        changes, field):
+    alice = await register(client, "alice")
+    before = service.events()
+    body = {k: v for k, v in {**proposal(), **changes}.items() if v is not None}
+    response = await client.post("/OpenPEX/reservations", data=json.dumps(body), headers=alice)
+    assert (await expect_error(response, 400))["field"] == field
+    assert service.events() == before
+    assert (await client.get("/OpenPEX/reservations", headers=alice)).status == 200
+
+
+async def test_a_bad_request_among_concurrent_ones_fails_alone(client, service):
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    good = [client.post("/OpenPEX/reservations", json=proposal(), headers=bob) for _ in range(20)]
+    bad = client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=2**64), headers=alice)
+    responses = await asyncio.gather(*good, bad)
+    assert [r.status for r in responses] == [201] * 20 + [400]
+
+
+async def test_a_node_that_cannot_be_reached_is_refused_quickly_with_a_reason(client):
+    response = await client.post("/OpenPEX/nodes", json={"name": "ghost", "uri": "test:///no/such/host.xml"},
+                                 headers=ADMIN)
+    body = await expect_error(response, 400)
+    assert body["field"] == "uri" and "cannot reach" in body["message"]
+    nodes = await (await client.get("/OpenPEX/nodes", headers=ADMIN)).json()
+    assert "ghost" not in {n["name"] for n in nodes}

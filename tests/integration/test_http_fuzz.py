@@ -25,7 +25,7 @@ def scalar(rng: random.Random) -> Any:
         None, True, False, 0, -1, 1, 2**63, -(2**70), 1.5, float("1e308"), "", " ", "SMALL", "XLARGE", "debian-12",
         "ACCEPT", "CONFIRM", "COUNTER", "REJECT", "Mon, 17 Aug 2009 04:49:03 GMT", "2030-01-01T01:00:00Z",
         "test:///nowhere.xml", "qemu:///system", "\u0000", "é" * 300, format_time(T0 + HOUR), T0 + HOUR, HOUR,
-        "00000000-0000-0000-0000-000000000000",
+        "00000000-0000-0000-0000-000000000000", 10**18, -(10**18), 2**64, "\ud800",
     ])
 
 

@@ -1,0 +1,156 @@
+"""What goes wrong in a running service, and how it recovers: a store write that fails while a
+timer settles, a host that cannot be reached, a stop that never happened, a restart with VMs
+left behind. Real actors, SQLite store and libvirt test-driver hosts, manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from pex.actors.calls import ask_sync
+from pex.domain.clock import HOUR, MINUTE, SECOND, ManualClock
+from pex.domain.orders import domain_name
+from pex.drivers.base import DriverError, NodeUnreachable
+from pex.drivers.libvirt import LibvirtDriver
+from tests.support.service import T0, Service, book, eventually
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+class Hosts:
+    """libvirt test-driver hosts that outlive a Service (as real hosts outlive openpex): one
+    connection per URI for the whole test, shared by every Service started in it."""
+
+    def __init__(self) -> None:
+        self.drivers: dict[str, LibvirtDriver] = {}
+        self.unreachable: set[str] = set()
+        self.failing_undefine = 0
+
+    def connect(self, uri: str) -> LibvirtDriver:
+        if any(uri.endswith(f"/{name}.xml") for name in self.unreachable):
+            raise NodeUnreachable(f"cannot connect to {uri}")
+        if uri not in self.drivers:
+            hosts = self
+
+            class Shared(LibvirtDriver):
+                def close(self) -> None:  # the host lives on after the service stops
+                    pass
+
+                def undefine(self, name: str) -> None:
+                    if hosts.failing_undefine:
+                        hosts.failing_undefine -= 1
+                        raise DriverError("the host refused to undefine the VM")
+                    super().undefine(name)
+
+            self.drivers[uri] = Shared(uri)
+        return self.drivers[uri]
+
+    def domains(self) -> dict[str, str]:
+        return {name: state.value for d in self.drivers.values() for name, state in d.domains().items()}
+
+    def close(self) -> None:
+        for driver in self.drivers.values():
+            LibvirtDriver.close(driver)
+
+
+@pytest.fixture
+def hosts():
+    shared = Hosts()
+    yield shared
+    shared.close()
+
+
+def statuses(service: Service, userid: str) -> list[str]:
+    return sorted(i["status"] for i in service.instances(userid))
+
+
+def test_a_settle_whose_save_fails_is_retried_and_the_vms_still_start(tmp_path, clock, monkeypatch):
+    service = Service(tmp_path, clock)
+    try:
+        book(service, "alice", start=T0 + HOUR, duration=HOUR)
+        original = service.app.save
+        failures = []
+
+        def failing_once(*objs):
+            if not failures:
+                failures.append(1)
+                raise OSError("disk full")
+            return original(*objs)
+
+        monkeypatch.setattr(service.app, "save", failing_once)
+        service.advance_to(T0 + HOUR)
+        eventually(lambda: failures, what="the failing save")
+        assert statuses(service, "alice") == ["PENDING"]
+        pending = eventually(lambda: ask_sync(service.system.event_queue, "pending"), what="a new timer")
+        assert T0 + HOUR < pending["settle"] <= T0 + HOUR + SECOND, "retried a second later, not lost"
+        service.advance_to(T0 + HOUR + SECOND)
+        eventually(lambda: statuses(service, "alice") == ["RUNNING"], what="the retried start")
+    finally:
+        service.stop()
+
+
+def test_an_unreachable_host_fails_only_its_own_orders(tmp_path, clock, hosts):
+    hosts.unreachable.add("sim01")
+    service = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=8)  # 4 on each host
+        service.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(service, "alice").count("RUNNING") == 4, what="sim02's VMs running")
+        eventually(lambda: statuses(service, "alice").count("CRASHED") == 4, what="sim01's VMs recorded failed")
+        failed = [i for i in service.instances("alice") if i["status"] == "CRASHED"]
+        assert all(i["node"] == "sim01" and "could not boot on sim01" in i["reason"] for i in failed)
+        with pytest.raises(DriverError):
+            service("operate", failed[0]["vmID"], "alice", "start")  # answered, not left hanging
+    finally:
+        service.stop()
+
+
+def test_a_vm_whose_delete_failed_is_removed_at_the_next_start(tmp_path, clock, hosts):
+    first = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        rid = book(first, "alice", start=T0 + MINUTE, duration=HOUR, count=1)
+        first.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(first, "alice") == ["RUNNING"])
+        hosts.failing_undefine = 1
+        first("cancel", rid, "alice")
+        eventually(lambda: statuses(first, "alice") == ["DELETED"])
+        (vm,) = first.instances("alice")
+        assert domain_name(vm["vmID"]) in hosts.domains(), "the host kept the VM: the delete failed"
+    finally:
+        first.stop()
+    second = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        eventually(lambda: hosts.domains() == {}, what="the stray VM removed by the restart")
+        assert statuses(second, "alice") == ["DELETED"]
+    finally:
+        second.stop()
+
+
+def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, hosts, monkeypatch):
+    first = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        rid = book(first, "alice", start=T0 + MINUTE, duration=HOUR)
+        first.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(first, "alice") == ["RUNNING"])
+    finally:
+        first.stop()
+    for driver in hosts.drivers.values():  # the hosts lost their VMs while openpex was down
+        for name in driver.domains():
+            driver.undefine(name)
+    booted = []
+    original = LibvirtDriver.start
+
+    def watch(self, name):
+        booted.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(LibvirtDriver, "start", watch)
+    clock.set(T0 + 2 * HOUR)
+    second = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        eventually(lambda: second("reservation", rid, "alice")["status"] == "EXPIRED")
+        assert booted == [] and hosts.domains() == {}
+    finally:
+        second.stop()
