@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--offer-ttl", type=float, default=300.0, metavar="SECONDS", help="how long offers are held")
     serve.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                        help="between a graceful shutdown at a reservation's end and a forced one")
+    serve.add_argument("--monitor-interval", type=float, default=5.0, metavar="SECONDS",
+                       help="how often hosts are polled and VMs reconciled (default 5)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(parser, args)
@@ -56,10 +58,11 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not eq or not name or "://" not in uri:
             parser.error(f"--node {item!r}: expected NAME=URI, e.g. local=qemu:///system")
         nodes.append((name, uri))
-    if args.offer_ttl <= 0 or args.grace < 0:
-        parser.error("--offer-ttl must be > 0 and --grace >= 0")
+    if args.offer_ttl <= 0 or args.grace < 0 or args.monitor_interval <= 0:
+        parser.error("--offer-ttl and --monitor-interval must be > 0, --grace >= 0")
     return serve(Config(host=args.host, port=args.port, data_dir=Path(args.data_dir), simulated_nodes=args.simulated_nodes,
-                        node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace))
+                        node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace,
+                        monitor_interval=args.monitor_interval))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class Config:
     database: str | None = None  # a SQLite path or postgresql://user:password@host:port/db
     offer_ttl: float = 300.0  # seconds
     grace: float = 30.0  # seconds between a graceful shutdown and a forced one
+    monitor_interval: float = 5.0  # seconds between polls of the node and VM monitors
 
 
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
@@ -122,7 +123,8 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     app = open_app(config, clock)
     try:
         generated = seed(app, config, passwords.hasher)
-        system = System(app, clock, connect, grace=int(config.grace * SECOND))
+        system = System(app, clock, connect, grace=int(config.grace * SECOND),
+                        monitor_interval=config.monitor_interval, default_node=config.node_spec)
     except BaseException:
         app.close()
         raise

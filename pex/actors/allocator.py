@@ -39,7 +39,7 @@ _APPLICATION = frozenset({
 
 # Commands that may change what falls due next; queries leave the timer alone.
 _COMMANDS = frozenset({
-    "propose", "respond", "activate", "cancel", "settle", "register_node", "mark_node",
+    "propose", "respond", "activate", "cancel", "settle", "register_node", "mark_node", "lose_node",
 })
 
 
@@ -135,6 +135,9 @@ class Allocator(CallableActor):
 
     def settle(self) -> list[Any]:
         return self.app.settle(self.clock.now())
+
+    def lose_node(self, name: str) -> list[Any]:
+        return self.app.lose_node(name, self.clock.now())
 
     def recovery_orders(self) -> list[Any]:
         return self.app.recovery_orders(self.clock.now())

@@ -60,6 +60,9 @@ class Dispatcher(CallableActor):
                 else:
                     log.error("cannot %s %s on %s: %s", order.operation.value, order.domain, order.node, error)
 
+    def node_refs(self) -> dict[str, pykka.ActorRef[Any]]:
+        return dict(self.nodes)
+
     def node_ref(self, name: str) -> pykka.ActorRef[Any]:
         if name not in self.nodes:
             raise NotFound(f"no node {name!r}")

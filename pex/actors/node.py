@@ -118,17 +118,17 @@ class NodeActor(CallableActor):
         if state in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
             driver.shutdown(domain)
             if driver.state(domain) in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
-                self._stopping[domain] = (order, self.clock.now() + self.grace)
+                deadline = self._stopping[domain][1] if domain in self._stopping else self.clock.now() + self.grace
+                self._stopping[domain] = (order, deadline)  # asked again: the grace period still counts from the first
                 self._check_later()
                 return self._status(driver, domain), "shutting down"
         return self._finish_stop(driver, order, None)
 
     def _finish_stop(self, driver: Driver, order: VMOrder, reason: str | None) -> tuple[str, str | None]:
         self._stopping.pop(order.domain, None)
-        state = driver.state(order.domain)
-        if order.operation is Operation.END and state is not VMState.MISSING:
+        if order.operation is Operation.END and driver.state(order.domain) is not VMState.MISSING:
             driver.undefine(order.domain)
-        return ("CRASHED" if state is VMState.CRASHED else "HALTED"), reason
+        return "HALTED", reason  # stopped by us, whatever the host calls a forced stop
 
     def check_stopping(self) -> None:
         """Timer: record VMs that have shut down, force off those past their grace period."""
@@ -176,6 +176,29 @@ class NodeActor(CallableActor):
                 reply(None, None)
             return
         self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {}, reply))
+
+    def reconcile(self) -> None:
+        """List the host's VMs and have the Allocator judge the list against the record (sent
+        from this thread, so every earlier report of ours is recorded first). VMs that must
+        not run are removed here, unless already on their way out."""
+        try:
+            observed = self.domains()
+        except DriverError:
+            return  # an unreachable host is the node monitor's business
+        me = self.actor_ref
+
+        def judged(orders: Any, error: BaseException | None) -> None:
+            if error is not None:
+                log.warning("reconciling %s failed: %s", self.name, error)
+            elif orders:
+                me.tell(Call("carry_out_all", (orders,)))
+
+        self.recorder.tell(Call("reconcile", (self.name, observed), {}, judged))
+
+    def carry_out_all(self, orders: list[VMOrder]) -> None:
+        for order in orders:
+            if order.domain not in self._stopping:
+                self.carry_out(order)
 
     def domains(self) -> dict[str, str]:
         """Every VM on the host and its state, as the host says (for reconciling and tests)."""

@@ -35,11 +35,13 @@ _PASSED_ON = frozenset({
 
 class ReservationManager(CallableActor):
     def __init__(self, allocator: pykka.ActorRef[Any], dispatcher: pykka.ActorRef[Any], *,
-                 default_disk_gb: int = 200) -> None:
+                 default_node: Resources = Resources(8, 16384, 200)) -> None:
         super().__init__()
         self.allocator = allocator
         self.dispatcher = dispatcher
-        self.default_disk_gb = default_disk_gb  # libvirt does not report a host's disk
+        # The size of a host that does not say (libvirt never reports disk; an unreachable
+        # host reports nothing).
+        self.default_node = default_node
 
     def route(self, call: Call) -> None:
         if call.method in _PASSED_ON:
@@ -72,6 +74,21 @@ class ReservationManager(CallableActor):
             self.dispatcher.tell(Call("dispatch", (orders,)))
         return len(orders) + self.settle()
 
+    def node_down(self, name: str, why: str = "") -> int:
+        """A host stopped answering (NodeMonitor): record it DOWN, re-plan what it was to run,
+        and restart its running VMs where they were moved. Returns the orders sent."""
+        orders = ask_sync(self.allocator, "lose_node", name)
+        if orders:
+            self.dispatcher.tell(Call("dispatch", (orders,)))
+        log.warning("node %s is down (%s): %d VMs restarted elsewhere", name, why, len(orders))
+        return len(orders)
+
+    def node_up(self, name: str) -> None:
+        ask_sync(self.allocator, "mark_node", name, "UP")
+
+    def drain(self, name: str) -> dict[str, Any]:
+        return ask_sync(self.allocator, "mark_node", name, "DRAINED")
+
     def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
         body, orders = ask_sync(self.allocator, "cancel", reservation_id, userid, is_admin=is_admin)
         if orders:
@@ -90,7 +107,8 @@ class ReservationManager(CallableActor):
 
     def add_node(self, name: Any, uri: str, size: dict[str, Any]) -> dict[str, Any]:
         """Register a host (admin): its size is what the caller says, or what the host says
-        of itself (CPUs and memory; disk defaults to `default_disk_gb`)."""
+        of itself (CPUs and memory); what neither says comes from `default_node`. A host that
+        cannot be reached is registered all the same, DOWN."""
         if not isinstance(name, str) or not name:
             raise InvalidField("name", "must be a non-empty string")
         try:
@@ -100,17 +118,24 @@ class ReservationManager(CallableActor):
         else:
             raise AlreadyExists(f"a node named {name!r} exists")
         started = ask_sync(self.dispatcher, "add_node", name, uri)
+        reachable = True
         try:
             if not {"cpus", "memoryMB"} <= size.keys():
                 try:
                     info = ask_sync(ask_sync(self.dispatcher, "node_ref", name), "info")
                 except DriverError as error:
-                    raise InvalidField("uri", f"cannot reach {uri} to learn its size ({error}); "
-                                              "give cpus, memoryMB and diskGB") from None
-                size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
-            capacity = Resources(size["cpus"], size["memoryMB"], size.get("diskGB", self.default_disk_gb))
-            return ask_sync(self.allocator, "register_node", name, uri, capacity)
+                    reachable = False  # accepted, shown DOWN, and UP once it answers
+                    log.warning("node %s cannot be reached (%s): registered DOWN", name, error)
+                else:
+                    size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
+            default = self.default_node
+            capacity = Resources(size.get("cpus", default.cpus), size.get("memoryMB", default.memory_mb),
+                                 size.get("diskGB", default.disk_gb))
+            node = ask_sync(self.allocator, "register_node", name, uri, capacity)
         except BaseException:
             if started:
                 ask_sync(self.dispatcher, "remove_node", name)
             raise
+        if not reachable:
+            node = ask_sync(self.allocator, "mark_node", name, "DOWN")
+        return node

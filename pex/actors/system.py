@@ -13,9 +13,12 @@ from pex.actors.allocator import Allocator
 from pex.actors.calls import ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
+from pex.actors.node_monitor import NodeMonitor
 from pex.actors.reservation_manager import ReservationManager
+from pex.actors.vm_monitor import VMMonitor
 from pex.domain.application import OpenPEX
 from pex.domain.clock import SECOND, Clock, Millis
+from pex.domain.sizes import Resources
 from pex.drivers.base import Driver
 
 log = logging.getLogger(__name__)
@@ -25,12 +28,15 @@ class System:
     """The running actors of one OpenPEX process."""
 
     def __init__(self, app: OpenPEX, clock: Clock, connect: Callable[[str], Driver], *,
-                 grace: Millis = 30 * SECOND, poll: float = 0.5) -> None:
+                 grace: Millis = 30 * SECOND, poll: float = 0.5, monitor_interval: float | None = 5.0,
+                 default_node: Resources = Resources(8, 16384, 200)) -> None:
         self.app = app
         self.clock = clock
         self.connect = connect
         self.grace = grace
         self.poll = poll
+        self.default_node = default_node
+        self.monitor_interval = monitor_interval  # None: no monitors (tests drive them by hand)
         self.event_queue: pykka.ActorRef[Any]
         self.allocator: pykka.ActorRef[Any]
         self.dispatcher: pykka.ActorRef[Any]
@@ -46,11 +52,16 @@ class System:
             self.dispatcher = self._keep(Dispatcher.start(
                 connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
                 clock=self.clock, grace=self.grace))
-            self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher))
+            self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher,
+                                                               default_node=self.default_node))
             for node in ask_sync(self.allocator, "nodes"):
                 self.add_node(node["name"], node["uri"])
             ask_sync(self.allocator, "attach", self.manager)
             ask_sync(self.manager, "recover")
+            if self.monitor_interval is not None:
+                self.node_monitor = self._keep(NodeMonitor.start(
+                    self.allocator, self.dispatcher, self.manager, interval=self.monitor_interval))
+                self.vm_monitor = self._keep(VMMonitor.start(self.dispatcher, interval=self.monitor_interval))
         except BaseException:
             self.stop()
             raise
@@ -70,7 +81,7 @@ class System:
             except pykka.Timeout:
                 log.error("actor %s did not stop within 30 s", ref)
         for ref in pykka.ActorRegistry.get_all():
-            if ref.actor_class in (EventQueue, Allocator, Dispatcher, ReservationManager):
+            if ref.actor_class in (EventQueue, Allocator, Dispatcher, ReservationManager, NodeMonitor, VMMonitor):
                 log.error("actor %s was left running after stop", ref)
 
     def _keep(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:

@@ -329,7 +329,7 @@ class Node(Aggregate):
         return named_id("node", name)
 
     def go_down(self) -> None:
-        if self.status == "UP":
+        if self.status != "DOWN":
             self._went_down()
 
     def come_back(self) -> None:
@@ -337,7 +337,7 @@ class Node(Aggregate):
             self._came_back()
 
     def drain(self) -> None:
-        if self.status != "DRAINED":
+        if not getattr(self, "drained", False):
             self._drained()
 
     @event("NodeWentDown")
@@ -346,11 +346,14 @@ class Node(Aggregate):
 
     @event("NodeCameBack")
     def _came_back(self) -> None:
-        self.status = "UP"
+        # A drained node that failed and came back is still drained.
+        self.status = "DRAINED" if getattr(self, "drained", False) else "UP"
 
     @event("Drained")
     def _drained(self) -> None:
-        self.status = "DRAINED"
+        self.drained = True
+        if self.status == "UP":
+            self.status = "DRAINED"
 
 
 class Template(Aggregate):

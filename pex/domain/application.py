@@ -495,6 +495,14 @@ class OpenPEX(Application[UUID]):
 
     # ------------------------------------------------------------------ lost nodes
 
+    def lose_node(self, name: str, now: Millis) -> list[VMOrder]:
+        """The node stopped answering: record it DOWN (no new bookings) and re-plan."""
+        node = self._load_node(name)
+        node.go_down()
+        if node.pending_events:
+            self._commit(node)
+        return self.replan_node(name, now)
+
     def replan_node(self, name: str, now: Millis) -> list[VMOrder]:
         """The node is DOWN: move what it was to run from `now` on to other nodes where there
         is room (placement as for a new booking), keep its past as it was, and degrade the
@@ -503,8 +511,8 @@ class OpenPEX(Application[UUID]):
         view = self.view
         if name not in view.nodes:
             raise NotFound(f"no node {name!r}")
-        if view.nodes[name].status == "UP":
-            raise ProtocolViolation(f"node {name} is up: there is nothing to re-plan")
+        if view.nodes[name].status != "DOWN":
+            raise ProtocolViolation(f"node {name} is {view.nodes[name].status}: only a node that is down is re-planned")
         orders: list[VMOrder] = []
         for rid in [rid for rid, r in view.reservations.items() if r.status in AGREED and r.booking]:
             booking = Allocation.from_list(view.reservations[rid].booking)  # type: ignore[arg-type]

@@ -8,10 +8,11 @@ State mapping (libvirt state / shut-off reason -> VMState):
 
 - RUNNING, BLOCKED, and SHUTDOWN (a shutdown in progress) -> RUNNING
 - PAUSED -> PAUSED; PMSUSPENDED -> SUSPENDED; CRASHED -> CRASHED
-- SHUTOFF with reason CRASHED or FAILED (it failed to start) -> CRASHED
-- any other SHUTOFF, including reason DESTROYED -> HALTED. Our own destroy() gives reason
-  DESTROYED too, so DESTROYED cannot be told apart from an outside destroy and counts as a
-  normal halt.
+- SHUTOFF with reason CRASHED, FAILED (it failed to start) or DESTROYED (forced off: `virsh
+  destroy`, or its QEMU process killed) -> CRASHED. Our own destroy() gives DESTROYED too: the
+  caller that forced a VM off knows it did, and records the stop as such; only the driver
+  cannot tell the two apart.
+- any other SHUTOFF (the guest powered off, or was never started) -> HALTED.
 - NOSTATE (seen briefly during a qemu start) -> RUNNING if the domain is active, else HALTED.
 
 A driver opens its connection once and keeps it for its whole life: for test:///path URIs
@@ -56,7 +57,8 @@ _CONNECTION_LOST = frozenset(
 )
 
 _RUNNING_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_SHUTDOWN})
-_CRASHED_SHUTOFF_REASONS = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED})
+_CRASHED_SHUTOFF_REASONS = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED,
+                                      libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED})
 
 # Also drop managed-save images and snapshot metadata, which would otherwise block undefine.
 _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA

@@ -44,6 +44,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{BASE}/nodes", nodes),
         web.post(f"{BASE}/nodes", add_node),
         web.get(f"{BASE}/nodes/{{name}}", node),
+        web.put(f"{BASE}/nodes/{{name}}/drain", drain),
     ])
 
 
@@ -212,3 +213,8 @@ async def add_node(request: web.Request) -> web.Response:
     size = {key: body[key] for key in ("cpus", "memoryMB", "diskGB") if key in body}
     added = await call(request, "add_node", body.get("name"), uri, size)
     return reply(added, status=201, headers={"Location": f"{BASE}/nodes/{added['name']}"})
+
+
+async def drain(request: web.Request) -> web.Response:
+    admin_only(request)
+    return reply(await call(request, "drain", request.match_info["name"]))

@@ -125,11 +125,16 @@ PATHS: dict[str, Any] = {
                              ("start", "Start (or resume) a stopped instance"), ("reboot", "Reboot"))},
     "/OpenPEX/nodes": {
         "get": _op("Hypervisor hosts (admin)", _list("Node"), errors=("401", "403")),
-        "post": _op("Add a host (admin); its size is asked of the host unless given", _ref("Node"), status="201",
+        "post": _op("Add a host (admin); its size is asked of the host unless given. A host that cannot be "
+                    "reached is added DOWN", _ref("Node"), status="201",
                     body="NewNode", errors=("400", "401", "403", "409"))},
     "/OpenPEX/nodes/{name}": {
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
         "get": _op("One host (admin)", _ref("Node"), errors=("401", "403", "404"))},
+    "/OpenPEX/nodes/{name}/drain": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+        "put": _op("Drain a host (admin): it takes no new bookings; what it has stays",
+                   _ref("Node"), errors=("401", "403", "404"))},
 }
 
 SPEC: dict[str, Any] = {

@@ -9,50 +9,15 @@ import pytest
 from pex.actors.calls import ask_sync
 from pex.domain.clock import HOUR, MINUTE, SECOND, ManualClock
 from pex.domain.orders import domain_name
-from pex.drivers.base import DriverError, NodeUnreachable
+from pex.drivers.base import DriverError
 from pex.drivers.libvirt import LibvirtDriver
+from tests.support.hosts import Hosts
 from tests.support.service import T0, Service, book, eventually
 
 
 @pytest.fixture
 def clock():
     return ManualClock(T0)
-
-
-class Hosts:
-    """libvirt test-driver hosts that outlive a Service (as real hosts outlive openpex): one
-    connection per URI for the whole test, shared by every Service started in it."""
-
-    def __init__(self) -> None:
-        self.drivers: dict[str, LibvirtDriver] = {}
-        self.unreachable: set[str] = set()
-        self.failing_undefine = 0
-
-    def connect(self, uri: str) -> LibvirtDriver:
-        if any(uri.endswith(f"/{name}.xml") for name in self.unreachable):
-            raise NodeUnreachable(f"cannot connect to {uri}")
-        if uri not in self.drivers:
-            hosts = self
-
-            class Shared(LibvirtDriver):
-                def close(self) -> None:  # the host lives on after the service stops
-                    pass
-
-                def undefine(self, name: str) -> None:
-                    if hosts.failing_undefine:
-                        hosts.failing_undefine -= 1
-                        raise DriverError("the host refused to undefine the VM")
-                    super().undefine(name)
-
-            self.drivers[uri] = Shared(uri)
-        return self.drivers[uri]
-
-    def domains(self) -> dict[str, str]:
-        return {name: state.value for d in self.drivers.values() for name, state in d.domains().items()}
-
-    def close(self) -> None:
-        for driver in self.drivers.values():
-            LibvirtDriver.close(driver)
 
 
 @pytest.fixture

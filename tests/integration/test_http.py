@@ -278,12 +278,13 @@ async def test_types_templates_and_nodes(client, tmp_path):
     added = await client.post("/OpenPEX/nodes", json={"name": "extra", "uri": uri}, headers=ADMIN)
     assert added.status == 201
     assert (await added.json())["cpus"] == 16 and (await added.json())["memoryMB"] == 32768
+    assert (await added.json())["diskGB"] == 100, "libvirt reports no disk: the service's default host disk"
     await expect_error(await client.post("/OpenPEX/nodes", json={"name": "extra", "uri": uri}, headers=ADMIN), 409)
     bad = await client.post("/OpenPEX/nodes", json={"name": "x", "uri": "not a uri"}, headers=ADMIN)
     assert (await expect_error(bad, 400))["field"] == "uri"
     await expect_error(await client.post("/OpenPEX/nodes", json={"name": "y", "uri": uri}, headers=alice), 403)
-    # The new host takes bookings at once: 16 more CPUs.
-    big = await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=24), headers=alice)).json()
+    # The new host takes bookings at once: 10 more SMALL instances (its 100 GB of disk).
+    big = await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=18), headers=alice)).json()
     assert big["reply"] == "ACCEPT"
 
 
@@ -353,10 +354,19 @@ async def test_a_bad_request_among_concurrent_ones_fails_alone(client, service):
     assert [r.status for r in responses] == [201] * 20 + [400]
 
 
-async def test_a_node_that_cannot_be_reached_is_refused_quickly_with_a_reason(client):
+async def test_a_node_that_cannot_be_reached_is_added_down_and_a_drained_one_takes_no_bookings(client):
     response = await client.post("/OpenPEX/nodes", json={"name": "ghost", "uri": "test:///no/such/host.xml"},
                                  headers=ADMIN)
-    body = await expect_error(response, 400)
-    assert body["field"] == "uri" and "cannot reach" in body["message"]
-    nodes = await (await client.get("/OpenPEX/nodes", headers=ADMIN)).json()
-    assert "ghost" not in {n["name"] for n in nodes}
+    assert response.status == 201
+    ghost = await response.json()
+    assert ghost["status"] == "DOWN" and ghost["cpus"] == 4  # the service's default host size
+    alice = await register(client, "alice")
+    full = await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=9), headers=alice)).json()
+    assert full["reply"] == "REJECT", "a DOWN host's CPUs are not offered"
+
+    drained = await client.put("/OpenPEX/nodes/sim02/drain", headers=ADMIN)
+    assert (await drained.json())["status"] == "DRAINED"
+    await expect_error(await client.put("/OpenPEX/nodes/sim02/drain", headers=alice), 403)
+    await expect_error(await client.put("/OpenPEX/nodes/nope/drain", headers=ADMIN), 404)
+    four = await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=5), headers=alice)).json()
+    assert four["reply"] == "REJECT", "only sim01's 4 CPUs take new bookings"

@@ -20,6 +20,7 @@ session then starts instantly. Nothing else keeps running: every test undefines 
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
@@ -38,6 +39,7 @@ QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 LOG_DIR = Path("/var/log/libvirt")
 LOG_FILE = LOG_DIR / "openpex-libvirtd.log"
 PID_FILE = Path("/run/openpex-libvirtd.pid")
+LOCK_FILE = Path("/run/openpex-libvirtd.lock")  # two test sessions starting at once take turns
 START_TIMEOUT = 60.0
 
 BEGIN = "# BEGIN openpex: managed by tests/support/libvirtd.py (rewritten by the tests; do not edit)"
@@ -180,6 +182,11 @@ class Libvirtd:
         """Set up and start the daemon as needed; returns the URI to connect to."""
         if os.geteuid() != 0:
             raise LibvirtdError(f"the tests need root to run libvirtd for {self.uri} (running as uid {os.geteuid()})")
+        with LOCK_FILE.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._ensure()
+
+    def _ensure(self) -> str:
         ensure_qemu_user()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         changed = configure_qemu()

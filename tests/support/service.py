@@ -36,10 +36,12 @@ class Service:
     """One running OpenPEX (actors + store) on a manual clock."""
 
     def __init__(self, data_dir: Path, clock: ManualClock, *, nodes: int = 2, node_spec: Resources = Resources(4, 8192, 100),
-                 grace: float = 5.0, offer_ttl: float = 300.0, connect: Any = None, database: str | None = None) -> None:
+                 grace: float = 5.0, offer_ttl: float = 300.0, connect: Any = None, database: str | None = None,
+                 monitor_interval: float = 3600.0) -> None:
         self.clock = clock
+        # Monitors run, but tests poll them by hand (`poll_nodes`, `sweep_vms`) rather than wait.
         self.config = Config(data_dir=data_dir, simulated_nodes=nodes, node_spec=node_spec, grace=grace,
-                             offer_ttl=offer_ttl, database=database)
+                             offer_ttl=offer_ttl, database=database, monitor_interval=monitor_interval)
         extra = {"connect": connect} if connect else {}
         self.http, self.system, _ = build(self.config, clock=clock, **extra)
 
@@ -57,6 +59,12 @@ class Service:
     def advance_to(self, instant: int) -> None:
         self.clock.set(instant)
         self.fire()
+
+    def poll_nodes(self) -> None:
+        ask_sync(self.system.node_monitor, "poll")
+
+    def sweep_vms(self) -> None:
+        ask_sync(self.system.vm_monitor, "sweep")
 
     def domains(self, node: str) -> dict[str, str]:
         return ask_sync(ask_sync(self.system.dispatcher, "node_ref", node), "domains")

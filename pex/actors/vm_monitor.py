@@ -1,0 +1,43 @@
+"""VMMonitor: has every NodeActor reconcile its host at a fixed interval.
+
+The NodeActor lists its host's VMs and hands the list to the Allocator in the same breath, so
+every report it sent before the listing is recorded before the listing is judged: a VM seen
+missing because it had not booted yet is never taken for one that vanished. The Allocator
+records what changed behind OpenPEX's back (powered off from inside: HALTED; destroyed or
+crashed: CRASHED; gone: CRASHED) and answers with orders for VMs that must not run, which go
+to the Dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from pex.actors.calls import Call, CallableActor, ask_sync
+from pex.actors.ticker import Ticker
+
+log = logging.getLogger(__name__)
+
+
+class VMMonitor(CallableActor):
+    def __init__(self, dispatcher: pykka.ActorRef[Any], *, interval: float = 5.0) -> None:
+        super().__init__()
+        self.dispatcher = dispatcher
+        self.interval = interval
+        self._ticker: Ticker | None = None
+
+    def on_start(self) -> None:
+        self._ticker = Ticker(self.actor_ref, Call("sweep"), self.interval, "VMMonitor-ticker").start()
+
+    def on_stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+
+    def sweep(self) -> int:
+        """Ask every node to reconcile; returns how many were asked."""
+        refs = ask_sync(self.dispatcher, "node_refs")
+        for ref in refs.values():
+            ref.tell(Call("reconcile"))
+        return len(refs)

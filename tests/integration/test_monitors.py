@@ -1,0 +1,139 @@
+"""The NodeMonitor and the VMMonitor over real actors, store and libvirt test-driver hosts:
+a host that stops answering is DOWN and its bookings move; VMs that change behind OpenPEX's
+back are recorded; VMs that must not run are removed. Polls are driven by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from pex.domain.clock import HOUR, MINUTE, ManualClock
+from pex.domain.orders import domain_name
+from pex.domain.sizes import Resources
+from tests.support.hosts import Hosts
+from tests.support.service import T0, Service, book, eventually
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def hosts():
+    shared = Hosts()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def service(tmp_path, clock, hosts):
+    running = Service(tmp_path, clock, nodes=3, connect=hosts.connect)
+    yield running
+    running.stop()
+
+
+def by_node(service: Service, userid: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for instance in service.instances(userid):
+        found.setdefault(instance["node"], []).append(instance["status"])
+    return found
+
+
+def node_status(service: Service, name: str) -> str:
+    return service("node", name)["status"]
+
+
+def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(service, hosts):
+    service.poll_nodes()
+    service.poll_nodes()
+    assert node_status(service, "sim02") == "UP"
+    hosts.unreachable.add("sim02")
+    service.poll_nodes()
+    eventually(lambda: service.system.node_monitor.proxy().loads().get() is not None)
+    assert node_status(service, "sim02") == "UP", "one failed poll is not enough"
+    service.poll_nodes()
+    eventually(lambda: node_status(service, "sim02") == "DOWN", what="DOWN after two failed polls")
+    hosts.unreachable.clear()
+    service.poll_nodes()
+    eventually(lambda: node_status(service, "sim02") == "UP", what="UP once it answers")
+    loads = service.system.node_monitor.proxy().loads().get()
+    assert loads["sim02"]["cpus"] == 4
+
+
+def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move(service, hosts):
+    running = book(service, "alice", start=T0 + MINUTE, duration=4 * HOUR, count=4)  # fills one host
+    later = book(service, "bob", start=T0 + 2 * HOUR, duration=HOUR, count=4)
+    service.advance_to(T0 + MINUTE)
+    eventually(lambda: sorted(s for v in by_node(service, "alice").values() for s in v) == ["RUNNING"] * 4)
+    (lost,) = by_node(service, "alice")
+    hosts.unreachable.add(lost)
+    service.poll_nodes()
+    service.poll_nodes()
+    eventually(lambda: node_status(service, lost) == "DOWN")
+    eventually(lambda: lost not in by_node(service, "alice")
+               and all(s == ["RUNNING"] * 4 for s in by_node(service, "alice").values()),
+               what="alice's VMs restarted on another host")
+    assert service("reservation", running, "alice")["status"] == "ACTIVATED"
+    assert lost not in by_node(service, "bob") or service("reservation", later, "bob")["status"] == "DEGRADED"
+    # Everything moved fits: three hosts of 4 CPUs, one lost, 4 + 4 instances at different times.
+    assert service("reservation", later, "bob")["status"] == "ACTIVATED"
+    assert service.app.capacity.within_capacity()
+    running_on = {d for d, state in hosts.domains().items() if state == "RUNNING"}
+    assert {domain_name(i["vmID"]) for i in service.instances("alice")} == running_on
+
+
+def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reason(tmp_path, clock, hosts):
+    service = Service(tmp_path, clock, nodes=2, node_spec=Resources(4, 8192, 100), connect=hosts.connect)
+    try:
+        rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6)  # 4 + 2
+        (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
+        hosts.unreachable.add(full)
+        service.poll_nodes()
+        service.poll_nodes()
+        reservation = eventually(lambda: (r := service("reservation", rid, "alice"))["status"] == "DEGRADED" and r,
+                                 what="the reservation degraded")
+        assert reservation["reason"] == f"node {full} was lost and 2 instances could not be placed on another node"
+        placement = by_node(service, "alice")
+        assert len(placement[full]) == 2, "two instances wait on the lost host"
+        assert sum(len(v) for n, v in placement.items() if n != full) == 4
+        assert service.app.capacity.within_capacity()
+    finally:
+        service.stop()
+
+
+def test_the_vm_monitor_records_what_happened_behind_openpexs_back(service, hosts):
+    book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=3)
+    service.advance_to(T0 + MINUTE)
+    eventually(lambda: sorted(i["status"] for i in service.instances("alice")) == ["RUNNING"] * 3)
+    halted, destroyed, vanished = service.instances("alice")
+    host = lambda vm: hosts.host(vm["node"])  # noqa: E731
+    host(halted).shutdown(domain_name(halted["vmID"]))  # powered off from inside
+    host(destroyed).destroy(domain_name(destroyed["vmID"]))  # virsh destroy
+    host(vanished).undefine(domain_name(vanished["vmID"]))  # gone altogether
+    service.sweep_vms()
+
+    def recorded():
+        return {i["vmID"]: (i["status"], i.get("reason")) for i in service.instances("alice")}
+
+    eventually(lambda: recorded()[halted["vmID"]][0] == "HALTED" and recorded()[destroyed["vmID"]][0] == "CRASHED"
+               and recorded()[vanished["vmID"]][0] == "CRASHED", what="all three recorded")
+    assert recorded()[halted["vmID"]] == ("HALTED", "powered off from inside the guest")
+    assert recorded()[destroyed["vmID"]] == ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)")
+    assert recorded()[vanished["vmID"]] == ("CRASHED", "its VM vanished from the host")
+
+
+def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hosts):
+    rid = book(service, "alice", start=T0 + MINUTE, duration=HOUR)
+    service.advance_to(T0 + MINUTE)
+    eventually(lambda: [i["status"] for i in service.instances("alice")] == ["RUNNING"])
+    (vm,) = service.instances("alice")
+    service("cancel", rid, "alice")
+    eventually(lambda: hosts.domains() == {})
+    # Someone starts it again by hand on the host.
+    from pex.drivers.base import VMSpec
+
+    host = hosts.host(vm["node"])
+    host.define(VMSpec(domain_name(vm["vmID"]), 1, 768, 10))
+    host.start(domain_name(vm["vmID"]))
+    service.sweep_vms()
+    eventually(lambda: hosts.domains() == {}, what="the VM removed by the monitor")
