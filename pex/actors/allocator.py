@@ -139,8 +139,8 @@ class Allocator(CallableActor):
     def lose_node(self, name: str) -> list[Any]:
         return self.app.lose_node(name, self.clock.now())
 
-    def recovery_orders(self) -> list[Any]:
-        return self.app.recovery_orders(self.clock.now())
+    def recover_node(self, node: str, observed: dict[str, str]) -> list[Any]:
+        return self.app.recover_node(node, observed, self.clock.now())
 
     def handler(self, method: str) -> Any:
         if method in _APPLICATION:  # the application's own command or query, as it is

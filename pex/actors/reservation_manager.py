@@ -59,17 +59,18 @@ class ReservationManager(CallableActor):
         return len(orders)
 
     def recover(self) -> int:
-        """At start-up: put the hypervisors back in line with the store (boot what should
-        run and has not ended, remove the VMs that must not be there), then carry out what
-        fell due while down. Returns how many orders it sent."""
-        orders = ask_sync(self.allocator, "recovery_orders")
+        """At start-up: put each host back in line with the store (boot what should run and
+        is gone, record what stopped while down, remove what must not be there), then carry
+        out what fell due while down. A host that cannot be listed is left to the NodeMonitor.
+        Returns how many orders it sent."""
+        orders = []
         for node in ask_sync(self.allocator, "nodes"):
             try:
                 observed = ask_sync(ask_sync(self.dispatcher, "node_ref", node["name"]), "domains")
-            except Exception as error:  # an unreachable host is dealt with when it answers again
+            except Exception as error:
                 log.warning("cannot list the VMs on %s: %s", node["name"], error)
                 continue
-            orders += ask_sync(self.allocator, "stray_orders", node["name"], observed)
+            orders += ask_sync(self.allocator, "recover_node", node["name"], observed)
         if orders:
             self.dispatcher.tell(Call("dispatch", (orders,)))
         return len(orders) + self.settle()

@@ -33,6 +33,8 @@ from pex.domain.sizes import InstanceType, Resources
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
+# Why a VM is in a state OpenPEX did not put it in (reconciling against its host).
+_WHY = {"HALTED": "powered off from inside the guest", "CRASHED": "stopped from outside OpenPEX (crashed or destroyed)"}
 
 
 @dataclass(frozen=True)
@@ -405,18 +407,37 @@ class OpenPEX(Application[UUID]):
         times = [t for t in (view.offers_due.next(), view.ends_due.next(), view.starts_due.next()) if t is not None]
         return min(times, default=None)
 
-    def recovery_orders(self, now: Millis) -> list[VMOrder]:
-        """After a restart: boot what should be running (launched reservations still in force
-        and not ended by `now`) and stop what should not (closed reservations whose VMs were
-        last seen alive)."""
-        orders = []
-        for rid, reservation in self.view.reservations.items():
-            agreed = reservation.agreed_terms
-            if reservation.launched and reservation.status in AGREED and agreed is not None and agreed.end > now:
-                orders += self._orders(rid, Operation.BOOT, {"PENDING", "RUNNING"})
-            elif reservation.is_closed and rid in self.view.instances_of:
-                orders += self._orders(rid, Operation.END, LIVE)
-        return orders
+    def recover_node(self, node: str, observed: Mapping[str, str], now: Millis) -> list[VMOrder]:
+        """After a restart, for one host and what it runs now (domain name -> state): a VM
+        that should run and is gone from the host (the host restarted, or is simulated and
+        lost it with the process) boots again; one that is there but stopped while OpenPEX was
+        down is recorded so, not restarted; VMs that must not be there are removed. Reservations
+        that ended meanwhile are left to `settle`."""
+        orders: list[VMOrder] = []
+        changed = []
+        for instance in list(self.view.instances.values()):
+            if instance.node != node or not self._should_run(instance):
+                continue
+            agreed = self.view.reservations[instance.reservation_id].agreed_terms
+            if agreed is None or agreed.end <= now:
+                continue
+            state = observed.get(domain_name(str(instance.id)), "MISSING")
+            if state == "MISSING":
+                if instance.status in ("PENDING", "RUNNING"):
+                    orders.append(self._order(instance, Operation.BOOT))
+            elif state != instance.status and not (state == "HALTED" and instance.status == "PENDING"):
+                changed.append((instance.id, state, _WHY.get(state)))
+        self._record_statuses(changed)
+        return orders + self.stray_orders(node, observed)
+
+    def _record_statuses(self, changed: list[tuple[UUID, str, str | None]]) -> None:
+        loaded = []
+        for iid, state, reason in changed:
+            instance = self._get(iid)
+            instance.record_status(state, reason)
+            loaded.append(instance)
+        if loaded:
+            self._commit(*loaded)
 
     def stray_orders(self, node: str, observed: Mapping[str, str]) -> list[VMOrder]:
         """Orders to remove the VMs a host has (domain name -> state) that must not be there:
@@ -444,20 +465,12 @@ class OpenPEX(Application[UUID]):
             if not self._should_run(instance) or state == "MISSING":
                 continue
             if state != instance.status and not (state == "HALTED" and instance.status == "PENDING"):
-                reason = {"HALTED": "powered off from inside the guest",
-                          "CRASHED": "stopped from outside OpenPEX (crashed or destroyed)"}.get(state)
-                changed.append((instance.id, state, reason))
+                changed.append((instance.id, state, _WHY.get(state)))
         for instance in self.view.instances.values():
             if (instance.node == node and instance.id not in seen and instance.status in LIVE
                     and self._should_run(instance)):
                 changed.append((instance.id, "CRASHED", "its VM vanished from the host"))
-        loaded = []
-        for iid, state, reason in changed:
-            instance = self._get(iid)
-            instance.record_status(state, reason)
-            loaded.append(instance)
-        if loaded:
-            self._commit(*loaded)
+        self._record_statuses(changed)
         return self.stray_orders(node, observed)
 
     def _instances_on(self, observed: Mapping[str, str]) -> list[Instance]:

@@ -119,3 +119,22 @@ def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, h
         assert booted == [] and hosts.domains() == {}
     finally:
         second.stop()
+
+
+def test_after_a_restart_vms_that_kept_running_are_left_alone_and_one_that_died_is_recorded(tmp_path, clock, hosts):
+    first = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        book(first, "alice", start=T0 + MINUTE, duration=HOUR, count=2)
+        first.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(first, "alice") == ["RUNNING", "RUNNING"])
+        kept, died = first.instances("alice")
+    finally:
+        first.stop()
+    hosts.host(died["node"]).destroy(domain_name(died["vmID"]))  # its QEMU was killed while openpex was down
+    second = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        eventually(lambda: {i["vmID"]: i["status"] for i in second.instances("alice")}
+                   == {kept["vmID"]: "RUNNING", died["vmID"]: "CRASHED"}, what="the dead VM recorded")
+        assert hosts.domains() == {domain_name(kept["vmID"]): "RUNNING", domain_name(died["vmID"]): "CRASHED"}
+    finally:
+        second.stop()
