@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import secrets
@@ -35,6 +36,9 @@ from pex.http.auth import PasswordCheck
 
 log = logging.getLogger("openpex")
 
+GUEST_DIR = Path(__file__).resolve().parents[1] / "var" / "guest"
+GUEST_TEMPLATE = "tiny-linux"
+
 TEMPLATES = (
     ("debian-12", "Debian 12 (bookworm), simulated"),
     ("ubuntu-24.04", "Ubuntu 24.04 LTS, simulated"),
@@ -54,6 +58,7 @@ class Config:
     offer_ttl: float = 300.0  # seconds
     grace: float = 30.0  # seconds between a graceful shutdown and a forced one
     monitor_interval: float = 5.0  # seconds between polls of the node and VM monitors
+    guest_dir: Path = GUEST_DIR  # the tiny real guest (scripts/build-guest.sh), offered if built
 
 
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
@@ -99,18 +104,25 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
     if not app.templates():
         for name, description in TEMPLATES:
             app.register_template(name, description, {"kind": "simulated"})
+    if GUEST_TEMPLATE not in {t["name"] for t in app.templates()}:
+        guest = config.guest_dir / "guest.json"
+        if guest.is_file():
+            spec = {"kind": "kernel", **json.loads(guest.read_text()),
+                    "console_dir": str((config.data_dir / "consoles").resolve())}
+            app.register_template(GUEST_TEMPLATE, "A Linux kernel and a busybox userspace that powers off on the "
+                                  "ACPI button (boots on QEMU hosts; a stand-in VM on simulated ones)", spec)
     known = {node["name"] for node in app.nodes()}
-    spec = config.node_spec
+    size = config.node_spec
     for i in range(1, config.simulated_nodes + 1):
         name = f"sim{i:02d}"
-        uri = write_host(host_path(config.data_dir, name), name, spec.cpus, spec.memory_mb)
+        uri = write_host(host_path(config.data_dir, name), name, size.cpus, size.memory_mb)
         if name not in known:
-            app.register_node(name, uri, spec)
+            app.register_node(name, uri, size)
     for name, uri in config.nodes:
         if name not in known:
             with LibvirtDriver(uri) as driver:  # raises NodeUnreachable with the reason
                 info = driver.node_info()
-            app.register_node(name, uri, Resources(info.cpus, info.memory_mb, spec.disk_gb))
+            app.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
     return generated
 
 

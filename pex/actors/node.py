@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -86,7 +87,7 @@ class NodeActor(CallableActor):
         if operation is Operation.BOOT:
             self._make_room(driver)
             driver.define(VMSpec(domain, order.resources.cpus, order.resources.memory_mb,
-                                 order.resources.disk_gb, order.template))
+                                 order.resources.disk_gb, self._template_for(domain, order.template)))
             if driver.state(domain) is not VMState.RUNNING:
                 driver.start(domain)
             return self._status(driver, domain), None
@@ -111,6 +112,18 @@ class NodeActor(CallableActor):
         self._stopping.pop(domain, None)
         driver.undefine(domain)
         return None, None
+
+    @staticmethod
+    def _template_for(domain: str, template: dict[str, Any]) -> dict[str, Any]:
+        """The template as this VM boots it: its files must exist, and a console directory
+        becomes this VM's console log."""
+        for key in ("kernel", "initrd"):
+            if template.get(key) and not Path(template[key]).is_file():
+                raise DriverError(f"the template's {key} file {template[key]} does not exist")
+        if template.get("console_dir"):
+            Path(template["console_dir"]).mkdir(parents=True, exist_ok=True)
+            return {**template, "console_log": str(Path(template["console_dir"]) / f"{domain}.log")}
+        return template
 
     def _begin_stop(self, driver: Driver, order: VMOrder) -> tuple[str | None, str | None]:
         domain = order.domain
@@ -140,6 +153,7 @@ class NodeActor(CallableActor):
                 state = self.driver.state(domain)
                 if state in (VMState.RUNNING, VMState.PAUSED, VMState.SUSPENDED):
                     if now < deadline:
+                        self.driver.shutdown(domain)  # again: a guest still booting ignores the first
                         continue
                     self.driver.destroy(domain)
                     status, reason = self._finish_stop(self.driver, order, "forced off after the grace period")

@@ -30,8 +30,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.log = data_dir / f"serve-{self.port}.log"
         env = {**os.environ, "OPENPEX_ADMIN_PASSWORD": ADMIN_PASSWORD}
         with open(self.log, "w") as log:
