@@ -40,6 +40,7 @@ class NodeActor(CallableActor):
         self.driver: Driver | None = None
         self.problem: str | None = None  # why the host cannot be used, if it cannot
         self._stopping: dict[str, tuple[VMOrder, Millis]] = {}  # domain -> (order, forced off at)
+        self._reconcile_asked = False  # set from libvirt's event thread, cleared here
 
     def on_start(self) -> None:
         try:
@@ -59,7 +60,18 @@ class NodeActor(CallableActor):
             except DriverError as error:
                 self.problem = str(error)
                 raise
+            if "events" in self.driver.capabilities:
+                self.driver.watch(self._changed)
         return self.driver
+
+    def _changed(self, _domain: str) -> None:
+        """A VM on the host changed (libvirt's event thread): reconcile soon, once for a burst."""
+        if not self._reconcile_asked:
+            self._reconcile_asked = True
+            try:
+                self.actor_ref.tell(Call("reconcile"))
+            except Exception:  # stopping
+                pass
 
     # ------------------------------------------------------------------ orders
 
@@ -195,10 +207,12 @@ class NodeActor(CallableActor):
         """List the host's VMs and have the Allocator judge the list against the record (sent
         from this thread, so every earlier report of ours is recorded first). VMs that must
         not run are removed here, unless already on their way out."""
+        self._reconcile_asked = False
         try:
             observed = self.domains()
         except DriverError:
             return  # an unreachable host is the node monitor's business
+        busy = sorted(self._stopping)  # ours to settle: their stop is under way
         me = self.actor_ref
 
         def judged(orders: Any, error: BaseException | None) -> None:
@@ -207,7 +221,7 @@ class NodeActor(CallableActor):
             elif orders:
                 me.tell(Call("carry_out_all", (orders,)))
 
-        self.recorder.tell(Call("reconcile", (self.name, observed), {}, judged))
+        self.recorder.tell(Call("reconcile", (self.name, observed), {"busy": busy}, judged))
 
     def carry_out_all(self, orders: list[VMOrder]) -> None:
         for order in orders:

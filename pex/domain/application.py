@@ -13,7 +13,7 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
@@ -450,17 +450,19 @@ class OpenPEX(Application[UUID]):
                                       report=instance.node == node))
         return orders
 
-    def reconcile(self, node: str, observed: Mapping[str, str]) -> list[VMOrder]:
+    def reconcile(self, node: str, observed: Mapping[str, str], busy: Collection[str] = ()) -> list[VMOrder]:
         """Bring the record in line with what a host reports (domain name -> state, as the
         driver names states): VMs that powered off or died behind OpenPEX's back are recorded
         so, VMs that vanished are recorded CRASHED, and VMs that must not run are to be removed
-        (returned as orders)."""
+        (returned as orders). VMs in `busy` (a stop under way) are left to their node."""
         changed = []
         seen = set()
         for instance in self._instances_on(observed):
             if instance.node != node:
                 continue
             seen.add(instance.id)
+            if domain_name(str(instance.id)) in busy:
+                continue
             state = observed[domain_name(str(instance.id))]
             if not self._should_run(instance) or state == "MISSING":
                 continue
@@ -471,7 +473,7 @@ class OpenPEX(Application[UUID]):
                     and self._should_run(instance)):
                 changed.append((instance.id, "CRASHED", "its VM vanished from the host"))
         self._record_statuses(changed)
-        return self.stray_orders(node, observed)
+        return [order for order in self.stray_orders(node, observed) if order.domain not in busy]
 
     def _instances_on(self, observed: Mapping[str, str]) -> list[Instance]:
         found = []

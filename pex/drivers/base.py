@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Mapping
@@ -137,6 +138,12 @@ class Driver(abc.ABC):
         """The host's size and how many domains are active on it."""
 
     @abc.abstractmethod
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(vm_name)` (from another thread) whenever a VM on the host changes
+        state: started, stopped, paused, crashed, defined or removed, whoever caused it.
+        Drivers without "events" in their capabilities raise Unsupported."""
+        raise Unsupported(f"{type(self).__name__} cannot report VM events")
+
     def close(self) -> None:
         """Release the connection; calling it again does nothing."""
 

@@ -22,9 +22,11 @@ each open() is an independent fresh copy of the host, so reopening would lose ev
 from __future__ import annotations
 
 import os
+import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import libvirt
@@ -64,6 +66,27 @@ _CRASHED_SHUTOFF_REASONS = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvir
 _UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 
 _VIRT_TYPES = {"TEST": "test", "QEMU": "qemu"}
+
+
+_event_loop_lock = threading.Lock()
+_event_loop: threading.Thread | None = None
+
+
+def _start_event_loop() -> None:
+    """libvirt delivers VM events from its default event loop, run here on one daemon thread
+    for the whole process."""
+    global _event_loop
+    with _event_loop_lock:
+        if _event_loop is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop = threading.Thread(target=run, name="libvirt-events", daemon=True)
+        _event_loop.start()
 
 
 def normalise_state(state: int, reason: int, active: bool) -> VMState:
@@ -144,12 +167,14 @@ class LibvirtDriver(Driver):
     """A Driver over one libvirt connection (see pex.drivers.base for the behaviour)."""
 
     capabilities = frozenset(
-        {"define", "start", "shutdown", "destroy", "reboot", "suspend", "resume", "undefine"}
+        {"define", "start", "shutdown", "destroy", "reboot", "suspend", "resume", "undefine", "events"}
     )
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
+        self._watches: list[int] = []
+        _start_event_loop()  # must run before the connection opens, or it gets no events
         missing = _missing_host_file(uri)
         if missing is not None:
             raise NodeUnreachable(f"cannot connect to {uri}: no host file at {missing}")
@@ -345,8 +370,25 @@ class LibvirtDriver(Driver):
             model, memory_mb, cpus, *_ = conn.getInfo()
             return NodeInfo(cpus=cpus, memory_mb=memory_mb, model=model, running=conn.numOfDomains())
 
+    def watch(self, callback: Callable[[str], None]) -> None:
+        def lifecycle(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+            try:
+                callback(dom.name())
+            except Exception:  # never let a listener's failure reach libvirt's loop
+                pass
+
+        with self._translated("watch the VMs") as conn:
+            self._watches.append(
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None))
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        for watch in self._watches:
+            try:
+                conn.domainEventDeregisterAny(watch)  # type: ignore[union-attr]
+            except libvirt.libvirtError:
+                pass
+        self._watches.clear()
         if conn is not None:
             try:
                 conn.close()

@@ -31,6 +31,7 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{BASE}/users", register),
         web.get(f"{BASE}/types", types),
         web.get(f"{BASE}/templates", templates),
+        web.post(f"{BASE}/templates", add_template),
         web.post(f"{BASE}/reservations", propose),
         web.get(f"{BASE}/reservations", reservations),
         web.get(f"{BASE}/reservations/{{id}}", reservation),
@@ -121,6 +122,14 @@ async def types(request: web.Request) -> web.Response:
 
 async def templates(request: web.Request) -> web.Response:
     return reply(await call(request, "templates"))
+
+
+async def add_template(request: web.Request) -> web.Response:
+    admin_only(request)
+    body = await json_object(request)
+    spec = {key: value for key, value in body.items() if key not in ("name", "description")}
+    added = await call(request, "add_template", body.get("name"), body.get("description", ""), spec)
+    return reply(added, status=201)
 
 
 # ---------------------------------------------------------------------- reservations

@@ -100,7 +100,11 @@ PATHS: dict[str, Any] = {
     "/OpenPEX/users": {"post": _op("Register an account", _ref("User"), status="201", body="NewUser", public=True,
                                    errors=("400", "409"))},
     "/OpenPEX/types": {"get": _op("Instance sizes (the paper's Table 1)", _list("Type"), errors=("401",))},
-    "/OpenPEX/templates": {"get": _op("VM templates", _list("Template"), errors=("401",))},
+    "/OpenPEX/templates": {
+        "get": _op("VM templates", _list("Template"), errors=("401",)),
+        "post": _op("Add a template (admin): name, description, kind ('simulated', or 'kernel' with kernel, initrd "
+                    "and cmdline paths that must exist)", _ref("Template"), status="201", body="Template",
+                    errors=("400", "401", "403", "409"))},
     "/OpenPEX/reservations": {
         "post": _op("Propose a reservation: answered ACCEPT, COUNTER or REJECT", _ref("Reply"), status="201",
                     body="Proposal", errors=("400", "401")),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -277,6 +278,19 @@ class TestDriverContract:
         driver.define(spec)
         driver.shutdown(spec.name)
         assert driver.state(spec.name) is VMState.HALTED
+
+    def test_watch_reports_every_change_to_a_vm_whoever_made_it(self, driver: Driver, running: VMSpec) -> None:
+        changed: list[str] = []
+        seen = threading.Event()
+
+        def callback(name: str) -> None:
+            changed.append(name)
+            if name == running.name:
+                seen.set()
+
+        driver.watch(callback)
+        driver.destroy(running.name)
+        assert seen.wait(10), f"no event for {running.name} within 10 s (got {changed})"
 
     def test_destroy_forces_the_vm_off_at_once_and_it_reads_as_crashed(self, driver: Driver, running: VMSpec) -> None:
         driver.destroy(running.name)

@@ -138,3 +138,22 @@ def test_after_a_restart_vms_that_kept_running_are_left_alone_and_one_that_died_
         assert hosts.domains() == {domain_name(kept["vmID"]): "RUNNING", domain_name(died["vmID"]): "CRASHED"}
     finally:
         second.stop()
+
+
+def test_a_vm_that_outlived_its_reservation_while_openpex_was_down_is_stopped_at_the_restart(tmp_path, clock, hosts):
+    first = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        rid = book(first, "alice", start=T0 + MINUTE, duration=HOUR)
+        first.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(first, "alice") == ["RUNNING"])
+    finally:
+        first.stop()
+    assert list(hosts.domains().values()) == ["RUNNING"], "the VM runs on while openpex is down"
+    clock.set(T0 + 2 * HOUR)
+    second = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        eventually(lambda: hosts.domains() == {}, what="the VM stopped and removed at the restart")
+        assert second("reservation", rid, "alice")["status"] == "EXPIRED"
+        assert statuses(second, "alice") == ["HALTED"]
+    finally:
+        second.stop()

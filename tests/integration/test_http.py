@@ -370,3 +370,20 @@ async def test_a_node_that_cannot_be_reached_is_added_down_and_a_drained_one_tak
     await expect_error(await client.put("/OpenPEX/nodes/nope/drain", headers=ADMIN), 404)
     four = await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=5), headers=alice)).json()
     assert four["reply"] == "REJECT", "only sim01's 4 CPUs take new bookings"
+
+
+async def test_the_admin_adds_templates_and_one_whose_files_are_missing_is_refused(client, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"not really a kernel")
+    good = {"name": "my-kernel", "description": "mine", "kind": "kernel", "kernel": str(kernel), "cmdline": "quiet"}
+    added = await client.post("/OpenPEX/templates", json=good, headers=ADMIN)
+    assert added.status == 201 and (await added.json())["kind"] == "kernel"
+    missing = await client.post("/OpenPEX/templates", headers=ADMIN,
+                                json={**good, "name": "broken", "initrd": str(tmp_path / "nope.gz")})
+    body = await expect_error(missing, 400)
+    assert body["field"] == "initrd" and "nope.gz" in body["message"]
+    await expect_error(await client.post("/OpenPEX/templates", json=good, headers=ADMIN), 409)
+    alice = await register(client, "alice")
+    await expect_error(await client.post("/OpenPEX/templates", json={**good, "name": "x"}, headers=alice), 403)
+    names = {t["name"] for t in await (await client.get("/OpenPEX/templates", headers=alice)).json()}
+    assert "my-kernel" in names and "broken" not in names

@@ -15,7 +15,7 @@ from pex.http.wire import format_time
 from tests.integration.test_http import ADMIN, basic, register
 from tests.support.service import ADMIN_PASSWORD, T0, Service
 
-FIELDS = ["duration", "numInstancesFixed", "numInstancesOption", "startTime", "endTime", "template", "type",
+FIELDS = ["kind", "kernel", "initrd", "description", "duration", "numInstancesFixed", "numInstancesOption", "startTime", "endTime", "template", "type",
           "reply", "proposal", "username", "password", "fullname", "email", "name", "uri", "cpus", "memoryMB",
           "diskGB"]
 
@@ -70,7 +70,7 @@ async def test_random_requests_never_get_a_5xx_and_refusals_record_nothing(aioht
         ("GET", "/OpenPEX/reservations/{id}"), ("GET", "/OpenPEX/instances/{id}"),
         ("PUT", "/OpenPEX/instances/{id}/stop"), ("PUT", "/OpenPEX/instances/{id}/reboot"),
         ("DELETE", "/OpenPEX/instances/{id}"), ("POST", "/OpenPEX/users"), ("POST", "/OpenPEX/nodes"),
-        ("GET", "/OpenPEX/nodes/{id}"),
+        ("GET", "/OpenPEX/nodes/{id}"), ("POST", "/OpenPEX/templates"), ("PUT", "/OpenPEX/nodes/{id}/drain"),
     ]
     statuses: dict[int, int] = {}
     for _ in range(600):

@@ -137,3 +137,12 @@ def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hos
     host.start(domain_name(vm["vmID"]))
     service.sweep_vms()
     eventually(lambda: hosts.domains() == {}, what="the VM removed by the monitor")
+
+
+def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(service, hosts):
+    book(service, "alice", start=T0 + MINUTE, duration=HOUR)
+    service.advance_to(T0 + MINUTE)
+    eventually(lambda: [i["status"] for i in service.instances("alice")] == ["RUNNING"])
+    (vm,) = service.instances("alice")
+    hosts.host(vm["node"]).destroy(domain_name(vm["vmID"]))  # no sweep follows: the event must do
+    eventually(lambda: service.instances("alice")[0]["status"] == "CRASHED", what="the event-driven record")
