@@ -18,7 +18,7 @@ from pex.domain.capacity import CapacityModel
 from pex.domain.projections import Projections
 from pex.domain.clock import SystemClock
 from pex.domain.sizes import Resources
-from tests.e2e.test_serve import ADMIN_PASSWORD, Server, rfc1123
+from tests.support.server import ADMIN_PASSWORD, Server, rfc1123
 from tests.unit.reference import BruteForceCluster
 
 KILLS = 10

@@ -5,24 +5,17 @@ left for it."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pex.domain.orders import domain_name
 from pex.drivers.libvirt import LibvirtDriver
-from tests.e2e.test_serve import rfc1123, servers  # noqa: F401 (fixture)
+from tests.support.server import rfc1123
+from tests.support.service import eventually
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last: {result!r})")
-        time.sleep(interval)
+def wait_for(check, timeout: float, what: str):
+    return eventually(check, timeout, what, interval=0.2)
 
 
 def test_a_reservation_boots_a_real_guest_at_its_start_and_shuts_it_down_at_its_end(servers, libvirtd, tmp_path):

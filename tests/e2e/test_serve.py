@@ -3,89 +3,13 @@ is still ahead, restarted, and the VMs start on time; stopped cleanly with SIGTE
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any
 
-import pytest
-
-ADMIN_PASSWORD = "admin-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.log = data_dir / f"serve-{self.port}.log"
-        env = {**os.environ, "OPENPEX_ADMIN_PASSWORD": ADMIN_PASSWORD}
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.request("GET", "/OpenPEX/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not come up:\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        if auth:
-            request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def kill(self, sig: int) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def servers(tmp_path):
-    started: list[Server] = []
-
-    def start(*extra: str) -> Server:
-        server = Server(tmp_path, *extra)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
-
-def rfc1123(moment: datetime) -> str:
-    return format_datetime(moment, usegmt=True)
+from tests.support.server import ADMIN_PASSWORD, rfc1123
 
 
 def test_after_a_sigkill_and_a_restart_an_activated_reservation_starts_on_time(servers):

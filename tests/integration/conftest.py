@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from pex.domain.clock import ManualClock
+from tests.support.hosts import Hosts
+from tests.support.service import T0
+
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_env(request):
@@ -10,3 +14,17 @@ def store_env(request):
         request.applymarker(pytest.mark.postgres)
         return request.getfixturevalue("postgres_env")
     return request.getfixturevalue("sqlite_env")
+
+
+@pytest.fixture
+def clock():
+    """The service's time, moved only by the test."""
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def hosts():
+    """Test-driver hosts that outlive a Service, and can be made unreachable."""
+    shared = Hosts()
+    yield shared
+    shared.close()

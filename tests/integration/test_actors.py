@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from pex.domain.clock import HOUR, MINUTE, SECOND, ManualClock
+from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.domain.errors import NotFound, ProtocolViolation
 from pex.domain.orders import domain_name
 from pex.drivers.libvirt import LibvirtDriver
 from tests.support.service import T0, Service, book, eventually
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

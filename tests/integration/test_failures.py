@@ -7,24 +7,11 @@ from __future__ import annotations
 import pytest
 
 from pex.actors.calls import ask_sync
-from pex.domain.clock import HOUR, MINUTE, SECOND, ManualClock
+from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.domain.orders import domain_name
 from pex.drivers.base import DriverError
 from pex.drivers.libvirt import LibvirtDriver
-from tests.support.hosts import Hosts
 from tests.support.service import T0, Service, book, eventually
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def hosts():
-    shared = Hosts()
-    yield shared
-    shared.close()
 
 
 def statuses(service: Service, userid: str) -> list[str]:

@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from pex.domain.clock import HOUR, MINUTE, SECOND, ManualClock
+from pex.domain.clock import HOUR
 from pex.domain.sizes import Resources
 from pex.http import openapi
 from pex.http.app import PASSWORDS
 from pex.http.wire import format_time
-from tests.support.service import ADMIN_PASSWORD, T0, Service, eventually
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
+from tests.support.service import ADMIN_PASSWORD, T0, Service
 
 
 @pytest.fixture

@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pex.domain.clock import HOUR, MINUTE, ManualClock
+from pex.domain.clock import HOUR, MINUTE
 from pex.domain.orders import domain_name
 from pex.domain.sizes import Resources
-from tests.support.hosts import Hosts
 from tests.support.service import T0, Service, book, eventually
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def hosts():
-    shared = Hosts()
-    yield shared
-    shared.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pex.actors.calls import ask_sync
-from pex.actors.system import System
 from pex.domain.clock import ManualClock, from_datetime
 from pex.domain.sizes import Resources
 from pex.service import Config, build
@@ -20,7 +19,7 @@ T0 = from_datetime(datetime(2030, 1, 1, tzinfo=timezone.utc))
 ADMIN_PASSWORD = "admin-password-1"
 
 
-def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "the condition") -> T:
+def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "the condition", interval: float = 0.01) -> T:
     """Poll `check` until it returns something truthy (actors answer asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -29,7 +28,7 @@ def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "the co
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s (last: {result!r})")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 class Service:
