@@ -32,7 +32,7 @@ _ALONE = frozenset({"register_account", "register_template", "register_node"})
 # The application's methods served as they are (they need no `now` from the clock).
 _APPLICATION = frozenset({
     "register_account", "account", "register_template", "template", "templates", "types",
-    "register_node", "mark_node", "node", "nodes", "reservation", "reservations", "instances",
+    "register_node", "mark_node", "reservation", "reservations", "instances",
     "instance", "instance_order", "record_instance_status", "capacity_timeline",
     "stray_orders", "reconcile",
 })
@@ -52,6 +52,7 @@ class Allocator(CallableActor):
         self.manager: pykka.ActorRef[Any] | None = None
         self._armed: Millis | None = None
         self._settle_failed = False
+        self._loads: dict[str, dict[str, Any]] = {}  # latest load per host (NodeMonitor), not stored
         self._waiting: list[tuple[Call, Any, BaseException | None]] = []  # answers held until saved
 
     def on_stop(self) -> None:
@@ -135,6 +136,19 @@ class Allocator(CallableActor):
 
     def settle(self) -> list[Any]:
         return self.app.settle(self.clock.now())
+
+    def note_load(self, name: str, load: dict[str, Any]) -> None:
+        self._loads[name] = load
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self._with_load(self.app.node(name))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [self._with_load(node) for node in self.app.nodes()]
+
+    def _with_load(self, node: dict[str, Any]) -> dict[str, Any]:
+        load = self._loads.get(node["name"])
+        return {**node, "load": load} if load is not None else node
 
     def lose_node(self, name: str) -> list[Any]:
         return self.app.lose_node(name, self.clock.now())

@@ -236,4 +236,6 @@ class NodeActor(CallableActor):
         """What the host says of itself (for operators and the node monitor)."""
         driver = self._connect()
         node = driver.node_info()
-        return {"cpus": node.cpus, "memoryMB": node.memory_mb, "model": node.model, "running": node.running}
+        return {"cpus": node.cpus, "memoryMB": node.memory_mb, "model": node.model, "runningVMs": node.running,
+                "usedCpus": node.used_cpus, "usedMemoryMB": node.used_memory_mb,
+                "freeMemoryMB": node.free_memory_mb, "cpuBusy": node.cpu_busy}

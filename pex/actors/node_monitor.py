@@ -3,7 +3,8 @@
 A host that fails two polls in a row (or leaves one unanswered until the next) is reported
 DOWN to the ReservationManager, which records it and has the Allocator re-plan its bookings;
 one that answers again is reported back UP. The latest load of each host is kept here for
-operators (`loads`); it is not recorded as events, which would swamp the log.
+operators (`loads`, and in GET /nodes through the Allocator); it is not recorded as events,
+which would swamp the log.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class NodeMonitor(CallableActor):
         self.allocator, self.dispatcher, self.manager = allocator, dispatcher, manager
         self.interval = interval
         self._failures: dict[str, int] = {}
-        self._waiting: set[str] = set()  # polled, not answered yet
+        self._round = 0  # which poll an answer belongs to: a late answer must not count for a later poll
+        self._waiting: dict[str, int] = {}  # polled, not answered yet: name -> round
         self._loads: dict[str, dict[str, Any]] = {}
         self._ticker: Ticker | None = None
 
@@ -44,33 +46,38 @@ class NodeMonitor(CallableActor):
         me = self.actor_ref
         for name in list(self._waiting):  # no answer since the last poll counts as a failure
             self._failed(name, "did not answer within one poll interval")
+        self._round += 1
         for node in ask_sync(self.allocator, "nodes"):
             name = node["name"]
             try:
                 ref = ask_sync(self.dispatcher, "node_ref", name)
             except Exception:
                 continue  # not started yet
-            self._waiting.add(name)
+            self._waiting[name] = self._round
 
-            def answered(result: Any, error: BaseException | None, name: str = name) -> None:
-                me.tell(Call("probed", (name, result, None if error is None else str(error))))
+            def answered(result: Any, error: BaseException | None, name: str = name, round: int = self._round) -> None:
+                me.tell(Call("probed", (name, round, result, None if error is None else str(error))))
 
             ref.tell(Call("info", reply=answered))
 
-    def probed(self, name: str, info: dict[str, Any] | None, error: str | None) -> None:
-        if name not in self._waiting:
-            return  # counted as a failure already
-        self._waiting.discard(name)
+    def probed(self, name: str, round: int, info: dict[str, Any] | None, error: str | None) -> None:
+        if self._waiting.get(name) != round:
+            return  # an answer to an earlier poll, already counted as a failure
+        del self._waiting[name]
         if error is not None:
             self._failed(name, error)
             return
         self._loads[name] = info or {}
+        self.allocator.tell(Call("note_load", (name, self._loads[name])))
         if self._failures.pop(name, 0) >= FAILURES_FOR_DOWN or self._status(name) == "DOWN":
             log.info("node %s answers again", name)
             self.manager.tell(Call("node_up", (name,)))
 
+    def unanswered(self) -> list[str]:
+        return sorted(self._waiting)
+
     def _failed(self, name: str, why: str) -> None:
-        self._waiting.discard(name)
+        self._waiting.pop(name, None)
         self._failures[name] = self._failures.get(name, 0) + 1
         if self._failures[name] == FAILURES_FOR_DOWN and self._status(name) != "DOWN":
             log.warning("node %s is down: %s", name, why)

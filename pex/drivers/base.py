@@ -69,6 +69,10 @@ class NodeInfo:
     memory_mb: int
     model: str
     running: int  # number of active domains
+    used_cpus: int = 0  # vCPUs of the active domains
+    used_memory_mb: int = 0  # memory of the active domains
+    free_memory_mb: int | None = None  # as the host's kernel sees it, where the driver can tell
+    cpu_busy: float | None = None  # share of the host's CPU time busy since the previous call
 
 
 class DriverError(Exception):

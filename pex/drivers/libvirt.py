@@ -368,7 +368,33 @@ class LibvirtDriver(Driver):
     def node_info(self) -> NodeInfo:
         with self._translated("node info") as conn:
             model, memory_mb, cpus, *_ = conn.getInfo()
-            return NodeInfo(cpus=cpus, memory_mb=memory_mb, model=model, running=conn.numOfDomains())
+            used_cpus = used_kib = 0
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                _, max_kib, _, vcpus, _ = dom.info()
+                used_cpus += vcpus
+                used_kib += max_kib
+            return NodeInfo(cpus=cpus, memory_mb=memory_mb, model=model, running=conn.numOfDomains(),
+                            used_cpus=used_cpus, used_memory_mb=used_kib // 1024,
+                            free_memory_mb=self._free_memory_mb(conn), cpu_busy=self._cpu_busy(conn))
+
+    @staticmethod
+    def _free_memory_mb(conn: libvirt.virConnect) -> int | None:
+        try:
+            stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+        except libvirt.libvirtError:
+            return None  # the test driver keeps no such figures
+        return (stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)) // 1024
+
+    def _cpu_busy(self, conn: libvirt.virConnect) -> float | None:
+        try:
+            stats = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+        except libvirt.libvirtError:
+            return None
+        busy, total = stats.get("kernel", 0) + stats.get("user", 0), sum(stats.values())
+        previous, self._cpu_times = getattr(self, "_cpu_times", None), (busy, total)
+        if previous is None or total <= previous[1]:
+            return None  # the first call has nothing to compare with
+        return round((busy - previous[0]) / (total - previous[1]), 3)
 
     def watch(self, callback: Callable[[str], None]) -> None:
         def lifecycle(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:

@@ -61,7 +61,10 @@ SCHEMAS: dict[str, Any] = {
     "Node": {
         "type": "object",
         "properties": {"name": _STR, "uri": _STR, "status": {"type": "string", "enum": ["UP", "DOWN", "DRAINED"]},
-                       "cpus": _INT, "memoryMB": _INT, "diskGB": _INT}},
+                       "cpus": _INT, "memoryMB": _INT, "diskGB": _INT,
+                       "load": {"type": "object", "description": "the latest poll of the host (extension): "
+                                "runningVMs, usedCpus, usedMemoryMB, freeMemoryMB, cpuBusy (null where the "
+                                "hypervisor does not say)"}}},
     "NewNode": {
         "type": "object", "required": ["name", "uri"],
         "properties": {"name": _STR, "uri": _STR, "cpus": _INT, "memoryMB": _INT, "diskGB": _INT}},

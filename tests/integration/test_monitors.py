@@ -36,7 +36,6 @@ def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(s
     assert node_status(service, "sim02") == "UP"
     hosts.unreachable.add("sim02")
     service.poll_nodes()
-    eventually(lambda: service.system.node_monitor.proxy().loads().get() is not None)
     assert node_status(service, "sim02") == "UP", "one failed poll is not enough"
     service.poll_nodes()
     eventually(lambda: node_status(service, "sim02") == "DOWN", what="DOWN after two failed polls")
@@ -45,6 +44,8 @@ def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(s
     eventually(lambda: node_status(service, "sim02") == "UP", what="UP once it answers")
     loads = service.system.node_monitor.proxy().loads().get()
     assert loads["sim02"]["cpus"] == 4
+    shown = eventually(lambda: service("node", "sim02").get("load"), what="the load in the node's view")
+    assert shown["runningVMs"] == 0 and shown["usedCpus"] == 0
 
 
 def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move(service, hosts):
@@ -106,7 +107,9 @@ def test_the_vm_monitor_records_what_happened_behind_openpexs_back(service, host
                and recorded()[vanished["vmID"]][0] == "CRASHED", what="all three recorded")
     assert recorded()[halted["vmID"]] == ("HALTED", "powered off from inside the guest")
     assert recorded()[destroyed["vmID"]] == ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)")
-    assert recorded()[vanished["vmID"]] == ("CRASHED", "its VM vanished from the host")
+    # Removing a running VM forces it off first: libvirt's event may be judged before it is gone.
+    assert recorded()[vanished["vmID"]] in (("CRASHED", "its VM vanished from the host"),
+                                            ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)"))
 
 
 def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hosts):

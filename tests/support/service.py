@@ -60,7 +60,9 @@ class Service:
         self.fire()
 
     def poll_nodes(self) -> None:
+        """One poll of every host, its answers in (a real interval gives them seconds)."""
         ask_sync(self.system.node_monitor, "poll")
+        eventually(lambda: not ask_sync(self.system.node_monitor, "unanswered"), what="the hosts' answers")
 
     def sweep_vms(self) -> None:
         ask_sync(self.system.vm_monitor, "sweep")
