@@ -21,6 +21,8 @@ XML the libvirt driver writes, and to booting the real tiny guest.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -531,6 +533,23 @@ class TestTinyGuest:
                     f"still {d.state(spec.name).value} 30 s after shutdown:\n{read_text(console)[-3000:]}"
                 )
                 assert "openpex-guest: power button" in read_text(console)
+            finally:
+                d.undefine(spec.name)
+                (QEMU_LOG_DIR / f"{spec.name}.log").unlink(missing_ok=True)
+
+    def test_a_guest_whose_qemu_process_is_killed_reads_as_crashed(
+        self, libvirtd: str, tiny_guest: dict[str, Any], tmp_path: Path
+    ) -> None:
+        spec = VMSpec(name=f"pex-guest-{uuid.uuid4().hex[:10]}", cpus=1, memory_mb=GUEST_MEMORY_MB, disk_gb=1,
+                      template={"kind": "kernel", **tiny_guest, "console_log": str(tmp_path / "console.log")})
+        with LibvirtDriver(libvirtd) as d:
+            try:
+                d.define(spec)
+                d.start(spec.name)
+                pid = int(Path(f"/run/libvirt/qemu/{spec.name}.pid").read_text().strip())
+                os.kill(pid, signal.SIGKILL)  # as an operator's `kill -9`, or the OOM killer, would
+                assert eventually(lambda: d.state(spec.name) is VMState.CRASHED, timeout=30, interval=0.1), (
+                    f"still {d.state(spec.name).value} 30 s after its QEMU was killed")
             finally:
                 d.undefine(spec.name)
                 (QEMU_LOG_DIR / f"{spec.name}.log").unlink(missing_ok=True)
