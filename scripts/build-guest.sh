@@ -116,6 +116,15 @@ done
 if [ "$watching" -eq 0 ]; then
   echo "openpex-guest: no power button input device; ACPI shutdown will not work"
 fi
+# Say "up" only once a watcher holds the button open: a press before that would be lost.
+tries=0
+while [ "$watching" -gt 0 ] && [ "$tries" -lt 50 ]; do
+  for fd in /proc/[0-9]*/fd/*; do
+    case "$(readlink "$fd" 2>/dev/null)" in /dev/input/event*) tries=50 ;; esac
+  done
+  [ "$tries" -lt 50 ] && sleep 0.05
+  tries=$((tries + 1))
+done
 echo "openpex-guest: up"
 while :; do sleep 3600; done
 EOF
