@@ -529,12 +529,27 @@ class OpenPEX(Application[UUID]):
         if view.nodes[name].status != "DOWN":
             raise ProtocolViolation(f"node {name} is {view.nodes[name].status}: only a node that is down is re-planned")
         orders: list[VMOrder] = []
+        self._withdraw_offers_on(name, now)
         for rid in [rid for rid, r in view.reservations.items() if r.status in AGREED and r.booking]:
             booking = Allocation.from_list(view.reservations[rid].booking)  # type: ignore[arg-type]
             lost = [s for s in booking.shares if s.node == name and s.end > now]
             if lost:
                 orders += self._replan(rid, booking, lost, name, now)
         return orders
+
+    def _withdraw_offers_on(self, name: str, now: Millis) -> None:
+        """Open offers that hold capacity on the lost node are withdrawn (a REJECT with the
+        reason): an offer promises placement, and that placement is gone."""
+        changed = []
+        for rid, r in self.view.reservations.items():
+            if r.offer and any(s.node == name and s.end > now
+                               for s in Allocation.from_list(r.offer["allocation"]).shares):
+                reservation = self._get(rid)
+                reservation.answer(Reply.REJECT, reason=f"node {name} was lost after this offer was made; "
+                                                        "send the proposal again")
+                changed.append(reservation)
+        if changed:
+            self._commit(*changed)
 
     def _replan(self, rid: UUID, booking: Allocation, lost: list[Share], name: str, now: Millis) -> list[VMOrder]:
         size = booking.size

@@ -4,6 +4,8 @@ back are recorded; VMs that must not run are removed. Polls are driven by hand."
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
 
 from pex.domain.clock import HOUR, MINUTE
@@ -136,3 +138,16 @@ def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(ser
     (vm,) = service.instances("alice")
     hosts.host(vm["node"]).destroy(domain_name(vm["vmID"]))  # no sweep follows: the event must do
     eventually(lambda: service.instances("alice")[0]["status"] == "CRASHED", what="the event-driven record")
+
+
+def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts):
+    answer = service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
+                                          "startTime": T0 + HOUR, "duration": HOUR})  # all three hosts
+    assert answer["reply"] == "ACCEPT"
+    rid = answer["proposal"]["id"]
+    hosts.unreachable.add("sim03")
+    service.poll_nodes()
+    service.poll_nodes()
+    reservation = eventually(lambda: (r := service("reservation", rid, "alice"))["status"] == "REJECTED" and r)
+    assert reservation["reason"] == "node sim03 was lost after this offer was made; send the proposal again"
+    assert service.app.capacity.held(UUID(rid)) is None
