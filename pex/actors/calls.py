@@ -31,7 +31,10 @@ class Call:
 
     def answer(self, result: Any = None, error: BaseException | None = None) -> None:
         if self.reply is not None:
-            self.reply(result, error)
+            try:
+                self.reply(result, error)
+            except Exception:  # a listener's failure must not kill the actor answering it
+                log.exception("answering %s failed", self.method)
         elif error is not None:
             log.error("%s failed and nobody was waiting for it: %s", self.method, error, exc_info=error)
 

@@ -20,7 +20,7 @@ from pex.actors.calls import Call, CallableActor, Reply
 from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
-from pex.drivers.base import Driver, DriverError, NoSuchVM, VMSpec, VMState
+from pex.drivers.base import Driver, DriverError, NodeUnreachable, NoSuchVM, VMSpec, VMState
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,14 @@ class NodeActor(CallableActor):
                 self.driver.watch(self._changed)
         return self.driver
 
+    def _drop_if_lost(self, error: BaseException) -> None:
+        """A connection to a real host that broke (libvirtd restarted, the host rebooted) is
+        opened afresh next time. A test:// host is never reopened: a new connection would be
+        a fresh, empty copy of it."""
+        if isinstance(error, NodeUnreachable) and self.driver is not None and not self.uri.startswith("test:"):
+            self.driver.close()
+            self.driver = None
+
     def _changed(self, _domain: str) -> None:
         """A VM on the host changed (libvirt's event thread): reconcile soon, once for a burst."""
         if not self._reconcile_asked:
@@ -82,6 +90,7 @@ class NodeActor(CallableActor):
             driver = self._connect()
             status, reason = self._perform(driver, order)
         except (DriverError, ProtocolViolation) as error:
+            self._drop_if_lost(error)
             if order.operation is Operation.BOOT:  # nobody waits: the failure is the record
                 self._report(order, "CRASHED", f"could not boot on {self.name}: {error}", reply)
             elif reply is not None:
@@ -201,7 +210,7 @@ class NodeActor(CallableActor):
             if reply is not None:
                 reply(None, None)
             return
-        self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {}, reply))
+        self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {"node": self.name}, reply))
 
     def reconcile(self) -> None:
         """List the host's VMs and have the Allocator judge the list against the record (sent
@@ -219,7 +228,10 @@ class NodeActor(CallableActor):
             if error is not None:
                 log.warning("reconciling %s failed: %s", self.name, error)
             elif orders:
-                me.tell(Call("carry_out_all", (orders,)))
+                try:
+                    me.tell(Call("carry_out_all", (orders,)))
+                except pykka.ActorDeadError:
+                    pass  # stopped meanwhile; the next start recovers the host
 
         self.recorder.tell(Call("reconcile", (self.name, observed), {"busy": busy}, judged))
 
@@ -230,12 +242,19 @@ class NodeActor(CallableActor):
 
     def domains(self) -> dict[str, str]:
         """Every VM on the host and its state, as the host says (for reconciling and tests)."""
-        return {name: state.value for name, state in self._connect().domains().items()}
+        try:
+            return {name: state.value for name, state in self._connect().domains().items()}
+        except DriverError as error:
+            self._drop_if_lost(error)
+            raise
 
     def info(self) -> dict[str, Any]:
         """What the host says of itself (for operators and the node monitor)."""
-        driver = self._connect()
-        node = driver.node_info()
+        try:
+            node = self._connect().node_info()
+        except DriverError as error:
+            self._drop_if_lost(error)
+            raise
         return {"cpus": node.cpus, "memoryMB": node.memory_mb, "model": node.model, "runningVMs": node.running,
                 "usedCpus": node.used_cpus, "usedMemoryMB": node.used_memory_mb,
                 "freeMemoryMB": node.free_memory_mb, "cpuBusy": node.cpu_busy}

@@ -1,7 +1,8 @@
 """NodeMonitor: polls every host (is it reachable, how loaded is it) at a fixed interval.
 
-A host that fails two polls in a row (or leaves one unanswered until the next) is reported
-DOWN to the ReservationManager, which records it and has the Allocator re-plan its bookings;
+A host that fails two polls in a row (an error, or no answer for three intervals: its actor may
+be busy with VM operations, so silence alone is judged slowly) is reported DOWN to the
+ReservationManager, which records it and has the Allocator re-plan its bookings;
 one that answers again is reported back UP. The latest load of each host is kept here for
 operators (`loads`, and in GET /nodes through the Allocator); it is not recorded as events,
 which would swamp the log.
@@ -10,6 +11,7 @@ which would swamp the log.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pykka
@@ -20,6 +22,7 @@ from pex.actors.ticker import Ticker
 log = logging.getLogger(__name__)
 
 FAILURES_FOR_DOWN = 2
+PATIENCE = 3  # poll intervals a host's actor may take to answer (it may be busy booting VMs)
 
 
 class NodeMonitor(CallableActor):
@@ -30,7 +33,8 @@ class NodeMonitor(CallableActor):
         self.interval = interval
         self._failures: dict[str, int] = {}
         self._round = 0  # which poll an answer belongs to: a late answer must not count for a later poll
-        self._waiting: dict[str, int] = {}  # polled, not answered yet: name -> round
+        self._waiting: dict[str, tuple[int, float]] = {}  # polled, not answered: name -> (round, sent at)
+        self._last_poll = float("-inf")
         self._loads: dict[str, dict[str, Any]] = {}
         self._ticker: Ticker | None = None
 
@@ -42,27 +46,38 @@ class NodeMonitor(CallableActor):
             self._ticker.stop()
 
     def poll(self) -> None:
-        """Ask every host how it is; the answers come back as `probed`."""
+        """Ask every host how it is; the answers come back as `probed`. A host still busy with
+        the last probe is not asked again; one silent for PATIENCE intervals has failed."""
         me = self.actor_ref
-        for name in list(self._waiting):  # no answer since the last poll counts as a failure
-            self._failed(name, "did not answer within one poll interval")
+        now = time.monotonic()
+        if now - self._last_poll < self.interval / 2:
+            return  # ticks that queued up while this actor waited: one poll is enough
+        self._last_poll = now
+        for name, (_, sent) in list(self._waiting.items()):
+            if now - sent > PATIENCE * self.interval:
+                self._failed(name, f"did not answer within {PATIENCE * self.interval:.0f} s")
         self._round += 1
         for node in ask_sync(self.allocator, "nodes"):
             name = node["name"]
+            if name in self._waiting:
+                continue  # its actor is busy (a long VM operation): the answer will come
             try:
                 ref = ask_sync(self.dispatcher, "node_ref", name)
             except Exception:
                 continue  # not started yet
-            self._waiting[name] = self._round
+            self._waiting[name] = (self._round, now)
 
             def answered(result: Any, error: BaseException | None, name: str = name, round: int = self._round) -> None:
-                me.tell(Call("probed", (name, round, result, None if error is None else str(error))))
+                try:
+                    me.tell(Call("probed", (name, round, result, None if error is None else str(error))))
+                except pykka.ActorDeadError:
+                    pass  # the monitor has stopped
 
             ref.tell(Call("info", reply=answered))
 
     def probed(self, name: str, round: int, info: dict[str, Any] | None, error: str | None) -> None:
-        if self._waiting.get(name) != round:
-            return  # an answer to an earlier poll, already counted as a failure
+        if self._waiting.get(name, (None, 0))[0] != round:
+            return  # an answer to a probe already counted as failed
         del self._waiting[name]
         if error is not None:
             self._failed(name, error)
@@ -76,10 +91,15 @@ class NodeMonitor(CallableActor):
     def unanswered(self) -> list[str]:
         return sorted(self._waiting)
 
+    def forget_last_poll(self) -> None:
+        """Let the next poll run even if one just did (for polls driven by hand)."""
+        self._last_poll = float("-inf")
+
     def _failed(self, name: str, why: str) -> None:
         self._waiting.pop(name, None)
         self._failures[name] = self._failures.get(name, 0) + 1
-        if self._failures[name] == FAILURES_FOR_DOWN and self._status(name) != "DOWN":
+        # (>=: if reporting it failed, the next failure reports it again)
+        if self._failures[name] >= FAILURES_FOR_DOWN and self._status(name) != "DOWN":
             log.warning("node %s is down: %s", name, why)
             self.manager.tell(Call("node_down", (name, why)))
 

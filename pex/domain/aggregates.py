@@ -138,6 +138,8 @@ class Reservation(Aggregate):
 
     def activate(self) -> None:
         self.action_for(Message.ACTIVATE)
+        if self.activated:
+            raise ProtocolViolation("the reservation is already activated")
         self._activated()
 
     def launch(self, now: Millis) -> None:
@@ -200,6 +202,9 @@ class Reservation(Aggregate):
         self.offer = None
         if not self.is_agreed:
             self.status = Status.CONFIRMED
+        elif self.status is Status.DEGRADED:  # the new booking places every instance again
+            self.status = Status.ACTIVATED if getattr(self, "activated", False) else Status.CONFIRMED
+            self.reason = None
 
     @event("Withdrawn")
     def _withdrawn(self) -> None:
@@ -215,7 +220,8 @@ class Reservation(Aggregate):
 
     @event("Activated")
     def _activated(self) -> None:
-        self.status = Status.ACTIVATED
+        if self.status is not Status.DEGRADED:  # degraded stays visible until a booking covers all
+            self.status = Status.ACTIVATED
         self.activated = True
 
     def replan(self, allocation: Allocation, unplaced: int, lost_node: str) -> None:
@@ -282,8 +288,13 @@ class Instance(Aggregate):
         self._status_changed(status=status, reason=reason)
 
     def relocate(self, node: str) -> None:
-        """Its node was lost and another has room: it will (re)boot there."""
+        """Its node was lost and another has room: a live one will boot there again; a
+        stopped one keeps its status."""
         self._relocated(node=node)
+
+    def strand(self, reason: str) -> None:
+        """Its node was lost and no other has room: it has no node, and is never booted."""
+        self._stranded(reason=reason)
 
     def reschedule(self, node: str, start: Millis, end: Millis) -> None:
         if (node, start, end) != (self.node, self.start, self.end):
@@ -300,8 +311,14 @@ class Instance(Aggregate):
     @event("Relocated")
     def _relocated(self, node: str) -> None:
         self.node = node
-        if self.status != "DELETED":
+        if self.status in LIVE:
             self.status, self.reason = "PENDING", None
+
+    @event("Stranded")
+    def _stranded(self, reason: str) -> None:
+        self.node = ""
+        if self.status != "DELETED":
+            self.status, self.reason = "CRASHED" if self.status in LIVE else self.status, reason
 
     @event("StatusChanged")
     def _status_changed(self, status: str, reason: str | None) -> None:

@@ -308,11 +308,24 @@ class OpenPEX(Application[UUID]):
         ):
             return Decision.reject("a reservation that has started can only change its duration")
         booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
-        allocation = Allocation.uniform(booking.size, booking.per_node().items(), terms.start, terms.end)
-        with self.capacity.without(reservation.id):
-            for node, count in allocation.per_node().items():
-                if self.capacity.fit_on(node, booking.size, agreed.end, max(agreed.end, terms.end)) < count:
-                    return Decision.reject(f"node {node} has no room to extend the reservation")
+        # Shares that reach the agreed end are the placement in force: they move with the end;
+        # earlier ones (before a node was lost) are history and stay as they were.
+        shares = []
+        for share in booking.shares:
+            end = terms.end if share.end == agreed.end else min(share.end, terms.end)
+            if share.start < end:
+                shares.append(share._replace(end=end))
+        allocation = Allocation(booking.size, tuple(shares))
+        if terms.end > agreed.end:
+            with self.capacity.without(reservation.id):
+                for share in booking.shares:
+                    if share.end != agreed.end:
+                        continue
+                    if self.view.nodes[share.node].status != "UP":
+                        return Decision.reject(f"node {share.node} is {self.view.nodes[share.node].status}: "
+                                               "the reservation cannot be extended there")
+                    if self.capacity.fit_on(share.node, booking.size, agreed.end, terms.end) < share.count:
+                        return Decision.reject(f"node {share.node} has no room to extend the reservation")
         from pex.domain.admission import Offer  # local: the only use outside admission
 
         return Decision(Reply.ACCEPT, Offer(terms, allocation))
@@ -322,7 +335,8 @@ class OpenPEX(Application[UUID]):
         renegotiation changes the start, end or nodes."""
         terms = reservation.agreed_terms
         booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
-        wanted = booking.per_node()
+        # The placement in force at the end (earlier shares may be history on a lost node).
+        wanted = {s.node: s.count for s in booking.shares if s.end == terms.end} or booking.per_node()
         existing = [self._get(i) for i in self.view.instances_of.get(reservation.id, ())]
         alive = [i for i in existing if i.status != "DELETED"]
         changed: list[Instance] = []
@@ -422,10 +436,10 @@ class OpenPEX(Application[UUID]):
             if agreed is None or agreed.end <= now:
                 continue
             state = observed.get(domain_name(str(instance.id)), "MISSING")
-            if state == "MISSING":
-                if instance.status in ("PENDING", "RUNNING"):
+            if state == "MISSING" or (state == "HALTED" and instance.status == "PENDING"):
+                if instance.status in ("PENDING", "RUNNING"):  # gone, or defined and never started
                     orders.append(self._order(instance, Operation.BOOT))
-            elif state != instance.status and not (state == "HALTED" and instance.status == "PENDING"):
+            elif _changed_behind_our_back(instance.status, state):
                 changed.append((instance.id, state, _WHY.get(state)))
         self._record_statuses(changed)
         return orders + self.stray_orders(node, observed)
@@ -466,7 +480,7 @@ class OpenPEX(Application[UUID]):
             state = observed[domain_name(str(instance.id))]
             if not self._should_run(instance) or state == "MISSING":
                 continue
-            if state != instance.status and not (state == "HALTED" and instance.status == "PENDING"):
+            if _changed_behind_our_back(instance.status, state):
                 changed.append((instance.id, state, _WHY.get(state)))
         for instance in self.view.instances.values():
             if (instance.node == node and instance.id not in seen and instance.status in LIVE
@@ -490,7 +504,8 @@ class OpenPEX(Application[UUID]):
 
     def _should_run(self, instance: Instance) -> bool:
         reservation = self.view.reservations[instance.reservation_id]
-        return instance.status != "DELETED" and reservation.launched and reservation.status in AGREED
+        return (instance.status != "DELETED" and bool(instance.node) and reservation.launched
+                and reservation.status in AGREED)
 
     def cancel_orders(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> list[VMOrder]:
         """What cancelling this reservation must do to its VMs (ask before `cancel`)."""
@@ -501,7 +516,7 @@ class OpenPEX(Application[UUID]):
 
     def _orders(self, reservation_id: UUID, operation: Operation, statuses: set[str] | frozenset[str]) -> list[VMOrder]:
         return [self._order(self.view.instances[i], operation) for i in self.view.instances_of.get(reservation_id, ())
-                if self.view.instances[i].status in statuses]
+                if self.view.instances[i].status in statuses and self.view.instances[i].node]
 
     def _order(self, instance: Instance, operation: Operation) -> VMOrder:
         template = self.view.templates.get(instance.template)
@@ -573,21 +588,23 @@ class OpenPEX(Application[UUID]):
                 self.capacity.release(scratch)
         reservation = self._get(rid)
         reservation.replan(Allocation(size, tuple(kept + moved)), unplaced, name)
-        # Instances on the lost node follow the moved shares, as many as found room.
+        # Instances on the lost node follow the moved shares, as many as found room: running
+        # ones first, then those still to boot; stopped ones keep their status on the new node.
+        # Those that found none are left without a node, so nothing can ever boot them there.
         targets = [node for share in moved for node in [share.node] * share.count]
-        instances = [self._get(i) for i in self.view.instances_of.get(rid, ())
-                     if self.view.instances[i].node == name and self.view.instances[i].status != "DELETED"]
-        relocated = []
+        order = {status: rank for rank, status in enumerate(["RUNNING", "PAUSED", "SUSPENDED", "PENDING"])}
+        instances = sorted((self._get(i) for i in self.view.instances_of.get(rid, ())
+                            if self.view.instances[i].node == name and self.view.instances[i].status != "DELETED"),
+                           key=lambda i: order.get(i.status, len(order)))
+        boot = []
         for instance, node in zip(instances, targets):
-            was_live = instance.status in LIVE
+            if reservation.launched and instance.status in LIVE | {"PENDING"}:
+                boot.append(instance)
             instance.relocate(node)
-            if reservation.launched and (was_live or instance.status == "PENDING"):
-                relocated.append(instance)
         for instance in instances[len(targets):]:
-            if instance.status in LIVE:
-                instance.record_status("CRASHED", f"node {name} was lost and no other node has room for it")
+            instance.strand(f"node {name} was lost and no other node has room for it")
         self._commit(reservation, *instances)
-        return [self._order(self.view.instances[i.id], Operation.BOOT) for i in relocated]
+        return [self._order(self.view.instances[i.id], Operation.BOOT) for i in boot]
 
     # ------------------------------------------------------------------ instances
 
@@ -596,6 +613,8 @@ class OpenPEX(Application[UUID]):
         instance = self._visible_instance(vm_id, userid, is_admin)
         if instance.status == "DELETED":
             raise ProtocolViolation("the instance was deleted")
+        if not instance.node and operation is not Operation.DELETE:
+            raise ProtocolViolation(instance.reason or "the instance has no node to run on")
         reservation = self.view.reservations[instance.reservation_id]
         if operation is not Operation.DELETE and not (reservation.launched and reservation.status in AGREED):
             raise ProtocolViolation(
@@ -607,9 +626,13 @@ class OpenPEX(Application[UUID]):
             self._commit(loaded)
         return self._order(instance, operation)
 
-    def record_instance_status(self, vm_id: Any, status: str, reason: str | None = None) -> dict[str, Any]:
-        """What the hypervisor reported for a VM (from the node that runs it)."""
+    def record_instance_status(self, vm_id: Any, status: str, reason: str | None = None, *,
+                               node: str | None = None) -> dict[str, Any]:
+        """What the hypervisor reported for a VM. A report from a node the instance has left
+        (an order that was already under way when its node was lost) is ignored."""
         instance = self._visible_instance(vm_id, "", True)
+        if node is not None and node != instance.node:
+            return _instance_dict(instance)
         loaded = self._get(instance.id)
         loaded.record_status(status, reason)
         if loaded.pending_events:
@@ -695,6 +718,12 @@ class OpenPEX(Application[UUID]):
             if reservation.offer["alternatives"]:
                 body["alternatives"] = reservation.offer["alternatives"]
         return body
+
+
+def _changed_behind_our_back(recorded: str, observed: str) -> bool:
+    """Whether a host's report of a VM is news. A VM not yet started reads HALTED; one that
+    OpenPEX stopped (HALTED) reads CRASHED if it had to be forced off: neither is a change."""
+    return observed != recorded and (recorded, observed) not in {("PENDING", "HALTED"), ("HALTED", "CRASHED")}
 
 
 def _reply_of(reservation: Reservation) -> str:

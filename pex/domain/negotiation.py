@@ -107,9 +107,10 @@ TRANSITIONS: dict[tuple[Status, OfferState | None], dict[Message, Action]] = {
     (Status.ACTIVATED, None): _AGREED,
     (Status.ACTIVATED, OfferState.ACCEPTED): _AGREED_ACCEPTED,
     (Status.ACTIVATED, OfferState.COUNTERED): _AGREED_COUNTERED,
-    (Status.DEGRADED, None): _AGREED,
-    (Status.DEGRADED, OfferState.ACCEPTED): _AGREED_ACCEPTED,
-    (Status.DEGRADED, OfferState.COUNTERED): _AGREED_COUNTERED,
+    # Degraded (a node was lost): may still be activated if it was not yet (the aggregate checks).
+    (Status.DEGRADED, None): {**_AGREED, **_ACTIVATE},
+    (Status.DEGRADED, OfferState.ACCEPTED): {**_AGREED_ACCEPTED, **_ACTIVATE},
+    (Status.DEGRADED, OfferState.COUNTERED): {**_AGREED_COUNTERED, **_ACTIVATE},
 }
 
 

@@ -370,7 +370,10 @@ class LibvirtDriver(Driver):
             model, memory_mb, cpus, *_ = conn.getInfo()
             used_cpus = used_kib = 0
             for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                _, max_kib, _, vcpus, _ = dom.info()
+                try:
+                    _, max_kib, _, vcpus, _ = dom.info()
+                except libvirt.libvirtError:
+                    continue  # it went away between the listing and now
                 used_cpus += vcpus
                 used_kib += max_kib
             return NodeInfo(cpus=cpus, memory_mb=memory_mb, model=model, running=conn.numOfDomains(),

@@ -193,3 +193,21 @@ def test_the_next_reservation_on_a_node_forces_off_vms_still_in_their_grace_peri
         assert len(one_host.all_domains()) == 4, "only bob's VMs are on the host"
     finally:
         one_host.stop()
+
+
+def test_a_user_stop_that_had_to_be_forced_stays_recorded_as_a_stop(tmp_path, clock):
+    service = Service(tmp_path, clock, grace=30.0, connect=StubbornGuest)
+    try:
+        book(service, "alice", start=T0 + MINUTE, duration=HOUR)
+        service.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(service, "alice") == ["RUNNING"])
+        (vm,) = service.instances("alice")
+        service("operate", vm["vmID"], "alice", "stop")
+        service.advance_to(T0 + MINUTE + 31 * SECOND)
+        service.advance_to(T0 + MINUTE + 32 * SECOND)
+        eventually(lambda: service.instances("alice")[0].get("reason") == "forced off after the grace period")
+        service.sweep_vms()  # the host now says the VM was destroyed: that was us
+        service.sweep_vms()
+        assert service.instances("alice")[0]["status"] == "HALTED"
+    finally:
+        service.stop()

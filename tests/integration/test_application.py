@@ -316,3 +316,13 @@ def test_a_batch_that_cannot_be_saved_leaves_nothing_behind(app, monkeypatch):
     with pytest.raises(NotFound):
         app.reservation(rid, "alice")
     assert app.propose("bob", proposal(fixed=2), NOW)["reply"] == "ACCEPT"
+
+
+def test_after_a_restart_a_vm_defined_but_never_started_is_booted(app):
+    rid = app.propose("alice", proposal(start=NOW + MINUTE), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    app.activate(rid, "alice", NOW)
+    (boot,) = app.settle(NOW + MINUTE)  # launched: its VM is ordered to boot
+    # The process died after `define` and before `start`: the host has it, shut off.
+    orders = app.recover_node(boot.node, {boot.domain: "HALTED"}, NOW + 2 * MINUTE)
+    assert [(o.operation.value, o.domain) for o in orders] == [("boot", boot.domain)]

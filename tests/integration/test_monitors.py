@@ -84,8 +84,10 @@ def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reas
                                  what="the reservation degraded")
         assert reservation["reason"] == f"node {full} was lost and 2 instances could not be placed on another node"
         placement = by_node(service, "alice")
-        assert len(placement[full]) == 2, "two instances wait on the lost host"
-        assert sum(len(v) for n, v in placement.items() if n != full) == 4
+        assert full not in placement and placement[""] == ["PENDING", "PENDING"], "two have no node at all"
+        stranded = [i for i in service.instances("alice") if not i["node"]]
+        assert {i["reason"] for i in stranded} == {f"node {full} was lost and no other node has room for it"}
+        assert sum(len(v) for n, v in placement.items() if n) == 4
         assert service.app.capacity.within_capacity()
     finally:
         service.stop()
@@ -151,3 +153,67 @@ def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts
     reservation = eventually(lambda: (r := service("reservation", rid, "alice"))["status"] == "REJECTED" and r)
     assert reservation["reason"] == "node sim03 was lost after this offer was made; send the proposal again"
     assert service.app.capacity.held(UUID(rid)) is None
+
+
+def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path, clock, hosts):
+    service = Service(tmp_path, clock, nodes=2, node_spec=Resources(4, 8192, 100), connect=hosts.connect)
+    try:
+        rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6)  # 4 + 2
+        (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
+        hosts.unreachable.add(full)
+        service.poll_nodes()
+        service.poll_nodes()
+        eventually(lambda: service("reservation", rid, "alice")["status"] == "DEGRADED")
+        hosts.unreachable.clear()
+        service.poll_nodes()
+        eventually(lambda: node_status(service, full) == "UP")
+        book(service, "carol", start=T0 + HOUR, duration=HOUR, count=4)  # the returned host, all of it
+        service.advance_to(T0 + HOUR)
+        eventually(lambda: by_node(service, "carol") and all(s == "RUNNING" for v in by_node(service, "carol").values()
+                                                             for s in v), what="carol's VMs running")
+        eventually(lambda: sorted(s for n, v in by_node(service, "alice").items() if n for s in v) == ["RUNNING"] * 4)
+        per_host = {name: len(hosts.host(name).domains()) for name in ("sim01", "sim02")}
+        assert per_host == {"sim01": 4, "sim02": 4}, "no host runs more than its 4 CPUs"
+        assert by_node(service, "alice")[""] == ["PENDING", "PENDING"]
+    finally:
+        service.stop()
+
+
+def test_a_degraded_reservation_can_still_be_activated_and_boots_what_was_placed(tmp_path, clock, hosts):
+    service = Service(tmp_path, clock, nodes=2, node_spec=Resources(4, 8192, 100), connect=hosts.connect)
+    try:
+        rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6, activate=False)
+        (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
+        hosts.unreachable.add(full)
+        service.poll_nodes()
+        service.poll_nodes()
+        eventually(lambda: service("reservation", rid, "alice")["status"] == "DEGRADED")
+        assert service("activate", rid, "alice")["status"] == "DEGRADED"  # activated, still degraded
+        service.advance_to(T0 + HOUR)
+        eventually(lambda: sorted(s for n, v in by_node(service, "alice").items() if n for s in v) == ["RUNNING"] * 4)
+    finally:
+        service.stop()
+
+
+def test_after_a_loss_running_instances_get_the_room_first_and_stopped_ones_stay_stopped(tmp_path, clock, hosts):
+    service = Service(tmp_path, clock, nodes=2, node_spec=Resources(2, 8192, 100), connect=hosts.connect)
+    try:
+        book(service, "alice", start=T0 + MINUTE, duration=4 * HOUR, count=2)  # fills one host
+        book(service, "bob", start=T0 + MINUTE, duration=4 * HOUR, count=1)  # one CPU left on the other
+        service.advance_to(T0 + MINUTE)
+        eventually(lambda: [s for v in by_node(service, "alice").values() for s in v] == ["RUNNING"] * 2)
+        (lost,) = by_node(service, "alice")
+        first, second = service.instances("alice")
+        service("operate", first["vmID"], "alice", "stop")  # stored first, stopped by its user
+        hosts.unreachable.add(lost)
+        service.poll_nodes()
+        service.poll_nodes()
+
+        def status(vm):
+            return next(i for i in service.instances("alice") if i["vmID"] == vm["vmID"])
+
+        eventually(lambda: status(second)["status"] == "RUNNING" and status(second)["node"] != lost,
+                   what="the running one restarted elsewhere")
+        assert status(first)["status"] == "HALTED" and status(first)["node"] == ""
+    finally:
+        service.stop()

@@ -42,6 +42,12 @@ def check(app):
     assert dict(app.capacity.holders()) == held
     assert BruteForceCluster(NODES, held).over_capacity() == []
     assert app.capacity.within_capacity()
+    # Every instance that can run has a share of its reservation's booking on its node.
+    for instance in app.view.instances.values():
+        reservation = app.view.reservations[instance.reservation_id]
+        if instance.status != "DELETED" and instance.node and reservation.booking and reservation.is_agreed:
+            nodes = {share[0] for share in reservation.booking[1]}
+            assert instance.node in nodes, (instance.node, reservation.booking)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,7 +93,9 @@ def run_session(steps, *, batch_every: int) -> None:
                         now += s[1] * MINUTE
                         app.lapse_due(now)
                         app.expire_due(now)
-                    elif kind in ("DOWN", "UP", "DRAINED"):
+                    elif kind == "DOWN":  # lost: recorded DOWN and its bookings re-planned
+                        app.lose_node(s[1], now)
+                    elif kind in ("UP", "DRAINED"):
                         app.mark_node(s[1], kind)
                     elif ids:
                         _, pick, start_h, hours = s

@@ -61,6 +61,7 @@ class Service:
 
     def poll_nodes(self) -> None:
         """One poll of every host, its answers in (a real interval gives them seconds)."""
+        ask_sync(self.system.node_monitor, "forget_last_poll")
         ask_sync(self.system.node_monitor, "poll")
         eventually(lambda: not ask_sync(self.system.node_monitor, "unanswered"), what="the hosts' answers")
 

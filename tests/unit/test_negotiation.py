@@ -37,9 +37,11 @@ LEGAL = {
                                  M.COUNTER: A.NEGOTIATE, M.REJECT: A.WITHDRAW, M.LAPSE: A.LAPSE,
                                  **AGREED_EXTRA},
 }
-for running in (S.ACTIVATED, S.DEGRADED):
-    for offer in (None, O.ACCEPTED, O.COUNTERED):
-        LEGAL[(running, offer)] = {m: a for m, a in LEGAL[(S.CONFIRMED, offer)].items() if m is not M.ACTIVATE}
+for offer in (None, O.ACCEPTED, O.COUNTERED):
+    LEGAL[(S.ACTIVATED, offer)] = {m: a for m, a in LEGAL[(S.CONFIRMED, offer)].items() if m is not M.ACTIVATE}
+    # Degraded (a node was lost) may be confirmed-not-yet-activated: ACTIVATE stays open (the
+    # aggregate refuses a second activation).
+    LEGAL[(S.DEGRADED, offer)] = dict(LEGAL[(S.CONFIRMED, offer)])
 
 ALL_STATES = [(s, o) for s in S for o in (None, O.ACCEPTED, O.COUNTERED)]
 CASES = [
