@@ -18,6 +18,7 @@ import pykka
 
 from pex.actors.calls import Call, CallableActor, Reply
 from pex.domain.clock import SECOND, Clock, Millis
+from pex.domain.application import SHUTTING_DOWN
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
 from pex.drivers.base import Driver, DriverError, NodeUnreachable, NoSuchVM, VMSpec, VMState
@@ -155,7 +156,7 @@ class NodeActor(CallableActor):
                 deadline = self._stopping[domain][1] if domain in self._stopping else self.clock.now() + self.grace
                 self._stopping[domain] = (order, deadline)  # asked again: the grace period still counts from the first
                 self._check_later()
-                return self._status(driver, domain), "shutting down"
+                return self._status(driver, domain), SHUTTING_DOWN
         return self._finish_stop(driver, order, None)
 
     def _finish_stop(self, driver: Driver, order: VMOrder, reason: str | None) -> tuple[str, str | None]:

@@ -33,6 +33,7 @@ from pex.domain.sizes import InstanceType, Resources
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
+SHUTTING_DOWN = "shutting down"  # the reason recorded while a stop waits for the guest
 # Why a VM is in a state OpenPEX did not put it in (reconciling against its host).
 _WHY = {"HALTED": "powered off from inside the guest", "CRASHED": "stopped from outside OpenPEX (crashed or destroyed)"}
 
@@ -437,8 +438,12 @@ class OpenPEX(Application[UUID]):
                 continue
             state = observed.get(domain_name(str(instance.id)), "MISSING")
             if state == "MISSING" or (state == "HALTED" and instance.status == "PENDING"):
-                if instance.status in ("PENDING", "RUNNING"):  # gone, or defined and never started
-                    orders.append(self._order(instance, Operation.BOOT))
+                if instance.status in ("PENDING", "RUNNING") and instance.reason != SHUTTING_DOWN:
+                    orders.append(self._order(instance, Operation.BOOT))  # gone, or never started
+                elif instance.reason == SHUTTING_DOWN:
+                    changed.append((instance.id, "HALTED", None))  # its stop finished while we were down
+            elif state in LIVE and instance.reason == SHUTTING_DOWN:
+                orders.append(self._order(instance, Operation.STOP))  # a stop cut short by the restart
             elif _changed_behind_our_back(instance.status, state):
                 changed.append((instance.id, state, _WHY.get(state)))
         self._record_statuses(changed)

@@ -144,3 +144,24 @@ def test_a_vm_that_outlived_its_reservation_while_openpex_was_down_is_stopped_at
         assert statuses(second, "alice") == ["HALTED"]
     finally:
         second.stop()
+
+
+def test_a_stop_cut_short_by_a_restart_is_carried_on(tmp_path, clock, hosts, monkeypatch):
+    first = Service(tmp_path, clock, connect=hosts.connect, grace=600.0)
+    try:
+        book(first, "alice", start=T0 + MINUTE, duration=HOUR)
+        first.advance_to(T0 + MINUTE)
+        eventually(lambda: statuses(first, "alice") == ["RUNNING"])
+        (vm,) = first.instances("alice")
+        monkeypatch.setattr(LibvirtDriver, "shutdown", lambda self, name: None)  # the guest ignores it
+        first("operate", vm["vmID"], "alice", "stop")
+        assert first.instances("alice")[0]["reason"] == "shutting down"
+    finally:
+        first.stop()
+    monkeypatch.undo()  # after the restart the guest listens
+    second = Service(tmp_path, clock, connect=hosts.connect)
+    try:
+        eventually(lambda: second.instances("alice")[0]["status"] == "HALTED", what="the stop carried on")
+        assert hosts.domains() == {domain_name(vm["vmID"]): "HALTED"}
+    finally:
+        second.stop()
