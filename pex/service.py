@@ -120,9 +120,15 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
             app.register_node(name, uri, size)
     for name, uri in config.nodes:
         if name not in known:
-            with LibvirtDriver(uri) as driver:  # raises NodeUnreachable with the reason
-                info = driver.node_info()
-            app.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
+            try:
+                with LibvirtDriver(uri) as driver:
+                    info = driver.node_info()
+            except DriverError as error:  # registered all the same, DOWN, until it answers
+                log.warning("node %s (%s) cannot be reached: %s; registered DOWN", name, uri, error)
+                app.register_node(name, uri, size)
+                app.mark_node(name, "DOWN")
+            else:
+                app.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
     return generated
 
 

@@ -76,3 +76,9 @@ def test_serve_refuses_bad_flags_with_a_one_line_message(tmp_path):
         result = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path), *flags],
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and needle in result.stderr, result.stderr
+
+
+def test_a_configured_host_that_cannot_be_reached_is_registered_down(servers):
+    server = servers("--simulated-nodes", "1", "--node", "far=qemu+ssh://nowhere.invalid/system")
+    nodes = {n["name"]: n for n in server.request("GET", "/OpenPEX/nodes", auth=("admin", ADMIN_PASSWORD))[1]}
+    assert nodes["far"]["status"] == "DOWN" and nodes["sim01"]["status"] == "UP"
