@@ -27,7 +27,7 @@ from pex.domain.capacity import Allocation, CapacityModel, Share
 from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
 from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, check_text, rejection_reason
-from pex.domain.orders import Operation, VMOrder, domain_name
+from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
 from pex.domain.projections import Projections
 from pex.domain.sizes import InstanceType, Resources
 
@@ -430,8 +430,8 @@ class OpenPEX(Application[UUID]):
         that ended meanwhile are left to `settle`."""
         orders: list[VMOrder] = []
         changed = []
-        for instance in list(self.view.instances.values()):
-            if instance.node != node or not self._should_run(instance):
+        for instance in self._placed_on(node):
+            if not self._should_run(instance):
                 continue
             agreed = self.view.reservations[instance.reservation_id].agreed_terms
             if agreed is None or agreed.end <= now:
@@ -487,25 +487,19 @@ class OpenPEX(Application[UUID]):
                 continue
             if _changed_behind_our_back(instance.status, state):
                 changed.append((instance.id, state, _WHY.get(state)))
-        for instance in self.view.instances.values():
-            if (instance.node == node and instance.id not in seen and instance.status in LIVE
-                    and self._should_run(instance)):
+        for instance in self._placed_on(node):
+            if instance.id not in seen and instance.status in LIVE and self._should_run(instance):
                 changed.append((instance.id, "CRASHED", "its VM vanished from the host"))
         self._record_statuses(changed)
         return [order for order in self.stray_orders(node, observed) if order.domain not in busy]
 
     def _instances_on(self, observed: Mapping[str, str]) -> list[Instance]:
-        found = []
-        for domain in observed:
-            if not domain.startswith("pex-"):
-                continue  # not ours
-            try:
-                instance = self.view.instances.get(UUID(domain[4:]))
-            except ValueError:
-                continue
-            if instance is not None:
-                found.append(instance)
-        return found
+        """The instances whose VMs a host reports (not ours, or unknown: left out)."""
+        ids = (vm_id_of(domain) for domain in observed)
+        return [self.view.instances[i] for i in ids if i is not None and i in self.view.instances]
+
+    def _placed_on(self, node: str) -> list[Instance]:
+        return [self.view.instances[i] for i in self.view.instances_on.get(node, ())]
 
     def _should_run(self, instance: Instance) -> bool:
         reservation = self.view.reservations[instance.reservation_id]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+from uuid import UUID
 
 from pex.domain.sizes import Resources
 
@@ -33,7 +34,20 @@ class VMOrder:
     report: bool = True  # False for removing a stray copy: the instance's record is elsewhere
 
 
+_PREFIX = "pex-"
+
+
 def domain_name(vm_id: str) -> str:
     """A VM's name on its host: unique across hosts and reservations, so a VM found on a host
     can always be traced back to its instance."""
-    return f"pex-{vm_id}"
+    return f"{_PREFIX}{vm_id}"
+
+
+def vm_id_of(domain: str) -> UUID | None:
+    """The instance a VM found on a host belongs to, or None if it is not one of ours."""
+    if not domain.startswith(_PREFIX):
+        return None
+    try:
+        return UUID(domain[len(_PREFIX):])
+    except ValueError:
+        return None

@@ -70,6 +70,7 @@ class Projections:
         self.reservations_of: dict[str, list[UUID]] = defaultdict(list)
         self.instances: dict[UUID, Instance] = {}
         self.instances_of: dict[UUID, list[UUID]] = defaultdict(list)
+        self.instances_on: dict[str | None, set[UUID]] = defaultdict(set)  # by node ("": none)
         self.nodes: dict[str, Node] = {}
         self.templates: dict[str, Template] = {}
         self.accounts: dict[str, Account] = {}
@@ -148,9 +149,14 @@ class Projections:
         if isinstance(event, Reservation.Event):
             self._apply_reservation(event)
         elif isinstance(event, Instance.Event):
-            instance = event.mutate(self.instances.get(event.originator_id))
-            if event.originator_id not in self.instances:
+            known = self.instances.get(event.originator_id)
+            was_on = known.node if known is not None else None  # mutate changes it in place
+            instance = event.mutate(known)
+            if known is None:
                 self.instances_of[instance.reservation_id].append(instance.id)
+            if instance.node != was_on:
+                self.instances_on[was_on].discard(instance.id)
+                self.instances_on[instance.node].add(instance.id)
             self.instances[instance.id] = instance
         elif isinstance(event, Node.Event):
             node = event.mutate(self.nodes.get(self._names.get(event.originator_id, "")))
