@@ -167,9 +167,30 @@ class OpenPEX(Application[UUID]):
         return {"username": account.username, "fullname": account.fullname, "email": account.email,
                 "isAdmin": account.is_admin, "passwordHash": account.password_hash}
 
-    def register_template(self, name: str, description: str = "", spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def register_template(self, name: Any, description: Any = "", spec: Any = None) -> dict[str, Any]:
+        """A template: a name, a description and a spec of plain values; kind "kernel" boots
+        the `kernel` (and `initrd`, `cmdline`) it names, any other kind is a stand-in VM."""
         if not isinstance(name, str) or not name.strip():
             raise InvalidField("name", "must be a non-empty string")
+        check_text("name", name, longest=128)
+        if not isinstance(description, str):
+            raise InvalidField("description", "must be a string")
+        check_text("description", description, longest=1024)
+        spec = {} if spec is None else spec
+        if not isinstance(spec, Mapping):
+            raise InvalidField("spec", "must be a JSON object")
+        for key, value in spec.items():
+            check_text("template field", key, longest=64)
+            if isinstance(value, str):
+                check_text(key, value, longest=4096)
+            elif not (value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**31)):
+                raise InvalidField(key, "must be a string, a small integer, true, false or null")
+        if spec.get("kind") == "kernel":
+            for key in ("kernel", "initrd", "cmdline"):
+                if spec.get(key) is not None and not (isinstance(spec[key], str) and spec[key]):
+                    raise InvalidField(key, "must be a non-empty string")
+            if not spec.get("kernel"):
+                raise InvalidField("kernel", "a kernel template needs the path of its kernel")
         if name in self.view.templates:
             raise AlreadyExists(f"a template named {name!r} exists")
         self._commit_new(Template(name, description, dict(spec or {})), f"a template named {name!r} exists")
