@@ -13,7 +13,7 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
@@ -28,7 +28,7 @@ from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
 from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, check_text, rejection_reason
 from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
-from pex.domain.projections import Projections
+from pex.domain.projections import DueTimes, Projections
 from pex.domain.sizes import InstanceType, Resources
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -396,36 +396,25 @@ class OpenPEX(Application[UUID]):
 
     def lapse_due(self, now: Millis) -> list[UUID]:
         """Let every offer whose hold has run out lapse, freeing its capacity."""
-        due = self.view.offers_due.due(now)
-        if not due:
-            return []
-        reservations = [self._get(i) for i in due]
-        for reservation in reservations:
-            reservation.lapse(now)
-        self._commit(*reservations)
-        return list(due)
+        return [r.id for r in self._due(self.view.offers_due, lambda r: r.lapse(now), now)]
 
     def expire_due(self, now: Millis) -> list[UUID]:
         """End every agreed reservation whose end has passed, freeing its capacity."""
-        due = self.view.ends_due.due(now)
-        if not due:
-            return []
-        reservations = [self._get(i) for i in due]
-        for reservation in reservations:
-            reservation.expire(now)
-        self._commit(*reservations)
-        return list(due)
+        return [r.id for r in self._due(self.view.ends_due, lambda r: r.expire(now), now)]
 
     def launch_due(self, now: Millis) -> list[VMOrder]:
         """Launch every activated reservation whose start has come: its instances boot."""
-        due = self.view.starts_due.due(now)
-        if not due:
-            return []
-        reservations = [self._get(i) for i in due]
+        launched = self._due(self.view.starts_due, lambda r: r.launch(now), now)
+        return [order for r in launched for order in self._orders(r.id, Operation.BOOT, {"PENDING"} | LIVE)]
+
+    def _due(self, due_times: DueTimes, step: Callable[[Reservation], None], now: Millis) -> list[Reservation]:
+        """Take `step` on every reservation due by `now` in `due_times`, recorded together."""
+        reservations = [self._get(i) for i in due_times.due(now)]
         for reservation in reservations:
-            reservation.launch(now)
-        self._commit(*reservations)
-        return [order for r in reservations for order in self._orders(r.id, Operation.BOOT, {"PENDING"} | LIVE)]
+            step(reservation)
+        if reservations:
+            self._commit(*reservations)
+        return reservations
 
     def settle(self, now: Millis) -> list[VMOrder]:
         """Carry out all that has fallen due by `now`, in order: offers lapse, ended
