@@ -38,10 +38,11 @@ from urllib.parse import urlparse
 
 from pex.domain.admission import decide
 from pex.domain.aggregates import Reservation
-from pex.domain.application import OpenPEX
+from pex.domain.application import OpenPEX, Settings
 from pex.domain.capacity import Allocation
 from pex.domain.clock import DAY, HOUR, from_datetime
 from pex.domain.negotiation import Reply, Terms
+from pex.domain.quotas import Quota
 from pex.domain.sizes import InstanceType, Resources
 
 NODE = Resources(cpus=32, memory_mb=131072, disk_gb=2048)
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
 
     started = time.perf_counter()
-    app = OpenPEX(env, origin=ORIGIN - DAY)
+    # One sampler stands for many users: its quotas would stop it after a minute's worth.
+    app = OpenPEX(env, origin=ORIGIN - DAY, settings=Settings(quota=Quota(10**9, 10**9, 10**9)))
     rebuild_s = time.perf_counter() - started
     assert len(app.capacity.holders()) == args.reservations, "the rebuilt model lost reservations"
     try:

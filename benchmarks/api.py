@@ -91,6 +91,8 @@ def request(port: int, method: str, path: str, body: Any = None, auth: tuple[str
                                  data=json.dumps(body).encode() if body is not None else None)
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=120) as response:
         return json.loads(response.read())
 
@@ -161,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         wait_up(port, server)
         request(port, "POST", "/OpenPEX/users", {"username": "bench", "password": PASSWORD})
+        # One user stands for many here: lift the per-user quotas that would otherwise stop it.
+        unlimited = {"openOffers": 10**9, "heldInstanceHours": 10**9, "proposalsPerMinute": 10**9}
+        request(port, "PUT", "/OpenPEX/users/bench/quota", unlimited, auth=("admin", os.environ["OPENPEX_ADMIN_PASSWORD"]))
         request(port, "GET", "/OpenPEX/types", auth=("bench", PASSWORD))  # verify once; later calls hit the cache
         openpex = run_wrk(port, script, args.seconds, args.connections, load_core)
         replies: dict[str, int] = {}

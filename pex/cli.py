@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="between a graceful shutdown at a reservation's end and a forced one")
     serve.add_argument("--monitor-interval", type=float, default=5.0, metavar="SECONDS",
                        help="how often hosts are polled and VMs reconciled (default 5)")
+    serve.add_argument("--image-dir", metavar="DIR",
+                       help="the only directory template files (kernel, initrd) may be in (default DATA_DIR/images)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="a web origin (https://host[:port]) whose pages may call the API (repeatable; default none)")
+    serve.add_argument("--quota-open-offers", type=_count, metavar="N", help="offers a user may hold open at once (default 10)")
+    serve.add_argument("--quota-instance-hours", type=_count, metavar="N",
+                       help="instance-hours a user's open offers may hold (default 2000)")
+    serve.add_argument("--quota-proposals", type=_count, metavar="N", help="proposals a user may send a minute (default 60)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(parser, args)
@@ -46,6 +57,8 @@ def _count(text: str) -> int:
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pex.domain.errors import DomainError
+    from pex.domain.quotas import Quota
     from pex.service import Config, parse_node_spec, serve
 
     try:
@@ -60,9 +73,20 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         nodes.append((name, uri))
     if args.offer_ttl <= 0 or args.grace < 0 or args.monitor_interval <= 0:
         parser.error("--offer-ttl and --monitor-interval must be > 0, --grace >= 0")
+    for origin in args.cors_origin:
+        if not _ORIGIN.fullmatch(origin):
+            parser.error(f"--cors-origin {origin!r}: expected an origin such as https://portal.example.org:8443")
+    limits = {"openOffers": args.quota_open_offers, "heldInstanceHours": args.quota_instance_hours,
+              "proposalsPerMinute": args.quota_proposals}
+    given = {name: value for name, value in limits.items() if value is not None}
+    try:
+        quota = Quota().changed(given) if given else Quota()
+    except DomainError as error:
+        parser.error(f"quota: {error}")
     return serve(Config(host=args.host, port=args.port, data_dir=Path(args.data_dir), simulated_nodes=args.simulated_nodes,
                         node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace,
-                        monitor_interval=args.monitor_interval))
+                        monitor_interval=args.monitor_interval, cors_origins=tuple(args.cors_origin), quota=quota,
+                        image_dir=Path(args.image_dir) if args.image_dir else None))
 
 
 if __name__ == "__main__":

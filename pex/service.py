@@ -27,9 +27,11 @@ from pex.actors.system import System
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import SECOND, Clock, SystemClock
 from pex.domain.errors import NotFound
+from pex.domain.quotas import Quota
 from pex.domain.sizes import Resources
 from pex.drivers.base import Driver, DriverError
 from pex.drivers.libvirt import LibvirtDriver
+from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
 from pex.http.app import create_app
 from pex.http.auth import PasswordCheck
@@ -59,6 +61,13 @@ class Config:
     grace: float = 30.0  # seconds between a graceful shutdown and a forced one
     monitor_interval: float = 5.0  # seconds between polls of the node and VM monitors
     guest_dir: Path = GUEST_DIR  # the tiny real guest (scripts/build-guest.sh), offered if built
+    image_dir: Path | None = None  # where template files may be (default: the data dir's images/)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
+    quota: Quota = Quota()  # each user's limits unless the admin sets others
+
+    @property
+    def images(self) -> Path:
+        return self.image_dir if self.image_dir is not None else self.data_dir / "images"
 
 
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
@@ -84,9 +93,38 @@ def parse_node_spec(text: str) -> Resources:
     return Resources(values["cpus"], values["memory"], values["disk"])
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+def keep_private(data_dir: Path, database: str | None) -> None:
+    """The store holds every account's password hash and e-mail address: the data dir is 0700
+    and its files 0600 from the start (the SQLite file is created so before the store opens it;
+    SQLite gives its WAL the same mode), and what an older version left readable is tightened."""
+    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    paths = [data_dir, *data_dir.rglob("*")]
+    sqlite = None if database and database.startswith(("postgres://", "postgresql://")) else \
+        Path(database) if database else data_dir / "events.db"
+    if sqlite is not None:
+        if not sqlite.exists():
+            os.close(os.open(sqlite, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+        paths += [path for path in (sqlite, Path(f"{sqlite}-wal"), Path(f"{sqlite}-shm")) if path.exists()]
+    tightened = []
+    for path in dict.fromkeys(paths):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(mode & 0o700)  # the owner keeps what it had; nobody else keeps anything
+            tightened.append(path.name)
+    if tightened:
+        log.warning("made %d files in %s private to their owner (were readable by others): %s",
+                    len(tightened), data_dir, ", ".join(sorted(tightened)[:10]))
+
+
 def open_app(config: Config, clock: Clock) -> OpenPEX:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(offer_ttl=int(config.offer_ttl * SECOND))
+    keep_private(config.data_dir, config.database)
+    config.images.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    settings = Settings(offer_ttl=int(config.offer_ttl * SECOND), quota=config.quota)
     return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now())
 
 
@@ -142,12 +180,13 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     try:
         generated = seed(app, config, passwords.hasher)
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
-                        monitor_interval=config.monitor_interval, default_node=config.node_spec)
+                        monitor_interval=config.monitor_interval, default_node=config.node_spec,
+                        files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"))
     except BaseException:
         app.close()
         raise
     system.start()
-    http = create_app(system.manager, passwords)
+    http = create_app(system.manager, passwords, cors_origins=config.cors_origins)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()
@@ -189,6 +228,7 @@ async def heap_keeper(_: web.Application) -> Any:
 
 def serve(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # everything this process creates (store, keys, host files) is its owner's alone
     try:
         http, _, generated = build(config)
     except (DriverError, ValueError) as error:

@@ -32,7 +32,7 @@ _ALONE = frozenset({"register_account", "register_template", "register_node"})
 # The application's methods served as they are (they need no `now` from the clock).
 _APPLICATION = frozenset({
     "register_account", "account", "register_template", "template", "templates", "types",
-    "register_node", "mark_node", "reservation", "reservations", "instances",
+    "register_node", "check_new_node", "mark_node", "reservation", "reservations", "instances",
     "instance", "instance_order", "record_instance_status", "capacity_timeline",
     "stray_orders", "reconcile",
 })
@@ -136,6 +136,15 @@ class Allocator(CallableActor):
 
     def settle(self) -> list[Any]:
         return self.app.settle(self.clock.now())
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return self.app.accounts(self.clock.now())
+
+    def account_usage(self, username: str) -> dict[str, Any]:
+        return self.app.account_usage(username, self.clock.now())
+
+    def set_quota(self, username: Any, limits: Any) -> dict[str, Any]:
+        return self.app.set_quota(username, limits, self.clock.now())
 
     def note_load(self, name: str, load: dict[str, Any]) -> None:
         self._loads[name] = load

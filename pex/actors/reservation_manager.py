@@ -13,33 +13,33 @@ calls back.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pykka
 
 from pex.actors.calls import Call, CallableActor, ask_sync
-from pex.domain.errors import AlreadyExists, InvalidField, NotFound
 from pex.domain.orders import Operation
 from pex.domain.sizes import Resources
 from pex.drivers.base import DriverError
+from pex.drivers.local_files import LocalFiles
 
 log = logging.getLogger(__name__)
 
 # Served by the Allocator as they are.
 _PASSED_ON = frozenset({
     "propose", "respond", "activate", "reservation", "reservations", "instances", "instance",
-    "register_account", "account", "templates", "template", "types", "nodes", "node",
-    "capacity_timeline",
+    "register_account", "account", "accounts", "account_usage", "set_quota", "templates", "template",
+    "types", "nodes", "node", "capacity_timeline",
 })
 
 
 class ReservationManager(CallableActor):
     def __init__(self, allocator: pykka.ActorRef[Any], dispatcher: pykka.ActorRef[Any], *,
-                 default_node: Resources = Resources(8, 16384, 200)) -> None:
+                 files: LocalFiles, default_node: Resources = Resources(8, 16384, 200)) -> None:
         super().__init__()
         self.allocator = allocator
         self.dispatcher = dispatcher
+        self.files = files  # the only local files an admin may name
         # The size of a host that does not say (libvirt never reports disk; an unreachable
         # host reports nothing).
         self.default_node = default_node
@@ -77,14 +77,15 @@ class ReservationManager(CallableActor):
         return len(orders) + self.settle()
 
     def add_template(self, name: Any, description: Any, spec: Any) -> dict[str, Any]:
-        """Register a template (admin). A kernel template's files must exist where the
-        hypervisor will read them (this machine: the service runs beside libvirtd); what a
-        template may hold is the domain's rule (`OpenPEX.register_template`)."""
+        """Register a template (admin). A kernel template's files must be in the image
+        directory, where the hypervisor will read them (this machine: the service runs beside
+        libvirtd); what a template may hold is the domain's rule (`OpenPEX.register_template`)."""
         if isinstance(spec, dict) and spec.get("kind") == "kernel":  # (the rest is the domain's to judge)
+            spec = dict(spec)
             for key in ("kernel", "initrd"):
                 path = spec.get(key)
-                if isinstance(path, str) and path and not Path(path).is_file():
-                    raise InvalidField(key, f"there is no file {path!r} on the host")
+                if isinstance(path, str) and path:
+                    spec[key] = self.files.image(key, path)
         return ask_sync(self.allocator, "register_template", name, description, spec)
 
     def node_down(self, name: str, why: str = "") -> int:
@@ -102,6 +103,9 @@ class ReservationManager(CallableActor):
     def drain(self, name: str) -> dict[str, Any]:
         return ask_sync(self.allocator, "mark_node", name, "DRAINED")
 
+    def undrain(self, name: str) -> dict[str, Any]:
+        return ask_sync(self.allocator, "mark_node", name, "UNDRAINED")
+
     def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
         body, orders = ask_sync(self.allocator, "cancel", reservation_id, userid, is_admin=is_admin)
         if orders:
@@ -118,29 +122,23 @@ class ReservationManager(CallableActor):
             return
         self.dispatcher.tell(Call("dispatch", ([order],), {"reply": call.reply}))
 
-    def add_node(self, name: Any, uri: str, size: dict[str, Any]) -> dict[str, Any]:
+    def add_node(self, name: Any, uri: Any, size: dict[str, Any]) -> dict[str, Any]:
         """Register a host (admin): its size is what the caller says, or what the host says
-        of itself (CPUs and memory); what neither says comes from `default_node`. A host that
-        cannot be reached is registered all the same, DOWN."""
-        if not isinstance(name, str) or not name:
-            raise InvalidField("name", "must be a non-empty string")
-        try:
-            ask_sync(self.allocator, "node", name)
-        except NotFound:
-            pass
-        else:
-            raise AlreadyExists(f"a node named {name!r} exists")
+        of itself (CPUs and memory); what neither says comes from `default_node`. The name and
+        URI are checked before anything connects. The host is asked at once: one that does not
+        answer is registered all the same, DOWN, and comes UP when a poll gets an answer."""
+        ask_sync(self.allocator, "check_new_node", name, uri)
+        self.files.check_uri(uri)
         started = ask_sync(self.dispatcher, "add_node", name, uri)
         reachable = True
         try:
-            if not {"cpus", "memoryMB"} <= size.keys():
-                try:
-                    info = ask_sync(ask_sync(self.dispatcher, "node_ref", name), "info")
-                except DriverError as error:
-                    reachable = False  # accepted, shown DOWN, and UP once it answers
-                    log.warning("node %s cannot be reached (%s): registered DOWN", name, error)
-                else:
-                    size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
+            try:
+                info = ask_sync(ask_sync(self.dispatcher, "node_ref", name), "info")
+            except DriverError as error:
+                reachable = False  # accepted, shown DOWN, and UP once it answers
+                log.warning("node %s cannot be reached (%s): registered DOWN", name, _one_line(error))
+            else:
+                size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
             default = self.default_node
             capacity = Resources(size.get("cpus", default.cpus), size.get("memoryMB", default.memory_mb),
                                  size.get("diskGB", default.disk_gb))
@@ -152,3 +150,8 @@ class ReservationManager(CallableActor):
         if not reachable:
             node = ask_sync(self.allocator, "mark_node", name, "DOWN")
         return node
+
+
+def _one_line(error: BaseException) -> str:
+    """A hypervisor's message as one line of the log (it may quote what it was given)."""
+    return " ".join(str(error).split())[:300]

@@ -20,6 +20,7 @@ from pex.domain.application import OpenPEX
 from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.sizes import Resources
 from pex.drivers.base import Driver
+from pex.drivers.local_files import LocalFiles
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ class System:
 
     def __init__(self, app: OpenPEX, clock: Clock, connect: Callable[[str], Driver], *,
                  grace: Millis = 30 * SECOND, poll: float = 0.5, monitor_interval: float | None = 5.0,
-                 default_node: Resources = Resources(8, 16384, 200)) -> None:
+                 default_node: Resources = Resources(8, 16384, 200), files: LocalFiles) -> None:
         self.app = app
+        self.files = files
         self.clock = clock
         self.connect = connect
         self.grace = grace
@@ -52,7 +54,7 @@ class System:
             self.dispatcher = self._keep(Dispatcher.start(
                 connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
                 clock=self.clock, grace=self.grace))
-            self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher,
+            self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher, files=self.files,
                                                                default_node=self.default_node))
             for node in ask_sync(self.allocator, "nodes"):
                 self.add_node(node["name"], node["uri"])

@@ -69,6 +69,12 @@ class Reservation(Aggregate):
         return Terms.from_dict(self.offer["terms"]) if self.offer else None
 
     @property
+    def negotiation_opened(self) -> Millis | None:
+        """When the open offer's negotiation began (None: no offer is open, or it was recorded
+        before this was kept)."""
+        return self.offer.get("opened") if self.offer else None
+
+    @property
     def is_agreed(self) -> bool:
         return self.status in AGREED
 
@@ -99,8 +105,9 @@ class Reservation(Aggregate):
 
     def answer(self, reply: Reply, *, terms: Terms | None = None, allocation: Allocation | None = None,
                hold_until: Millis | None = None, reason: str | None = None,
-               alternatives: list[dict[str, Any]] | None = None) -> None:
-        """Record OpenPEX's answer to the latest proposal (computed by admission)."""
+               alternatives: list[dict[str, Any]] | None = None, opened: Millis | None = None) -> None:
+        """Record OpenPEX's answer to the latest proposal (computed by admission). `opened` is
+        when this negotiation's first offer was made: its holds are bounded from then."""
         if reply is Reply.REJECT:
             self._declined(reason=reason or "rejected")
         elif reply in (Reply.ACCEPT, Reply.COUNTER):
@@ -111,6 +118,7 @@ class Reservation(Aggregate):
                 allocation=allocation.to_list(),
                 hold_until=hold_until,
                 alternatives=alternatives or [],
+                opened=opened if opened is not None else self.negotiation_opened,
             )
         else:
             raise ValueError(f"{reply} is not an answer to a proposal")
@@ -174,10 +182,10 @@ class Reservation(Aggregate):
 
     @event("Offered")
     def _offered(self, reply: str, terms: dict[str, Any], allocation: list[Any], hold_until: Millis,
-                 alternatives: list[dict[str, Any]]) -> None:
+                 alternatives: list[dict[str, Any]], opened: Millis | None = None) -> None:
         state = OfferState.ACCEPTED if reply == Reply.ACCEPT.value else OfferState.COUNTERED
         self.offer = {"state": state.value, "terms": terms, "allocation": allocation,
-                      "hold_until": hold_until, "alternatives": alternatives}
+                      "hold_until": hold_until, "alternatives": alternatives, "opened": opened}
         self.reason = None
         if not self.is_agreed:
             self.status = OFFER_STATUS[state]
@@ -357,6 +365,11 @@ class Node(Aggregate):
         if not getattr(self, "drained", False):
             self._drained()
 
+    def undrain(self) -> None:
+        """Back in service: it takes new bookings again (if it is not down)."""
+        if getattr(self, "drained", False):
+            self._undrained()
+
     @event("NodeWentDown")
     def _went_down(self) -> None:
         self.status = "DOWN"
@@ -371,6 +384,12 @@ class Node(Aggregate):
         self.drained = True
         if self.status == "UP":
             self.status = "DRAINED"
+
+    @event("Undrained")
+    def _undrained(self) -> None:
+        self.drained = False
+        if self.status == "DRAINED":
+            self.status = "UP"
 
 
 class Template(Aggregate):
@@ -397,7 +416,18 @@ class Account(Aggregate):
         self.fullname = fullname
         self.email = email
         self.is_admin = is_admin
+        self.quota: dict[str, int] | None = None  # limits the admin set (others: the defaults)
 
     @staticmethod
     def create_id(username: str, **_: Any) -> UUID:
-        return named_id("account", username)
+        # Usernames are unique whatever their case: 'Alice' takes the id of 'alice'.
+        return named_id("account", username.casefold())
+
+    def set_quota(self, limits: dict[str, int]) -> None:
+        """The admin sets this user's limits (in the domain's names, see pex.domain.quotas)."""
+        if limits != getattr(self, "quota", None):
+            self._quota_set(limits=limits)
+
+    @event("QuotaSet")
+    def _quota_set(self, limits: dict[str, int]) -> None:
+        self.quota = limits

@@ -13,8 +13,9 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -24,14 +25,25 @@ from eventsourcing.persistence import IntegrityError
 from pex.domain.admission import AdmissionPolicy, Decision, decide
 from pex.domain.aggregates import LIVE, Account, Instance, Node, Reservation, Template
 from pex.domain.capacity import Allocation, CapacityModel, Share
-from pex.domain.clock import DAY, MINUTE, Millis, SystemClock
+from pex.domain.clock import DAY, HOUR, MINUTE, Millis, SystemClock
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
 from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, check_text, rejection_reason
 from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
 from pex.domain.projections import DueTimes, Projections
+from pex.domain.quotas import HeldOffers, ProposalRate, Quota, QuotaExceeded, check_offers
 from pex.domain.sizes import InstanceType, Resources
 
-_USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Names of accounts and nodes: they appear in logs, paths and VM names, so they start with a
+# letter or digit (no '.', '..' or hidden names) and hold nothing a log line could be forged with.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Usernames that would pass for the system, its operators or a path (compared casefolded).
+RESERVED_USERNAMES = frozenset({
+    "admin", "administrator", "root", "system", "openpex", "operator", "support", "security", "superuser",
+    "nobody", "anonymous", "guest", "null", "none", "undefined", "daemon", "postgres", "libvirt", "qemu",
+    "www-data", "me", "self", "users", "api", "health",
+})
+# A libvirt URI of a driver OpenPEX speaks: test:// (simulated) or qemu, over a transport or not.
+_URI = re.compile(r"(test|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?)://[!-~]*")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
 SHUTTING_DOWN = "shutting down"  # the reason recorded while a stop waits for the guest
 # Why a VM is in a state OpenPEX did not put it in (reconciling against its host).
@@ -41,6 +53,8 @@ _WHY = {"HALTED": "powered off from inside the guest", "CRASHED": "stopped from 
 @dataclass(frozen=True)
 class Settings:
     offer_ttl: Millis = 5 * MINUTE
+    max_hold: Millis | None = None  # how long one negotiation may hold capacity in all (default 3 TTLs)
+    quota: Quota = Quota()  # each user's limits unless the admin set others
     limits: Limits = Limits(max_advance=365 * DAY, max_duration=90 * DAY)
     admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     bucket: Millis = 15 * MINUTE  # width of the capacity index's buckets
@@ -61,11 +75,17 @@ class OpenPEX(Application[UUID]):
         self._batch: dict[UUID, Any] | None = None  # aggregates changed in the open batch
         self._staged: list[Any] = []  # their events, applied to the view but not yet saved
         self._stale = True
+        self._proposals = ProposalRate()  # in memory: a refusal stores nothing
+        self.refusals: Counter[str] = Counter()  # quota refusals per user since start (for operators)
         self._rebuild()
 
     @property
     def capacity(self) -> CapacityModel:
         return self.view.capacity
+
+    @property
+    def negotiation_hold(self) -> Millis:
+        return self.settings.max_hold if self.settings.max_hold is not None else 3 * self.settings.offer_ttl
 
     def _rebuild(self) -> None:
         """Replace the view with one rebuilt from the store. Until that succeeds the old view
@@ -146,26 +166,64 @@ class OpenPEX(Application[UUID]):
 
     def register_account(self, username: Any, password_hash: str, fullname: Any = "", email: Any = "",
                          *, is_admin: bool = False) -> dict[str, Any]:
-        if not isinstance(username, str) or not _USERNAME.fullmatch(username):
-            raise InvalidField("username", "must be 1-64 letters, digits, '.', '_' or '-'")
+        if not isinstance(username, str) or not _NAME.fullmatch(username):
+            raise InvalidField("username", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if username.casefold() in RESERVED_USERNAMES and not is_admin:  # (the service seeds 'admin')
+            raise InvalidField("username", f"{username!r} is reserved")
         for name, value in (("fullname", fullname), ("email", email)):
             if not isinstance(value, str):
                 raise InvalidField(name, "must be a string of at most 256 characters")
             check_text(name, value)
         if email and "@" not in email:
             raise InvalidField("email", "must be an e-mail address")
-        if username in self.view.accounts:
+        if self.view.account(username) is not None:
             raise AlreadyExists(f"the username {username!r} is taken")
         account = Account(username, password_hash, fullname, email, is_admin)
         self._commit_new(account, f"the username {username!r} is taken")
         return self.account(username)
 
     def account(self, username: str) -> dict[str, Any]:
-        account = self.view.accounts.get(username)
-        if account is None:
-            raise NotFound(f"no account {username!r}")
+        """The account called `username` (whatever its case) with its password hash: for
+        authentication only, never to be shown."""
+        account = self._account(username)
         return {"username": account.username, "fullname": account.fullname, "email": account.email,
                 "isAdmin": account.is_admin, "passwordHash": account.password_hash}
+
+    def _account(self, username: Any) -> Account:
+        account = self.view.account(username) if isinstance(username, str) else None
+        if account is None:
+            raise NotFound(f"no account {str(username)[:64]!r}")
+        return account
+
+    def quota_of(self, username: str) -> Quota:
+        account = self.view.account(username)
+        return Quota.from_stored(getattr(account, "quota", None), self.settings.quota)
+
+    def account_usage(self, username: str, now: Millis) -> dict[str, Any]:
+        """What an operator sees of an account: who, its quota, what it holds now, and how
+        many of its requests were refused over quota since the service started."""
+        account = self._account(username)
+        quota = self.quota_of(account.username)
+        held = self.view.offers_held.get(account.username)
+        return {"username": account.username, "fullname": account.fullname, "email": account.email,
+                "isAdmin": account.is_admin, "quota": quota.to_dict(),
+                "usage": {"openOffers": held.count if held else 0,
+                          "heldInstanceHours": round(held.instance_ms / HOUR, 3) if held else 0,
+                          "proposalsAvailable": self._proposals.available(account.username, quota.proposals_per_minute,
+                                                                          now)},
+                "refusedOverQuota": self.refusals[account.username]}
+
+    def accounts(self, now: Millis) -> list[dict[str, Any]]:
+        return [self.account_usage(name, now) for name in sorted(self.view.accounts)]
+
+    def set_quota(self, username: Any, limits: Any, now: Millis) -> dict[str, Any]:
+        """The admin changes a user's limits (those not given are kept)."""
+        account = self._get(self._account(username).id)
+        quota = self.quota_of(account.username).changed(limits)
+        account.set_quota(asdict(quota))
+        if account.pending_events:
+            self._commit(account)
+        return self.account_usage(account.username, now)
 
     def register_template(self, name: Any, description: Any = "", spec: Any = None) -> dict[str, Any]:
         """A template: a name, a description and a spec of plain values; kind "kernel" boots
@@ -210,25 +268,34 @@ class OpenPEX(Application[UUID]):
         return [{"type": t.name, "cpus": t.resources.cpus, "memoryMB": t.resources.memory_mb,
                  "diskGB": t.resources.disk_gb} for t in InstanceType]
 
+    def check_new_node(self, name: Any, uri: Any) -> None:
+        """Refuse a node's name or URI before anything connects to it: a well-formed name not
+        taken, and a libvirt URI of a driver OpenPEX speaks that no other node uses."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if not isinstance(uri, str) or len(uri) > 1024 or not _URI.fullmatch(uri):
+            raise InvalidField("uri", "must be a libvirt URI of the test or qemu driver, such as "
+                                      "test:///path/host.xml or qemu:///system, without spaces")
+        if name in self.view.nodes:
+            raise AlreadyExists(f"a node named {name!r} exists")
+        for other in self.view.nodes.values():
+            if other.uri == uri:
+                raise AlreadyExists(f"node {other.name} already uses {uri!r}")
+
     def register_node(self, name: str, uri: str, capacity: Resources) -> dict[str, Any]:
-        if not isinstance(name, str) or not _USERNAME.fullmatch(name):
-            raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-'")
-        if not isinstance(uri, str) or "://" not in uri:
-            raise InvalidField("uri", "must be a libvirt URI such as test:///path or qemu:///system")
-        check_text("uri", uri, longest=1024)
+        self.check_new_node(name, uri)
         for field_name, value in zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple()):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
                 raise InvalidField(field_name, "must be a positive integer below 2**31")
-        if name in self.view.nodes:
-            raise AlreadyExists(f"a node named {name!r} exists")
         node = Node(name, uri, capacity.cpus, capacity.memory_mb, capacity.disk_gb)
         self._commit_new(node, f"a node named {name!r} exists")
         return self.node(name)
 
     def mark_node(self, name: str, status: str) -> dict[str, Any]:
-        """Record a node DOWN, UP (back) or DRAINED; only UP nodes take new allocations."""
+        """Record a node DOWN, UP (back), DRAINED or UNDRAINED (in service again); only UP
+        nodes take new allocations."""
         node = self._load_node(name)
-        {"DOWN": node.go_down, "UP": node.come_back, "DRAINED": node.drain}[status]()
+        {"DOWN": node.go_down, "UP": node.come_back, "DRAINED": node.drain, "UNDRAINED": node.undrain}[status]()
         self._commit(node)
         return self.node(name)
 
@@ -259,6 +326,7 @@ class OpenPEX(Application[UUID]):
         """A new proposal (POST /reservations): answered ACCEPT, COUNTER or REJECT."""
         terms = Terms.from_proposal(proposal)
         self.lapse_due(now)
+        self._check_quota(userid, terms, now)
         reservation = Reservation(userid, terms.to_dict())
         self._negotiate(reservation, terms, now)
         return self._reply(reservation, Reply(_reply_of(reservation)))
@@ -278,11 +346,12 @@ class OpenPEX(Application[UUID]):
         action = reservation.action_for(message)
         if action is Action.NEGOTIATE:
             assert terms is not None
+            self._check_quota(reservation.userid, terms, now, renegotiating=reservation)
             reservation.propose(terms)
             self._negotiate(reservation, terms, now)
             return self._reply(reservation, Reply(_reply_of(reservation)))
         if action is Action.ACCEPT_COUNTER:
-            reservation.accept_counter(now, now + self.settings.offer_ttl)
+            reservation.accept_counter(now, self._hold_until(reservation, now))
             self._commit(reservation)
             return self._reply(reservation, Reply.CONFIRM_REQUEST)
         if action is Action.CONFIRM:
@@ -316,10 +385,33 @@ class OpenPEX(Application[UUID]):
                 decision.reply,
                 terms=decision.offer.terms,
                 allocation=decision.offer.allocation,
-                hold_until=now + self.settings.offer_ttl,
+                hold_until=self._hold_until(reservation, now),
                 alternatives=[alt.terms.to_proposal() for alt in decision.alternatives],
+                opened=reservation.negotiation_opened or now,
             )
         self._commit(reservation)
+
+    def _hold_until(self, reservation: Reservation, now: Millis) -> Millis:
+        """An offer is held for the offer TTL, but a negotiation never holds capacity longer
+        than `negotiation_hold` from its first offer, however often the user counters."""
+        opened = reservation.negotiation_opened or now
+        return min(now + self.settings.offer_ttl, opened + self.negotiation_hold)
+
+    def _check_quota(self, userid: str, terms: Terms, now: Millis, *, renegotiating: Reservation | None = None) -> None:
+        """Refuse (QuotaExceeded: nothing is recorded) a proposal over the user's quota. A
+        counter replaces the offer it answers, so that offer does not count against it."""
+        quota = self.quota_of(userid)
+        mine = self.view.offers_of.get(userid, {})
+        held = self.view.offers_held.get(userid, HeldOffers())
+        if renegotiating is not None and renegotiating.id in mine:
+            held = HeldOffers(held.count - 1, held.instance_ms - mine[renegotiating.id])
+        try:
+            self._proposals.take(userid, quota.proposals_per_minute, now)
+            lapses = (self.view.reservations[rid].offer["hold_until"] for rid in mine) if held.count else ()
+            check_offers(quota, held, terms.count * terms.duration, min(lapses, default=None), now)
+        except QuotaExceeded:
+            self.refusals[userid] += 1
+            raise
 
     def _decide_running_change(self, reservation: Reservation, terms: Terms) -> Decision:
         """A reservation that has started may only change its end, on the nodes it runs on."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pex.domain.clock import Millis, from_datetime
+from pex.domain.clock import Millis, from_datetime, to_datetime
 from pex.domain.errors import InvalidField, ProtocolViolation
 from pex.domain.sizes import InstanceType
 
@@ -190,13 +190,13 @@ class Terms:
             raise InvalidField("proposal", "must be a JSON object")
         base = defaults.to_proposal() if defaults is not None else {}
         merged = {**base, **body}
-        instance_type = _string(merged, "type")
+        instance_type = _instance_type(merged)
         template = _string(merged, "template")
         fixed = _integer(merged, "numInstancesFixed", minimum=1)
         optional = _integer(merged, "numInstancesOption", minimum=0, default=0)
-        start = _instant(merged, "startTime")
+        start = _instant(merged, "startTime", latest=LATEST_START)
         if "endTime" in body and "duration" not in body:
-            end = _instant(merged, "endTime")
+            end = _instant(merged, "endTime", latest=LATEST_INSTANT)
             duration = end - start
             if duration <= 0:
                 raise InvalidField("endTime", "must be after startTime")
@@ -220,6 +220,17 @@ class Terms:
 LATEST_INSTANT: Millis = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 LARGEST_COUNT = 1_000_000
 LONGEST: Millis = 100 * 365 * 86_400_000  # a duration longer than this is not a reservation
+LATEST_START: Millis = LATEST_INSTANT - LONGEST  # so that every end can still be written as a date
+
+
+def _instance_type(body: Mapping[str, Any]) -> str:
+    """The size's name as the paper writes it (upper case); any other spelling of a known size
+    is taken as that size, and an unknown one is refused (the schema lists the sizes)."""
+    value = _string(body, "type")
+    known = InstanceType.named(value.strip().upper())
+    if known is None:
+        raise InvalidField("type", f"must be one of {', '.join(InstanceType.__members__)}")
+    return known.name
 
 
 def _string(body: Mapping[str, Any], field: str) -> str:
@@ -258,7 +269,7 @@ def _integer(body: Mapping[str, Any], field: str, *, minimum: int, default: int 
     return value
 
 
-def _instant(body: Mapping[str, Any], field: str) -> Millis:
+def _instant(body: Mapping[str, Any], field: str, *, latest: Millis) -> Millis:
     if field not in body or body[field] is None:
         raise InvalidField(field, "is required")
     value = body[field]
@@ -266,8 +277,8 @@ def _instant(body: Mapping[str, Any], field: str) -> Millis:
         value = from_datetime(value)
     elif isinstance(value, bool) or not isinstance(value, int):
         raise InvalidField(field, "must be a time")
-    if not 0 <= value <= LATEST_INSTANT:
-        raise InvalidField(field, "must be between 1970 and 9999")
+    if not 0 <= value <= latest:
+        raise InvalidField(field, f"must be between 1970 and {to_year(latest)}")
     return value
 
 
@@ -284,9 +295,6 @@ def rejection_reason(
 ) -> str | None:
     """Why these terms can never be accepted, or None if admission should decide. For a
     `running` reservation (renegotiated after its start) the start is rightly in the past."""
-    if InstanceType.named(terms.instance_type) is None:
-        known = ", ".join(InstanceType.__members__)
-        return f"unknown type {terms.instance_type!r}; known types are {known}"
     if terms.template not in templates:
         return f"unknown template {terms.template!r}"
     if terms.start < now and not running:
@@ -296,3 +304,7 @@ def rejection_reason(
     if terms.duration > limits.max_duration:
         return f"duration is longer than {limits.max_duration // 86_400_000} days"
     return None
+
+
+def to_year(instant: Millis) -> int:
+    return to_datetime(instant).year

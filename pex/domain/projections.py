@@ -19,6 +19,7 @@ from sortedcontainers import SortedList
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
 from pex.domain.capacity import CapacityModel
 from pex.domain.clock import Millis
+from pex.domain.quotas import HeldOffers
 from pex.domain.sizes import Resources
 
 PAGE = 5_000  # notifications read per query while catching up
@@ -74,6 +75,9 @@ class Projections:
         self.nodes: dict[str, Node] = {}
         self.templates: dict[str, Template] = {}
         self.accounts: dict[str, Account] = {}
+        self.account_names: dict[str, str] = {}  # casefolded username -> the username (the first)
+        self.offers_held: dict[str, HeldOffers] = defaultdict(HeldOffers)  # per user, for quotas
+        self.offers_of: dict[str, dict[UUID, int]] = defaultdict(dict)  # user -> open offer -> instance-ms
         self.offers_due = DueTimes()  # open offers by hold expiry
         self.ends_due = DueTimes()  # agreed reservations by end
         self.starts_due = DueTimes()  # activated reservations not yet launched, by start
@@ -172,6 +176,7 @@ class Projections:
         elif isinstance(event, Account.Event):
             account = event.mutate(self.accounts.get(self._names.get(event.originator_id, "")))
             self.accounts[account.username] = account
+            self.account_names.setdefault(account.username.casefold(), account.username)
             self._names[account.id] = account.username
 
     def _apply_reservation(self, event: Any) -> None:
@@ -197,10 +202,33 @@ class Projections:
 
     def _sync_due_times(self, reservation: Reservation) -> None:
         self.offers_due.set(reservation.id, reservation.offer["hold_until"] if reservation.offer else None)
+        self._sync_offers_held(reservation)
         agreed = reservation.agreed_terms if reservation.is_agreed else None
         self.ends_due.set(reservation.id, agreed.end if agreed else None)
         activated = agreed if reservation.activated and not reservation.launched else None
         self.starts_due.set(reservation.id, activated.start if activated else None)
+
+    def _sync_offers_held(self, reservation: Reservation) -> None:
+        mine = self.offers_of[reservation.userid]
+        held = self.offers_held[reservation.userid]
+        before = mine.pop(reservation.id, None)
+        if before is not None:
+            held.count -= 1
+            held.instance_ms -= before
+        if reservation.offer:
+            terms = reservation.offer["terms"]
+            weight = (terms["fixed"] + terms["optional"]) * terms["duration"]
+            mine[reservation.id] = weight
+            held.count += 1
+            held.instance_ms += weight
+
+    def account(self, username: str) -> Account | None:
+        """The account called `username`, whatever its case."""
+        found = self.accounts.get(username)
+        if found is None:
+            name = self.account_names.get(username.casefold())
+            found = self.accounts.get(name) if name is not None else None
+        return found
 
     def _finish_rebuild(self, touched: set[UUID]) -> None:
         held = {}

@@ -1,4 +1,5 @@
-"""The aiohttp application: factory, middlewares (errors, authentication), routes.
+"""The aiohttp application: factory, middlewares (errors, cross-origin rules, content types,
+authentication), routes.
 
 Handlers only translate JSON to calls on the ReservationManager and back; every call is awaited
 as an asyncio future that the actor resolves, so the event loop never blocks on an actor.
@@ -7,7 +8,7 @@ as an asyncio future that the actor resolves, so the event loop never blocks on 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import pykka
@@ -16,7 +17,14 @@ from aiohttp import web
 from pex.actors.calls import ask_async
 from pex.domain.errors import DomainError, NotFound
 from pex.drivers.base import DriverError
-from pex.http.auth import PasswordCheck, Principal, Unauthorized, basic_credentials
+from pex.http.auth import PasswordCheck, Principal, basic_credentials
+from pex.http.protection import (
+    CORS_ORIGINS,
+    content_type_middleware,
+    cors_middleware,
+    quiet_client_errors,
+    security_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +34,29 @@ PASSWORDS = web.AppKey("passwords", PasswordCheck)
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request
 
 # (method, path) that need no credentials.
-PUBLIC = {("POST", f"{BASE}/users"), ("GET", f"{BASE}/health")}
+PUBLIC = {("POST", f"{BASE}/users"), ("GET", f"{BASE}/health"), ("GET", f"{BASE}/openapi.json")}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(manager: pykka.ActorRef[Any], passwords: PasswordCheck | None = None) -> web.Application:
+def create_app(manager: pykka.ActorRef[Any], passwords: PasswordCheck | None = None, *,
+               cors_origins: Collection[str] = ()) -> web.Application:
     from pex.http import handlers  # the routes need the keys above
 
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024)
+    quiet_client_errors()
+    app = web.Application(middlewares=[errors_middleware, cors_middleware, content_type_middleware, auth_middleware],
+                          client_max_size=64 * 1024)
     app[MANAGER] = manager
     app[PASSWORDS] = passwords or PasswordCheck()
+    app.on_cleanup.append(stop_hashing)
+    app[CORS_ORIGINS] = frozenset(cors_origins)
+    app.on_response_prepare.append(security_headers)
     handlers.add_routes(app)
     return app
+
+
+async def stop_hashing(app: web.Application) -> None:
+    app[PASSWORDS].close()
 
 
 async def call(request: web.Request, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -62,12 +80,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except DomainError as error:
         body = error.to_dict()
-        return error_response(error.status, body.pop("error"), body.pop("message"), **body)
+        response = error_response(error.status, body.pop("error"), body.pop("message"), **body)
+        retry_after = getattr(error, "retry_after_seconds", None)
+        if retry_after is not None:  # 429 and 503 say when to come back
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(error.status, error.reason.upper().replace(" ", "_"),
-                              f"{request.method} {request.path}: {error.reason}")
+        response = error_response(error.status, error.reason.upper().replace(" ", "_"),
+                                  f"{request.method} {request.path[:200]}: {error.reason}")
+        if "Allow" in error.headers:  # a 405 says what the path does allow
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except DriverError as error:
         return error_response(502, "HYPERVISOR_ERROR", str(error))
     except pykka.ActorDeadError:
@@ -85,17 +110,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if (request.method, request.path.rstrip("/")) in PUBLIC or not request.path.startswith(BASE):
         return await handler(request)
     username, password = basic_credentials(request.headers.get("Authorization"))
-    passwords = request.app[PASSWORDS]
-    who = passwords.remembered(username, password)
-    if who is None:
+
+    async def account(name: str) -> dict[str, Any] | None:
         try:
-            account = await call(request, "account", username)
+            return await call(request, "account", name)
         except NotFound:
-            account = None
-        candidate = Principal(username, bool(account and account["isAdmin"]))
-        stored = account["passwordHash"] if account else None
-        if not await passwords.verify(candidate if account else None, password, stored):
-            raise Unauthorized("wrong username or password")
-        who = candidate
-    request[PRINCIPAL] = who
+            return None
+
+    request[PRINCIPAL] = await request.app[PASSWORDS].login(username, password, request.remote, account)
     return await handler(request)

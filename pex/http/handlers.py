@@ -3,21 +3,15 @@ ReservationManager, JSON out in the paper's names."""
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from aiohttp import web
 
-from pex.domain.errors import AlreadyExists, DomainError, InvalidField
-from pex.domain.negotiation import check_text
+from pex.domain.errors import AlreadyExists, DomainError, InvalidField, NotFound
 from pex.domain.orders import Operation
 from pex.http import openapi
 from pex.http.app import BASE, PASSWORDS, call, principal
-from pex.http.wire import out, proposal_in
-
-_URI = re.compile(r"^[a-z][a-z0-9+]*://[^\s]*$")
-
+from pex.http.wire import out, parse_json, proposal_in
 
 class Forbidden(DomainError):
     status = 403
@@ -29,6 +23,9 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{BASE}/health", health),
         web.get(f"{BASE}/openapi.json", openapi_json),
         web.post(f"{BASE}/users", register),
+        web.get(f"{BASE}/users", accounts),
+        web.get(f"{BASE}/users/{{name}}", account),
+        web.put(f"{BASE}/users/{{name}}/quota", set_quota),
         web.get(f"{BASE}/types", types),
         web.get(f"{BASE}/templates", templates),
         web.post(f"{BASE}/templates", add_template),
@@ -46,6 +43,7 @@ def add_routes(app: web.Application) -> None:
         web.post(f"{BASE}/nodes", add_node),
         web.get(f"{BASE}/nodes/{{name}}", node),
         web.put(f"{BASE}/nodes/{{name}}/drain", drain),
+        web.put(f"{BASE}/nodes/{{name}}/undrain", undrain),
     ])
 
 
@@ -53,18 +51,8 @@ def reply(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
     return web.json_response(out(body), status=status, **kwargs)
 
 
-class InvalidBody(DomainError):
-    code = "INVALID_JSON"
-
-
 async def json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except UnicodeDecodeError:
-        raise InvalidBody("the body is not UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise InvalidBody(f"the body is not valid JSON: {error.msg} at {error.pos}") from None
+    body = parse_json(await request.read())
     if not isinstance(body, dict):
         raise InvalidField("body", "must be a JSON object")
     return body
@@ -94,11 +82,10 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def register(request: web.Request) -> web.Response:
     body = await json_object(request)
-    password = body.get("password")
-    if not isinstance(password, str) or not 8 <= len(password) <= 1024:
-        raise InvalidField("password", "must be a string of 8 to 1024 characters")
-    check_text("password", password, longest=1024)
-    username = body.get("username")
+    password, username = body.get("password"), body.get("username")
+    passwords = request.app[PASSWORDS]
+    # A weak password is refused with zxcvbn's advice (pex/http/passwords.py); never quoted.
+    await passwords.judge_new(password, (username, body.get("fullname"), body.get("email")), request.remote)
     # Refuse a taken name before paying for a hash; the store refuses a race at the end.
     if isinstance(username, str):
         try:
@@ -107,11 +94,34 @@ async def register(request: web.Request) -> web.Response:
             pass
         else:
             raise AlreadyExists(f"the username {username!r} is taken")
-    password_hash = await request.app[PASSWORDS].hash(password)
+    password_hash = await passwords.hash(password, request.remote)
     account = await call(request, "register_account", username, password_hash,
                          body.get("fullname", ""), body.get("email", ""))
     account.pop("passwordHash")
     return reply(account, status=201)
+
+
+# ---------------------------------------------------------------------- accounts
+
+async def accounts(request: web.Request) -> web.Response:
+    """Every account with its quota, what it holds and its refusals over quota (admin)."""
+    admin_only(request)
+    return reply(await call(request, "accounts"))
+
+
+async def account(request: web.Request) -> web.Response:
+    """One account: one's own, or any for the admin (someone else's is not found)."""
+    user = principal(request)
+    name = request.match_info["name"]
+    if not user.is_admin and name.casefold() != user.username.casefold():
+        raise NotFound(f"no account {name[:64]!r}")
+    return reply(await call(request, "account_usage", name))
+
+
+async def set_quota(request: web.Request) -> web.Response:
+    admin_only(request)
+    body = await json_object(request)
+    return reply(await call(request, "set_quota", request.match_info["name"], body))
 
 
 # ---------------------------------------------------------------------- catalogue
@@ -216,14 +226,16 @@ async def node(request: web.Request) -> web.Response:
 async def add_node(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
-    uri = body.get("uri")
-    if not isinstance(uri, str) or not _URI.match(uri):
-        raise InvalidField("uri", "must be a libvirt URI such as test:///path/host.xml or qemu:///system")
     size = {key: body[key] for key in ("cpus", "memoryMB", "diskGB") if key in body}
-    added = await call(request, "add_node", body.get("name"), uri, size)
+    added = await call(request, "add_node", body.get("name"), body.get("uri"), size)
     return reply(added, status=201, headers={"Location": f"{BASE}/nodes/{added['name']}"})
 
 
 async def drain(request: web.Request) -> web.Response:
     admin_only(request)
     return reply(await call(request, "drain", request.match_info["name"]))
+
+
+async def undrain(request: web.Request) -> web.Response:
+    admin_only(request)
+    return reply(await call(request, "undrain", request.match_info["name"]))

@@ -75,6 +75,15 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"username": _STR, "password": {"type": "string", "minLength": 8},
                                "fullname": _STR, "email": _STR}},
     "User": {"type": "object", "properties": {"username": _STR, "fullname": _STR, "email": _STR, "isAdmin": {"type": "boolean"}}},
+    "Quota": {"type": "object", "minProperties": 1, "additionalProperties": False,
+              "properties": {name: {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
+                             for name in ("openOffers", "heldInstanceHours", "proposalsPerMinute")}},
+    "Account": {"type": "object", "properties": {
+        "username": _STR, "fullname": _STR, "email": _STR, "isAdmin": {"type": "boolean"},
+        "quota": {"$ref": "#/components/schemas/Quota"},
+        "usage": {"type": "object", "properties": {"openOffers": _INT, "heldInstanceHours": {"type": "number"},
+                                                   "proposalsAvailable": _INT}},
+        "refusedOverQuota": {"type": "integer", "description": "requests refused over quota since the service started"}}},
     "Error": {"type": "object", "required": ["error", "message"],
               "properties": {"error": _STR, "message": _STR, "field": _STR}},
 }
@@ -101,7 +110,9 @@ PATHS: dict[str, Any] = {
     "/OpenPEX/health": {"get": _op("Is the service up?", {"type": "object"}, public=True, errors=())},
     "/OpenPEX/openapi.json": {"get": _op("This description", {"type": "object"}, errors=("401",))},
     "/OpenPEX/users": {"post": _op("Register an account", _ref("User"), status="201", body="NewUser", public=True,
-                                   errors=("400", "409"))},
+                                   errors=("400", "409")),
+                       "get": _op("Every account with its quota, usage and refusals over quota (admin)",
+                                  _list("Account"), errors=("401", "403"))},
     "/OpenPEX/types": {"get": _op("Instance sizes (the paper's Table 1)", _list("Type"), errors=("401",))},
     "/OpenPEX/templates": {
         "get": _op("VM templates", _list("Template"), errors=("401",)),
@@ -138,6 +149,18 @@ PATHS: dict[str, Any] = {
     "/OpenPEX/nodes/{name}": {
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
         "get": _op("One host (admin)", _ref("Node"), errors=("401", "403", "404"))},
+    "/OpenPEX/users/{name}": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+        "get": _op("One account with its quota and usage (yours, or any for the admin)", _ref("Account"),
+                   errors=("401", "404"))},
+    "/OpenPEX/users/{name}/quota": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+        "put": _op("Set a user's quota (admin): the limits given change, the others stay", _ref("Account"),
+                   body="Quota", errors=("400", "401", "403", "404"))},
+    "/OpenPEX/nodes/{name}/undrain": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+        "put": _op("Put a drained host back in service (admin): it takes new bookings again",
+                   _ref("Node"), errors=("401", "403", "404"))},
     "/OpenPEX/nodes/{name}/drain": {
         "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
         "put": _op("Drain a host (admin): it takes no new bookings; what it has stays",

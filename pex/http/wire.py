@@ -6,14 +6,61 @@ epoch milliseconds) into them and outgoing ones back into RFC 1123.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from pex.domain.clock import Millis, from_datetime, to_datetime
-from pex.domain.errors import InvalidField
+from pex.domain.errors import DomainError, InvalidField
 
 TIME_FIELDS = ("startTime", "endTime", "holdUntil")
+
+
+DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
+
+
+class InvalidBody(DomainError):
+    code = "INVALID_JSON"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidBody(f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or InvalidBody: UTF-8, standard JSON only (no NaN or
+    Infinity), numbers Python can hold, and at most DEEPEST levels of nesting (deeper input
+    would exhaust the parser's recursion)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidBody("the body is not UTF-8") from None
+    if not text.strip():
+        return None
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        raise InvalidBody(f"the body is not valid JSON: {error.msg} at {error.pos}") from None
+    except RecursionError:
+        raise InvalidBody(f"the body nests deeper than {DEEPEST} levels") from None
+    except ValueError:  # an integer too long to convert
+        raise InvalidBody("the body holds a number too large to read") from None
+    if _depth(body) > DEEPEST:
+        raise InvalidBody(f"the body nests deeper than {DEEPEST} levels")
+    return body
+
+
+def _depth(value: Any) -> int:
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            level.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def format_time(instant: Millis) -> str | int:

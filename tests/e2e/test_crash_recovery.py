@@ -105,7 +105,7 @@ def test_sigkill_at_random_moments_under_load_loses_nothing_and_keeps_every_guar
     flags = ("--simulated-nodes", "2", "--node-spec", "cpus=4,memory=8192,disk=100", "--offer-ttl", "3",
              "--monitor-interval", "1")
     server = Server(tmp_path, *flags)
-    users = [(f"user{i}", "password-1") for i in range(6)]
+    users = [(f"user{i}", "correct-horse-battery-9") for i in range(6)]
     for name, password in users:
         assert server.request("POST", "/OpenPEX/users", {"username": name, "password": password})[0] == 201
     clients = Clients(server, users)

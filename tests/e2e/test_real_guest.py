@@ -21,8 +21,8 @@ def wait_for(check, timeout: float, what: str):
 def test_a_reservation_boots_a_real_guest_at_its_start_and_shuts_it_down_at_its_end(servers, libvirtd, tmp_path):
     server = servers("--simulated-nodes", "0", "--node", "local=qemu:///system", "--grace", "20",
                      "--monitor-interval", "2")
-    alice = ("alice", "password-1")
-    assert server.request("POST", "/OpenPEX/users", {"username": "alice", "password": "password-1"})[0] == 201
+    alice = ("alice", "correct-horse-battery-9")
+    assert server.request("POST", "/OpenPEX/users", {"username": "alice", "password": "correct-horse-battery-9"})[0] == 201
     templates = {t["name"]: t for t in server.request("GET", "/OpenPEX/templates", auth=alice)[1]}
     assert templates["tiny-linux"]["kind"] == "kernel"
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=6)

@@ -13,9 +13,9 @@ from tests.support.server import ADMIN_PASSWORD, rfc1123
 
 
 def test_after_a_sigkill_and_a_restart_an_activated_reservation_starts_on_time(servers):
-    alice = ("alice", "password-1")
+    alice = ("alice", "correct-horse-battery-9")
     first = servers("--simulated-nodes", "2")
-    assert first.request("POST", "/OpenPEX/users", {"username": "alice", "password": "password-1"})[0] == 201
+    assert first.request("POST", "/OpenPEX/users", {"username": "alice", "password": "correct-horse-battery-9"})[0] == 201
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=8)
     status, answer = first.request("POST", "/OpenPEX/reservations", {
         "duration": 60_000, "numInstancesFixed": 2, "numInstancesOption": 0, "startTime": rfc1123(start),
@@ -44,9 +44,9 @@ def test_after_a_sigkill_and_a_restart_an_activated_reservation_starts_on_time(s
 
 
 def test_sigterm_stops_the_service_cleanly_and_a_restart_finds_everything(servers):
-    alice = ("alice", "password-1")
+    alice = ("alice", "correct-horse-battery-9")
     first = servers("--simulated-nodes", "1", "--node-spec", "cpus=2,memory=4096,disk=50")
-    first.request("POST", "/OpenPEX/users", {"username": "alice", "password": "password-1"})
+    first.request("POST", "/OpenPEX/users", {"username": "alice", "password": "correct-horse-battery-9"})
     start = datetime.now(timezone.utc) + timedelta(hours=1)
     status, answer = first.request("POST", "/OpenPEX/reservations", {
         "duration": 3_600_000, "numInstancesFixed": 2, "startTime": rfc1123(start), "template": "debian-12",

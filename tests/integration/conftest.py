@@ -4,7 +4,7 @@ import pytest
 
 from pex.domain.clock import ManualClock
 from tests.support.hosts import Hosts
-from tests.support.service import T0
+from tests.support.service import ADMIN_PASSWORD, T0, Service
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -28,3 +28,18 @@ def hosts():
     shared = Hosts()
     yield shared
     shared.close()
+
+
+@pytest.fixture
+def service(tmp_path, clock, monkeypatch):
+    """The real service (actors, SQLite store, two simulated hosts) on the manual clock."""
+    monkeypatch.setenv("OPENPEX_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    running = Service(tmp_path, clock)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client(aiohttp_client, service):
+    """An HTTP client of the service's REST API."""
+    return await aiohttp_client(service.http)

@@ -49,6 +49,8 @@ class Server:
     def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
         if auth:
             request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
         try:

@@ -9,6 +9,9 @@ import pytest
 
 from pex.domain.errors import InvalidField, ProtocolViolation
 from pex.domain.negotiation import (
+    LATEST_INSTANT,
+    LATEST_START,
+    LONGEST,
     TRANSITIONS,
     Action,
     Limits,
@@ -101,6 +104,8 @@ BAD = [
     ({k: v for k, v in GOOD.items() if k != "startTime"}, "startTime"),
     ({k: v for k, v in GOOD.items() if k != "numInstancesFixed"}, "numInstancesFixed"),
     ({**GOOD, "type": 3}, "type"),
+    ({**GOOD, "type": "HUGE"}, "type"),
+    ({**GOOD, "startTime": 9900 * 365 * 86_400_000}, "startTime"),  # could never end by 9999
     ({**GOOD, "template": ""}, "template"),
     ({**GOOD, "duration": "1h"}, "duration"),
     ({**GOOD, "duration": 0}, "duration"),
@@ -122,6 +127,15 @@ def test_a_bad_proposal_names_the_field(body, field):
     assert raised.value.field == field and raised.value.status == 400
 
 
+def test_a_size_is_known_by_any_spelling_and_answered_in_the_papers():
+    assert Terms.from_proposal({**GOOD, "type": "small"}).instance_type == "SMALL"
+
+
+def test_the_latest_start_leaves_room_for_the_longest_duration_to_end_in_a_writable_year():
+    latest = Terms.from_proposal({**GOOD, "startTime": LATEST_START, "duration": LONGEST})
+    assert latest.end <= LATEST_INSTANT
+
+
 def test_a_renegotiation_may_send_only_what_changes():
     agreed = Terms.from_proposal(GOOD)
     assert Terms.from_proposal({"duration": 7_200_000}, defaults=agreed) == Terms(
@@ -135,7 +149,6 @@ LIMITS = Limits(max_advance=10 * 86_400_000, max_duration=2 * 86_400_000)
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"type": "HUGE"}, "unknown type 'HUGE'"),
         ({"template": "windows"}, "unknown template 'windows'"),
         ({"startTime": 999_999}, "startTime is in the past"),
         ({"startTime": 1_000_000 + 11 * 86_400_000}, "more than 10 days ahead"),
