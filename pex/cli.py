@@ -70,6 +70,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         name, eq, uri = item.partition("=")
         if not eq or not name or "://" not in uri:
             parser.error(f"--node {item!r}: expected NAME=URI, e.g. local=qemu:///system")
+        if any(name == known or uri == used for known, used in nodes):
+            parser.error(f"--node {item!r}: that name or URI is given twice")
         nodes.append((name, uri))
     if args.offer_ttl <= 0 or args.grace < 0 or args.monitor_interval <= 0:
         parser.error("--offer-ttl and --monitor-interval must be > 0, --grace >= 0")

@@ -26,7 +26,7 @@ from aiohttp import web
 from pex.actors.system import System
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import SECOND, Clock, SystemClock
-from pex.domain.errors import NotFound
+from pex.domain.errors import DomainError, NotFound
 from pex.domain.quotas import Quota
 from pex.domain.sizes import Resources
 from pex.drivers.base import Driver, DriverError
@@ -158,6 +158,7 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
             app.register_node(name, uri, size)
     for name, uri in config.nodes:
         if name not in known:
+            app.check_new_node(name, uri)  # before anything connects to it
             try:
                 with LibvirtDriver(uri) as driver:
                     info = driver.node_info()
@@ -231,7 +232,7 @@ def serve(config: Config) -> int:
     os.umask(0o077)  # everything this process creates (store, keys, host files) is its owner's alone
     try:
         http, _, generated = build(config)
-    except (DriverError, ValueError) as error:
+    except (DriverError, ValueError, DomainError) as error:  # a flag the store refuses, e.g. a bad --node name
         log.error("cannot start: %s", error)
         return 1
     if generated:

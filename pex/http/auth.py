@@ -268,8 +268,9 @@ class PasswordCheck:
             return known[1]
         return None
 
-    def _remember(self, who: Principal, password: str) -> None:
-        self._verified[who.username] = (self._mac(who.username, password), who)
+    def _remember(self, username: str, who: Principal, password: str) -> None:
+        """Remember credentials as they were typed ('ALICE' is remembered apart from 'alice')."""
+        self._verified[username] = (self._mac(username, password), who)
         while len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
 
@@ -305,7 +306,7 @@ class PasswordCheck:
                     raise Unauthorized("wrong username or password")
                 # The account's own spelling: 'ALICE' logs in as alice, and sees alice's things.
                 who = Principal(account["username"], bool(account["isAdmin"]))
-                self._remember(who, password)
+                self._remember(username, who, password)
         self.throttle.succeeded(username.casefold())
         return who
 

@@ -85,8 +85,7 @@ def _allowed_methods(request: web.Request) -> set[str] | None:
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = request.headers.get("Origin")
-    allowed_origins = request.app[CORS_ORIGINS]
-    allowed = origin is not None and origin in allowed_origins
+    allowed = origin is not None and origin in request.app[CORS_ORIGINS]
     if request.method == "OPTIONS":
         methods = _allowed_methods(request)
         if methods is None:
@@ -105,18 +104,19 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         })
     if origin is not None and not allowed and request.method not in SAFE_METHODS and origin != _own_origin(request):
         raise CrossOriginRefused(f"requests from {origin[:200]!r} are not allowed (see --cors-origin)")
-    response = await handler(request)
-    if allowed:
-        response.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
-        response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
-        response.headers["Vary"] = "Origin"
-    return response
+    return await handler(request)
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, errors included; an allowed origin may read it (and its errors)."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     response.headers["Server"] = SERVER
+    origin = request.headers.get("Origin")
+    if origin is not None and origin in request.app[CORS_ORIGINS] and request.method != "OPTIONS":
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
+        response.headers["Vary"] = "Origin"
 
 
 class QuietClientErrors(logging.Filter):

@@ -57,3 +57,14 @@ def test_bad_hardening_flags_are_refused_in_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path), *flags],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_configured_node_with_a_bad_name_stops_the_start_in_one_line_before_any_connection(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path), "--simulated-nodes", "0",
+                           "--node", ".hidden=qemu+tcp://127.0.0.1:1/system"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot start: name:" in done.stderr and "cannot be reached" not in done.stderr, done.stderr
+    twice = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path),
+                            "--node", "a=qemu:///system", "--node", "b=qemu:///system"], capture_output=True, text=True,
+                           timeout=60)
+    assert twice.returncode == 2 and "given twice" in twice.stderr

@@ -14,7 +14,7 @@ import pytest
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.drivers.simulated import write_host
 from pex.http.wire import format_time
-from tests.integration.test_http import ADMIN, expect_error, proposal, register
+from tests.integration.test_http import ADMIN, basic, expect_error, proposal, register
 from tests.support.service import ADMIN_PASSWORD, T0, Service
 
 JSON = {"Content-Type": "application/json"}
@@ -110,6 +110,8 @@ async def test_a_configured_origin_gets_its_preflight_and_may_read_the_answers(a
         answer = await client.get("/OpenPEX/types", headers={**ADMIN, "Origin": "https://portal.example"})
         assert answer.status == 200 and answer.headers["Access-Control-Allow-Origin"] == "https://portal.example"
         assert answer.headers["Vary"] == "Origin"
+        refused = await client.get("/OpenPEX/nodes/nowhere", headers={**ADMIN, "Origin": "https://portal.example"})
+        assert refused.status == 404 and refused.headers["Access-Control-Allow-Origin"] == "https://portal.example"
         other = await client.options("/OpenPEX/reservations", headers={**ask, "Origin": "https://other.example"})
         assert other.status == 403
     finally:
@@ -207,6 +209,17 @@ async def test_usernames_are_unique_whatever_their_case_and_reserved_names_are_r
         response = await client.post("/OpenPEX/users", json={"username": name, "password": "correct-horse-battery-9"})
         assert (await expect_error(response, 400))["field"] == "username", name
     assert service.events() == before
+
+
+async def test_a_username_typed_in_another_case_logs_in_as_the_account_itself(client):
+    alice = await register(client, "alice")
+    rid = (await (await client.post("/OpenPEX/reservations", json=proposal(), headers=alice)).json())["proposal"]["id"]
+    shouting = basic("ALICE", "correct-horse-battery-9")
+    for _ in range(2):  # the second from the cache of verified credentials
+        mine = await (await client.get("/OpenPEX/reservations", headers=shouting)).json()
+        assert [r["id"] for r in mine] == [rid] and mine[0]["userid"] == "alice"
+    answer = await (await client.post("/OpenPEX/reservations", json=proposal(), headers=shouting)).json()
+    assert answer["proposal"]["userid"] == "alice"
 
 
 async def test_an_account_is_shown_to_itself_and_the_admin_only(client):
