@@ -407,8 +407,9 @@ class OpenPEX(Application[UUID]):
             held = HeldOffers(held.count - 1, held.instance_ms - mine[renegotiating.id])
         try:
             self._proposals.take(userid, quota.proposals_per_minute, now)
-            lapses = (self.view.reservations[rid].offer["hold_until"] for rid in mine) if held.count else ()
-            check_offers(quota, held, terms.count * terms.duration, min(lapses, default=None), now)
+            check_offers(quota, held, terms.count * terms.duration,
+                         lambda: min((self.view.reservations[rid].offer["hold_until"] for rid in mine), default=None),
+                         now)
         except QuotaExceeded:
             self.refusals[userid] += 1
             raise

@@ -10,6 +10,7 @@ again. Pure rules: the application feeds them what its projections know.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -78,19 +79,23 @@ class HeldOffers:
     instance_ms: int = 0
 
 
-def check_offers(quota: Quota, held: HeldOffers, asking_instance_ms: int, next_lapse: Millis | None,
-                 now: Millis) -> None:
+def check_offers(quota: Quota, held: HeldOffers, asking_instance_ms: int,
+                 next_lapse: Callable[[], Millis | None], now: Millis) -> None:
     """Refuse a proposal that would open one offer too many, or hold too many instance-hours.
-    `next_lapse` is when the user's first open offer lapses (then there is room again)."""
-    wait = (next_lapse - now) if next_lapse is not None else MINUTE
+    `next_lapse` tells when the user's first open offer lapses (then there is room again); it
+    is asked only on a refusal, since it looks at every open offer."""
     if held.count >= quota.open_offers:
         raise QuotaExceeded(f"you hold {held.count} open offers, your quota; confirm or reject one, or wait "
-                            "for one to lapse", wait)
+                            "for one to lapse", _until(next_lapse(), now))
     if held.instance_ms + asking_instance_ms > quota.held_instance_hours * HOUR:
         raise QuotaExceeded(
             f"this proposal would make your open offers hold {(held.instance_ms + asking_instance_ms) / HOUR:.1f} "
             f"instance-hours, more than your quota of {quota.held_instance_hours}; confirm or reject an open "
-            "offer, or ask for less", wait)
+            "offer, or ask for less", _until(next_lapse(), now))
+
+
+def _until(instant: Millis | None, now: Millis) -> Millis:
+    return instant - now if instant is not None else MINUTE
 
 
 class ProposalRate:

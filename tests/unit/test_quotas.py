@@ -25,12 +25,12 @@ def test_a_bad_quota_is_refused_naming_the_field(body):
 
 def test_the_open_offer_count_and_the_held_instance_hours_are_each_a_limit():
     quota = Quota(open_offers=2, held_instance_hours=10)
-    check_offers(quota, HeldOffers(1, 5 * HOUR), 5 * HOUR, None, 0)  # exactly at the limit: allowed
+    check_offers(quota, HeldOffers(1, 5 * HOUR), 5 * HOUR, lambda: None, 0)  # exactly at the limit: allowed
     with pytest.raises(QuotaExceeded) as full:
-        check_offers(quota, HeldOffers(2, 0), HOUR, 90 * SECOND, 0)
+        check_offers(quota, HeldOffers(2, 0), HOUR, lambda: 90 * SECOND, 0)
     assert full.value.retry_after_seconds == 90, "room again when the first open offer lapses"
     with pytest.raises(QuotaExceeded, match="instance-hours"):
-        check_offers(quota, HeldOffers(1, 5 * HOUR), 5 * HOUR + 1, None, 0)
+        check_offers(quota, HeldOffers(1, 5 * HOUR), 5 * HOUR + 1, lambda: None, 0)
 
 
 def test_proposals_come_in_a_burst_up_to_the_limit_then_refill_evenly():
