@@ -18,9 +18,9 @@ import pykka
 
 from pex.actors.calls import Call, CallableActor, Reply
 from pex.domain.clock import SECOND, Clock, Millis
-from pex.domain.application import SHUTTING_DOWN
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
+from pex.domain.reconciling import SHUTTING_DOWN
 from pex.drivers.base import Driver, DriverError, NodeUnreachable, NoSuchVM, VMSpec, VMState
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms
 from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
 from pex.domain.projections import DueTimes, Projections
 from pex.domain.quotas import HeldOffers, ProposalRate, Quota, QuotaExceeded, check_offers
+from pex.domain.reconciling import MISSING, WHY, Recovery, changed_behind_our_back, recovery_step
 from pex.domain.sizes import InstanceType, Resources
 
 # Names of accounts and nodes: they appear in logs, paths and VM names, so they start with a
@@ -45,9 +46,6 @@ RESERVED_USERNAMES = frozenset({
 # A libvirt URI of a driver OpenPEX speaks: test:// (simulated) or qemu, over a transport or not.
 _URI = re.compile(r"(test|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?)://[!-~]*")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
-SHUTTING_DOWN = "shutting down"  # the reason recorded while a stop waits for the guest
-# Why a VM is in a state OpenPEX did not put it in (reconciling against its host).
-_WHY = {"HALTED": "powered off from inside the guest", "CRASHED": "stopped from outside OpenPEX (crashed or destroyed)"}
 
 
 @dataclass(frozen=True)
@@ -539,16 +537,16 @@ class OpenPEX(Application[UUID]):
             agreed = self.view.reservations[instance.reservation_id].agreed_terms
             if agreed is None or agreed.end <= now:
                 continue
-            state = observed.get(domain_name(str(instance.id)), "MISSING")
-            if state == "MISSING" or (state == "HALTED" and instance.status == "PENDING"):
-                if instance.status in ("PENDING", "RUNNING") and instance.reason != SHUTTING_DOWN:
-                    orders.append(self._order(instance, Operation.BOOT))  # gone, or never started
-                elif instance.reason == SHUTTING_DOWN:
-                    changed.append((instance.id, "HALTED", None))  # its stop finished while we were down
-            elif state in LIVE and instance.reason == SHUTTING_DOWN:
-                orders.append(self._order(instance, Operation.STOP))  # a stop cut short by the restart
-            elif _changed_behind_our_back(instance.status, state):
-                changed.append((instance.id, state, _WHY.get(state)))
+            state = observed.get(domain_name(str(instance.id)), MISSING)
+            step = recovery_step(instance.status, instance.reason, state)
+            if step is Recovery.BOOT:
+                orders.append(self._order(instance, Operation.BOOT))
+            elif step is Recovery.STOP:
+                orders.append(self._order(instance, Operation.STOP))
+            elif step is Recovery.RECORD_HALTED:
+                changed.append((instance.id, "HALTED", None))
+            elif step is Recovery.RECORD_OBSERVED:
+                changed.append((instance.id, state, WHY.get(state)))
         self._record_statuses(changed)
         return orders + self.stray_orders(node, observed)
 
@@ -586,10 +584,10 @@ class OpenPEX(Application[UUID]):
             if domain_name(str(instance.id)) in busy:
                 continue
             state = observed[domain_name(str(instance.id))]
-            if not self._should_run(instance) or state == "MISSING":
+            if not self._should_run(instance) or state == MISSING:
                 continue
-            if _changed_behind_our_back(instance.status, state):
-                changed.append((instance.id, state, _WHY.get(state)))
+            if changed_behind_our_back(instance.status, state):
+                changed.append((instance.id, state, WHY.get(state)))
         for instance in self._placed_on(node):
             if instance.id not in seen and instance.status in LIVE and self._should_run(instance):
                 changed.append((instance.id, "CRASHED", "its VM vanished from the host"))
@@ -820,12 +818,6 @@ class OpenPEX(Application[UUID]):
             if reservation.offer["alternatives"]:
                 body["alternatives"] = reservation.offer["alternatives"]
         return body
-
-
-def _changed_behind_our_back(recorded: str, observed: str) -> bool:
-    """Whether a host's report of a VM is news. A VM not yet started reads HALTED; one that
-    OpenPEX stopped (HALTED) reads CRASHED if it had to be forced off: neither is a change."""
-    return observed != recorded and (recorded, observed) not in {("PENDING", "HALTED"), ("HALTED", "CRASHED")}
 
 
 def _reply_of(reservation: Reservation) -> str:
