@@ -29,6 +29,7 @@ from pex.domain.clock import DAY, HOUR, MINUTE, Millis, SystemClock
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
 from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms, check_text, rejection_reason
 from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
+from pex.domain.planning import PlannedInstance, plan_instances
 from pex.domain.projections import DueTimes, Projections
 from pex.domain.quotas import HeldOffers, ProposalRate, Quota, QuotaExceeded, check_offers
 from pex.domain.reconciling import MISSING, WHY, Recovery, changed_behind_our_back, recovery_step
@@ -452,20 +453,16 @@ class OpenPEX(Application[UUID]):
         wanted = {s.node: s.count for s in booking.shares if s.end == terms.end} or booking.per_node()
         existing = [self._get(i) for i in self.view.instances_of.get(reservation.id, ())]
         alive = [i for i in existing if i.status != "DELETED"]
-        changed: list[Instance] = []
+        plan = plan_instances(wanted, [PlannedInstance(i.id, i.node, i.status) for i in alive])
         for instance in alive:
-            if wanted.get(instance.node, 0) > 0:
-                wanted[instance.node] -= 1
-                instance.reschedule(instance.node, terms.start, terms.end)
+            if instance.id in plan.placed:
+                instance.reschedule(plan.placed[instance.id], terms.start, terms.end)
             else:
                 instance.discard()
-            changed.append(instance)
-        number = len(existing)
-        for node, count in sorted(wanted.items()):
-            for _ in range(count):
-                number += 1
-                changed.append(Instance(reservation.id, reservation.userid, f"{str(reservation.id)[:8]}-{number}",
-                                        node, terms.instance_type, terms.template, terms.start, terms.end))
+        changed: list[Instance] = list(alive)
+        for number, node in enumerate(plan.new, start=len(existing) + 1):
+            changed.append(Instance(reservation.id, reservation.userid, f"{str(reservation.id)[:8]}-{number}",
+                                    node, terms.instance_type, terms.template, terms.start, terms.end))
         return changed
 
     # ------------------------------------------------------------------ lifecycle

@@ -153,6 +153,19 @@ def test_renegotiation_keeps_the_old_terms_until_the_new_ones_are_confirmed(app)
     assert {i["endTime"] for i in app.instances("alice")} == {NOW + 4 * HOUR}
 
 
+def test_a_confirmed_renegotiation_keeps_every_instance_id_its_placement_allows(app):
+    rid = app.propose("alice", proposal(fixed=3), NOW)["proposal"]["id"]
+    app.respond(rid, "alice", "CONFIRM", NOW)
+    before = app.reservation(rid, "alice")["instances"]
+    for change in ({"duration": 2 * HOUR}, {"startTime": NOW + 3 * HOUR}, {"numInstancesFixed": 4}):
+        app.respond(rid, "alice", "COUNTER", NOW, change)
+        app.respond(rid, "alice", "CONFIRM", NOW)
+        now = app.reservation(rid, "alice")["instances"]
+        assert now[:3] == before, change
+        assert all(i["status"] != "DELETED" for i in app.instances("alice"))
+    assert len(now) == 4 and len({i["node"] for i in app.instances("alice")}) == 2
+
+
 def test_a_rejected_renegotiation_leaves_the_booking_as_it_was(app):
     rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
     app.respond(rid, "alice", "CONFIRM", NOW)
