@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError
 
 from pex.domain.admission import AdmissionPolicy, Decision, decide
 from pex.domain.aggregates import LIVE, Account, Instance, Node, Reservation, Template
+from pex.domain.bookings import decide_running_change, replan_lost
 from pex.domain.capacity import Allocation, CapacityModel, Share
 from pex.domain.clock import DAY, HOUR, MINUTE, Millis, SystemClock
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, ProtocolViolation, StoreUnavailable
@@ -370,7 +371,8 @@ class OpenPEX(Application[UUID]):
         reason = rejection_reason(terms, now=now, templates=self.view.templates.keys(), limits=limits,
                                   running=running)
         if reason is None and running:
-            decision = self._decide_running_change(reservation, terms)
+            decision = decide_running_change(reservation.id, agreed, Allocation.from_list(reservation.booking), terms,
+                                             self.capacity, {name: node.status for name, node in self.view.nodes.items()})
         elif reason is None:
             with self.capacity.without(reservation.id):
                 decision = decide(self.capacity, terms, latest_start=now + limits.max_advance,
@@ -412,37 +414,6 @@ class OpenPEX(Application[UUID]):
         except QuotaExceeded:
             self.refusals[userid] += 1
             raise
-
-    def _decide_running_change(self, reservation: Reservation, terms: Terms) -> Decision:
-        """A reservation that has started may only change its end, on the nodes it runs on."""
-        agreed = reservation.agreed_terms
-        assert agreed is not None
-        if (terms.start, terms.fixed, terms.optional, terms.instance_type, terms.template) != (
-            agreed.start, agreed.fixed, agreed.optional, agreed.instance_type, agreed.template
-        ):
-            return Decision.reject("a reservation that has started can only change its duration")
-        booking = Allocation.from_list(reservation.booking)  # type: ignore[arg-type]
-        # Shares that reach the agreed end are the placement in force: they move with the end;
-        # earlier ones (before a node was lost) are history and stay as they were.
-        shares = []
-        for share in booking.shares:
-            end = terms.end if share.end == agreed.end else min(share.end, terms.end)
-            if share.start < end:
-                shares.append(share._replace(end=end))
-        allocation = Allocation(booking.size, tuple(shares))
-        if terms.end > agreed.end:
-            with self.capacity.without(reservation.id):
-                for share in booking.shares:
-                    if share.end != agreed.end:
-                        continue
-                    if self.view.nodes[share.node].status != "UP":
-                        return Decision.reject(f"node {share.node} is {self.view.nodes[share.node].status}: "
-                                               "the reservation cannot be extended there")
-                    if self.capacity.fit_on(share.node, booking.size, agreed.end, terms.end) < share.count:
-                        return Decision.reject(f"node {share.node} has no room to extend the reservation")
-        from pex.domain.admission import Offer  # local: the only use outside admission
-
-        return Decision(Reply.ACCEPT, Offer(terms, allocation))
 
     def _plan_instances(self, reservation: Reservation) -> list[Instance]:
         """Instances to match the agreed terms: planned on confirm, re-planned when a
@@ -664,27 +635,10 @@ class OpenPEX(Application[UUID]):
             self._commit(*changed)
 
     def _replan(self, rid: UUID, booking: Allocation, lost: list[Share], name: str, now: Millis) -> list[VMOrder]:
-        size = booking.size
-        # The lost node keeps what already happened there; the rest moves.
-        kept = [s for s in booking.shares if s not in lost] + [s._replace(end=now) for s in lost if s.start < now]
-        moved: list[Share] = []
-        unplaced = 0
-        scratch = ("re-planning", rid)
-        with self.capacity.without(rid):
-            try:
-                for share in lost:
-                    start = max(share.start, now)
-                    self.capacity.hold(scratch, Allocation(size, tuple(kept + moved)))
-                    fitting = min(share.count, self.capacity.count_fitting(size, start, share.end))
-                    placement = self.capacity.place(size, fitting, start, share.end,
-                                                    self.settings.admission.placement) if fitting else []
-                    self.capacity.release(scratch)
-                    moved += [Share(node, start, share.end, count) for node, count in placement or []]
-                    unplaced += share.count - fitting
-            finally:
-                self.capacity.release(scratch)
+        allocation, moved, unplaced = replan_lost(rid, booking, lost, now, self.capacity,
+                                                  self.settings.admission.placement)
         reservation = self._get(rid)
-        reservation.replan(Allocation(size, tuple(kept + moved)), unplaced, name)
+        reservation.replan(allocation, unplaced, name)
         # Instances on the lost node follow the moved shares, as many as found room: running
         # ones first, then those still to boot; stopped ones keep their status on the new node.
         # Those that found none are left without a node, so nothing can ever boot them there.
