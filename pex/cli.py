@@ -6,6 +6,8 @@ import argparse
 import re
 import sys
 
+from pex.domain.sizes import DEFAULT_NODE
+
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -20,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", default="var", help="the SQLite event store and simulated host files (default ./var)")
     serve.add_argument("--simulated-nodes", type=_count, default=4, metavar="N",
                        help="libvirt test-driver hosts to run (default 4; 0 for none)")
-    serve.add_argument("--node-spec", default="cpus=8,memory=16384,disk=200",
-                       help="size of each simulated host, and the disk of real ones (memory MB, disk GB)")
+    serve.add_argument("--node-spec", default="",
+                       help="size of each simulated host, and the disk of real ones (memory MB, disk GB; "
+                            f"default cpus={DEFAULT_NODE.cpus},memory={DEFAULT_NODE.memory_mb},disk={DEFAULT_NODE.disk_gb})")
     serve.add_argument("--node", action="append", default=[], metavar="NAME=URI", help="a real libvirt host (repeatable)")
     serve.add_argument("--database", help="a SQLite file or postgresql://user:password@host:port/db")
     serve.add_argument("--offer-ttl", type=float, default=300.0, metavar="SECONDS", help="how long offers are held")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import HOUR, MINUTE, SystemClock, to_datetime
-from pex.domain.sizes import Resources
+from pex.domain.sizes import DEFAULT_NODE
 
 
 def _say(who: str, what: str, body: Any = None) -> None:
@@ -40,7 +40,7 @@ def run(data_dir: str | None = None) -> int:
         _say("operator", f"event store: {env['SQLITE_DBNAME']}")
         for name in ("node1", "node2"):
             if name not in app.view.nodes:
-                app.register_node(name, f"test:///{folder}/{name}.xml", Resources(8, 16384, 200))
+                app.register_node(name, f"test:///{folder}/{name}.xml", DEFAULT_NODE)
         if "Debian 12" not in app.view.templates:
             app.register_template("Debian 12", "Debian bookworm")
         _say("operator", "two nodes of 8 CPUs, 16 GiB, 200 GB; XLARGE is 4 CPUs, so 4 fit at once")

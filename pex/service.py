@@ -28,7 +28,7 @@ from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import SECOND, Clock, SystemClock
 from pex.domain.errors import DomainError, NotFound
 from pex.domain.quotas import Quota
-from pex.domain.sizes import Resources
+from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import Driver, DriverError
 from pex.drivers.libvirt import LibvirtDriver
 from pex.drivers.local_files import LocalFiles
@@ -54,7 +54,7 @@ class Config:
     port: int = 8080
     data_dir: Path = Path("var")
     simulated_nodes: int = 4
-    node_spec: Resources = Resources(8, 16384, 200)
+    node_spec: Resources = DEFAULT_NODE
     nodes: list[tuple[str, str]] = field(default_factory=list)  # (name, libvirt URI) of real hosts
     database: str | None = None  # a SQLite path or postgresql://user:password@host:port/db
     offer_ttl: float = 300.0  # seconds
@@ -83,8 +83,9 @@ def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
 
 
 def parse_node_spec(text: str) -> Resources:
-    """'cpus=8,memory=16384,disk=200' (memory in MB, disk in GB)."""
-    values = {"cpus": 8, "memory": 16384, "disk": 200}
+    """'cpus=8,memory=16384,disk=200' (memory in MB, disk in GB); what is not given is the
+    default host's."""
+    values = dict(zip(("cpus", "memory", "disk"), DEFAULT_NODE.as_tuple()))
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = part.partition("=")
         if key not in values or not value.isdigit() or int(value) <= 0:

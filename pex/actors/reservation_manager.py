@@ -19,7 +19,7 @@ import pykka
 
 from pex.actors.calls import Call, CallableActor, ask_sync
 from pex.domain.orders import Operation
-from pex.domain.sizes import Resources
+from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import DriverError
 from pex.drivers.local_files import LocalFiles
 
@@ -35,7 +35,7 @@ _PASSED_ON = frozenset({
 
 class ReservationManager(CallableActor):
     def __init__(self, allocator: pykka.ActorRef[Any], dispatcher: pykka.ActorRef[Any], *,
-                 files: LocalFiles, default_node: Resources = Resources(8, 16384, 200)) -> None:
+                 files: LocalFiles, default_node: Resources = DEFAULT_NODE) -> None:
         super().__init__()
         self.allocator = allocator
         self.dispatcher = dispatcher

@@ -18,7 +18,7 @@ from pex.actors.reservation_manager import ReservationManager
 from pex.actors.vm_monitor import VMMonitor
 from pex.domain.application import OpenPEX
 from pex.domain.clock import SECOND, Clock, Millis
-from pex.domain.sizes import Resources
+from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import Driver
 from pex.drivers.local_files import LocalFiles
 
@@ -30,7 +30,7 @@ class System:
 
     def __init__(self, app: OpenPEX, clock: Clock, connect: Callable[[str], Driver], *,
                  grace: Millis = 30 * SECOND, poll: float = 0.5, monitor_interval: float | None = 5.0,
-                 default_node: Resources = Resources(8, 16384, 200), files: LocalFiles) -> None:
+                 default_node: Resources = DEFAULT_NODE, files: LocalFiles) -> None:
         self.app = app
         self.files = files
         self.clock = clock

@@ -42,6 +42,11 @@ class Resources:
         )
 
 
+# A host's size when nobody says otherwise (libvirt never reports disk; an unreachable host
+# reports nothing): `--node-spec`'s default.
+DEFAULT_NODE = Resources(cpus=8, memory_mb=16384, disk_gb=200)
+
+
 class InstanceType(Enum):
     """The standard VM configurations users choose from (paper, Table 1)."""
 
