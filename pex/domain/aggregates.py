@@ -69,6 +69,18 @@ class Reservation(Aggregate):
         return Terms.from_dict(self.offer["terms"]) if self.offer else None
 
     @property
+    def latest_terms(self) -> Terms:
+        """The terms last on the table: the open offer's, else those agreed, else those asked
+        for (what a reply echoes, and what a counter changes)."""
+        return self.offered_terms or self.agreed_terms or Terms.from_dict(self.requested)
+
+    @property
+    def terms_in_force(self) -> Terms:
+        """The terms the reservation stands on: those agreed, else the open offer's, else those
+        asked for (what the reservation shows)."""
+        return self.agreed_terms or self.offered_terms or Terms.from_dict(self.requested)
+
+    @property
     def negotiation_opened(self) -> Millis | None:
         """When the open offer's negotiation began (None: no offer is open, or it was recorded
         before this was kept)."""

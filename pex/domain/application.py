@@ -339,8 +339,7 @@ class OpenPEX(Application[UUID]):
         visible = self._visible_reservation(reservation_id, userid, is_admin)
         terms = None
         if message is Message.COUNTER:  # parse before anything is recorded
-            current = visible.offered_terms or visible.agreed_terms or Terms.from_dict(visible.requested)
-            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=current)
+            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=visible.latest_terms)
         self.lapse_due(now)
         reservation = self._get(visible.id)
         action = reservation.action_for(message)
@@ -734,7 +733,7 @@ class OpenPEX(Application[UUID]):
         return self._get(self._visible_reservation(reservation_id, userid, is_admin).id)
 
     def _reservation_dict(self, reservation: Reservation) -> dict[str, Any]:
-        terms = reservation.agreed_terms or reservation.offered_terms or Terms.from_dict(reservation.requested)
+        terms = reservation.terms_in_force
         body: dict[str, Any] = {
             "id": str(reservation.id),
             "userid": reservation.userid,
@@ -757,7 +756,7 @@ class OpenPEX(Application[UUID]):
         return body
 
     def _reply(self, reservation: Reservation, reply: Reply, terms: Terms | None = None) -> dict[str, Any]:
-        terms = terms or reservation.offered_terms or reservation.agreed_terms or Terms.from_dict(reservation.requested)
+        terms = terms or reservation.latest_terms
         body: dict[str, Any] = {
             "reply": reply.value,
             "proposal": {**terms.to_proposal(), "id": str(reservation.id), "userid": reservation.userid},
