@@ -7,13 +7,26 @@ from tests.support.hosts import Hosts
 from tests.support.service import ADMIN_PASSWORD, T0, Service
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_env(request):
-    """The same test on the SQLite file store and on the real PostgreSQL server."""
-    if request.param == "postgres":
+def _store(request, kind):
+    if kind == "popo":
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    if kind == "postgres":
         request.applymarker(pytest.mark.postgres)
         return request.getfixturevalue("postgres_env")
     return request.getfixturevalue("sqlite_env")
+
+
+@pytest.fixture(params=["popo", "sqlite", "postgres"])
+def store_env(request):
+    """The same test on eventsourcing's in-memory store, the SQLite file store and the real
+    PostgreSQL server."""
+    return _store(request, request.param)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_store_env(request):
+    """A store that outlives the application on it: the SQLite file and PostgreSQL."""
+    return _store(request, request.param)
 
 
 @pytest.fixture

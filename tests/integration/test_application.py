@@ -19,12 +19,11 @@ def proposal(fixed=1, optional=0, start=NOW + HOUR, duration=HOUR, type_="XLARGE
             "startTime": start, "template": template, "type": type_}
 
 
-@pytest.fixture
-def open_app(store_env):
+def opening(env):
     apps = []
 
     def opener():
-        app = OpenPEX(store_env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
+        app = OpenPEX(env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
         apps.append(app)
         return app
 
@@ -33,15 +32,34 @@ def open_app(store_env):
         app.close()
 
 
-@pytest.fixture
-def app(open_app):
-    app = open_app()
+def seeded(app):
     for name in ("n1", "n2"):
         app.register_node(name, f"test:///{name}.xml", Resources(8, 16384, 200))  # 2 XLARGE each
     app.register_template("debian", "Debian 12")
     for user in ("alice", "bob"):
         app.register_account(user, "argon2-hash-placeholder", user.title(), f"{user}@example.org")
     return app
+
+
+@pytest.fixture
+def open_app(store_env):
+    yield from opening(store_env)
+
+
+@pytest.fixture
+def app(open_app):
+    return seeded(open_app())
+
+
+@pytest.fixture
+def open_durable_app(durable_store_env):
+    """Applications on one store that outlives them (a second process, a restart)."""
+    yield from opening(durable_store_env)
+
+
+@pytest.fixture
+def durable_app(open_durable_app):
+    return seeded(open_durable_app())
 
 
 def last_position(app):
@@ -242,14 +260,16 @@ def test_users_see_only_their_own_reservations(app):
     assert app.reservation(rid, "admin", is_admin=True)["userid"] == "alice"
 
 
-def test_a_taken_username_is_refused_by_the_store_even_from_a_second_process(app, open_app):
+def test_a_taken_username_is_refused_by_the_store_even_from_a_second_process(durable_app, open_durable_app):
+    app, open_app = durable_app, open_durable_app
     other = open_app()  # a second application on the same store, built before the name is taken
     app.register_account("carol", "h", "Carol", "c@example.org")
     with pytest.raises(AlreadyExists):
         other.register_account("carol", "h2", "Carol Two", "c2@example.org")
 
 
-def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(app, open_app):
+def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(durable_app, open_durable_app):
+    app, open_app = durable_app, open_durable_app
     confirmed = app.propose("alice", proposal(fixed=3), NOW)["proposal"]["id"]
     app.respond(confirmed, "alice", "CONFIRM", NOW)
     held = app.propose("bob", proposal(fixed=1, start=NOW + 3 * HOUR), NOW)["proposal"]["id"]
@@ -292,7 +312,8 @@ def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(app, open_ap
     assert held in {str(i) for i in reopened.lapse_due(NOW + 5 * MINUTE)}
 
 
-def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones(app, open_app):
+def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones(durable_app, open_durable_app):
+    app, open_app = durable_app, open_durable_app
     app.begin_batch()
     first = app.propose("alice", proposal(fixed=2), NOW)
     rid = first["proposal"]["id"]
