@@ -165,8 +165,7 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
                     info = driver.node_info()
             except DriverError as error:  # registered all the same, DOWN, until it answers
                 log.warning("node %s (%s) cannot be reached: %s; registered DOWN", name, uri, error)
-                app.register_node(name, uri, size)
-                app.mark_node(name, "DOWN")
+                app.register_node(name, uri, size, reachable=False)
             else:
                 app.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
     return generated

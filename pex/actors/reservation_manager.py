@@ -18,12 +18,16 @@ from typing import Any
 import pykka
 
 from pex.actors.calls import Call, CallableActor, ask_sync
+from pex.domain.errors import InvalidField
 from pex.domain.orders import Operation
 from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import DriverError
 from pex.drivers.local_files import LocalFiles
 
 log = logging.getLogger(__name__)
+
+# Template fields that name places the service or libvirt write to: never from the API.
+SERVICE_KEYS = ("console_dir", "console_log")
 
 # Served by the Allocator as they are.
 _PASSED_ON = frozenset({
@@ -80,6 +84,9 @@ class ReservationManager(CallableActor):
         """Register a template (admin). A kernel template's files must be in the image
         directory, where the hypervisor will read them (this machine: the service runs beside
         libvirtd); what a template may hold is the domain's rule (`OpenPEX.register_template`)."""
+        for key in SERVICE_KEYS:
+            if isinstance(spec, dict) and key in spec:  # where the service writes consoles is its own business
+                raise InvalidField(key, "is set by the service, not in a template")
         if isinstance(spec, dict) and spec.get("kind") == "kernel":  # (the rest is the domain's to judge)
             spec = dict(spec)
             for key in ("kernel", "initrd"):
@@ -128,29 +135,25 @@ class ReservationManager(CallableActor):
         URI are checked before anything connects. The host is asked at once: one that does not
         answer is registered all the same, DOWN, and comes UP when a poll gets an answer."""
         ask_sync(self.allocator, "check_new_node", name, uri)
-        self.files.check_uri(uri)
+        uri = self.files.host_uri(uri)
+        ask_sync(self.allocator, "check_new_node", name, uri)  # its real file is not taken either
         started = ask_sync(self.dispatcher, "add_node", name, uri)
-        reachable = True
         try:
             try:
                 info = ask_sync(ask_sync(self.dispatcher, "node_ref", name), "info")
             except DriverError as error:
-                reachable = False  # accepted, shown DOWN, and UP once it answers
+                info = None  # accepted, recorded DOWN, and UP once a poll gets an answer
                 log.warning("node %s cannot be reached (%s): registered DOWN", name, _one_line(error))
-            else:
+            if info is not None:
                 size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
             default = self.default_node
             capacity = Resources(size.get("cpus", default.cpus), size.get("memoryMB", default.memory_mb),
                                  size.get("diskGB", default.disk_gb))
-            node = ask_sync(self.allocator, "register_node", name, uri, capacity)
+            return ask_sync(self.allocator, "register_node", name, uri, capacity, reachable=info is not None)
         except BaseException:
             if started:
                 ask_sync(self.dispatcher, "remove_node", name)
             raise
-        if not reachable:
-            node = ask_sync(self.allocator, "mark_node", name, "DOWN")
-        return node
-
 
 def _one_line(error: BaseException) -> str:
     """A hypervisor's message as one line of the log (it may quote what it was given)."""

@@ -12,11 +12,13 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -32,7 +34,7 @@ from pex.domain.negotiation import AGREED, Action, Limits, Message, Reply, Terms
 from pex.domain.orders import Operation, VMOrder, domain_name, vm_id_of
 from pex.domain.planning import PlannedInstance, plan_instances
 from pex.domain.projections import DueTimes, Projections
-from pex.domain.quotas import HeldOffers, ProposalRate, Quota, QuotaExceeded, check_offers
+from pex.domain.quotas import HeldOffers, Quota, QuotaExceeded, TokenBuckets, check_offers, limits_given
 from pex.domain.reconciling import MISSING, WHY, Recovery, changed_behind_our_back, recovery_step
 from pex.domain.sizes import InstanceType, Resources
 
@@ -45,8 +47,10 @@ RESERVED_USERNAMES = frozenset({
     "nobody", "anonymous", "guest", "null", "none", "undefined", "daemon", "postgres", "libvirt", "qemu",
     "www-data", "me", "self", "users", "api", "health",
 })
-# A libvirt URI of a driver OpenPEX speaks: test:// (simulated) or qemu, over a transport or not.
-_URI = re.compile(r"(test|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?)://[!-~]*")
+# A libvirt URI of a driver OpenPEX speaks: test:// (simulated, a local file: no host) or qemu,
+# over a transport or not. No query: its parameters (socket=, keyfile=, pkipath=, ...) would
+# name local files and sockets for libvirt to open.
+_URI = re.compile(r"test:///[!-\"$->@-~]*|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?://[!-\"$->@-~]*")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
 
 
@@ -75,7 +79,7 @@ class OpenPEX(Application[UUID]):
         self._batch: dict[UUID, Any] | None = None  # aggregates changed in the open batch
         self._staged: list[Any] = []  # their events, applied to the view but not yet saved
         self._stale = True
-        self._proposals = ProposalRate()  # in memory: a refusal stores nothing
+        self._proposals = TokenBuckets()  # in memory: a refusal stores nothing
         self.refusals: Counter[str] = Counter()  # quota refusals per user since start (for operators)
         self._rebuild()
 
@@ -105,7 +109,8 @@ class OpenPEX(Application[UUID]):
     def _commit(self, *aggregates: Any) -> None:
         self._check_view()
         if self._batch is None:
-            self.view.apply_recordings(self.save(*aggregates), self.recorder, self.mapper)
+            recordings = self.save(*aggregates)
+            self._apply(lambda: self.view.apply_recordings(recordings, self.recorder, self.mapper))
             return
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         for event in events:  # refuse what the store could not encode now, not at the batch's end
@@ -117,8 +122,17 @@ class OpenPEX(Application[UUID]):
                 raise
         for aggregate in aggregates:
             self._batch[aggregate.id] = aggregate
-        self.view.apply_staged(events)
+        self._apply(lambda: self.view.apply_staged(events))
         self._staged.extend(events)
+
+    def _apply(self, applying: Callable[[], None]) -> None:
+        """Apply events to the view; if that fails half-way, the view is not to be trusted
+        until it is rebuilt from the store (the next command does so)."""
+        try:
+            applying()
+        except BaseException:
+            self._stale = True
+            raise
 
     def _get(self, aggregate_id: UUID) -> Any:
         """An aggregate to change: the one changed earlier in the open batch, or from the store."""
@@ -140,16 +154,16 @@ class OpenPEX(Application[UUID]):
 
     def end_batch(self) -> None:
         staged, self._staged, self._batch = self._staged, [], None
-        if not staged:
-            return
-        try:
-            recordings = self.save(*staged)
-        except BaseException:
-            self._stale = True  # nothing of the batch was saved: forget it
-            self._try_rebuild()
-            raise
-        if not self.view.confirm_staged(recordings, self.recorder):
-            self._stale = True  # another writer's events came in between: take the log's order
+        if staged:
+            try:
+                recordings = self.save(*staged)
+            except BaseException:
+                self._stale = True  # nothing of the batch was saved: forget it
+                self._try_rebuild()
+                raise
+            if not self.view.confirm_staged(recordings, self.recorder):
+                self._stale = True  # another writer's events came in between: take the log's order
+        if self._stale:  # (or a command's events failed to apply): the store is the truth
             self._try_rebuild()
 
     def _try_rebuild(self) -> None:
@@ -219,8 +233,8 @@ class OpenPEX(Application[UUID]):
     def set_quota(self, username: Any, limits: Any, now: Millis) -> dict[str, Any]:
         """The admin changes a user's limits (those not given are kept)."""
         account = self._get(self._account(username).id)
-        quota = self.quota_of(account.username).changed(limits)
-        account.set_quota(asdict(quota))
+        # Only the limits the admin gave are the account's own; the others follow the defaults.
+        account.set_quota({**(getattr(account, "quota", None) or {}), **limits_given(limits)})
         if account.pending_events:
             self._commit(account)
         return self.account_usage(account.username, now)
@@ -279,15 +293,19 @@ class OpenPEX(Application[UUID]):
         if name in self.view.nodes:
             raise AlreadyExists(f"a node named {name!r} exists")
         for other in self.view.nodes.values():
-            if other.uri == uri:
+            if _host_key(other.uri) == _host_key(uri):  # one host counted twice would be overbooked
                 raise AlreadyExists(f"node {other.name} already uses {uri!r}")
 
-    def register_node(self, name: str, uri: str, capacity: Resources) -> dict[str, Any]:
+    def register_node(self, name: str, uri: str, capacity: Resources, *, reachable: bool = True) -> dict[str, Any]:
+        """A new host; one that did not answer is recorded DOWN at once (in the same save), so
+        no decision ever counts on it before a poll does."""
         self.check_new_node(name, uri)
         for field_name, value in zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple()):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
                 raise InvalidField(field_name, "must be a positive integer below 2**31")
         node = Node(name, uri, capacity.cpus, capacity.memory_mb, capacity.disk_gb)
+        if not reachable:
+            node.go_down()
         self._commit_new(node, f"a node named {name!r} exists")
         return self.node(name)
 
@@ -369,6 +387,9 @@ class OpenPEX(Application[UUID]):
         running = agreed is not None and agreed.start <= now
         reason = rejection_reason(terms, now=now, templates=self.view.templates.keys(), limits=limits,
                                   running=running)
+        if reason is None and agreed is not None and terms.instance_type != agreed.instance_type:
+            # Capacity holds one size per reservation (the old and new terms are held at once).
+            reason = f"an agreed reservation keeps its size ({agreed.instance_type}); make a new reservation for another"
         if reason is None and running:
             decision = decide_running_change(reservation.id, agreed, Allocation.from_list(reservation.booking), terms,
                                              self.capacity, {name: node.status for name, node in self.view.nodes.items()})
@@ -406,10 +427,10 @@ class OpenPEX(Application[UUID]):
         if renegotiating is not None and renegotiating.id in mine:
             held = HeldOffers(held.count - 1, held.instance_ms - mine[renegotiating.id])
         try:
-            self._proposals.take(userid, quota.proposals_per_minute, now)
             check_offers(quota, held, terms.count * terms.duration,
                          lambda: min((self.view.reservations[rid].offer["hold_until"] for rid in mine), default=None),
                          now)
+            self._proposals.take(userid, quota.proposals_per_minute, now)  # (only what could be decided)
         except QuotaExceeded:
             self.refusals[userid] += 1
             raise
@@ -768,6 +789,13 @@ class OpenPEX(Application[UUID]):
             if reservation.offer["alternatives"]:
                 body["alternatives"] = reservation.offer["alternatives"]
         return body
+
+
+def _host_key(uri: str) -> str:
+    """A URI as the host it names: scheme and host name in any case, the path normalised
+    ('test:///a/./b.xml' and 'test:///a//b.xml' are one file)."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{posixpath.normpath(parts.path or '/')}"
 
 
 def _reply_of(reservation: Reservation) -> str:

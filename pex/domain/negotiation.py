@@ -186,17 +186,17 @@ class Terms:
         Missing fields are taken from `defaults` when given (a renegotiation may send only what
         changes). Raises InvalidField naming the first bad field.
         """
-        if not isinstance(body, Mapping):
-            raise InvalidField("proposal", "must be a JSON object")
+        given = _given(body)
         base = defaults.to_proposal() if defaults is not None else {}
-        merged = {**base, **body}
+        merged = {**base, **given}
         instance_type = _instance_type(merged)
         template = _string(merged, "template")
         fixed = _integer(merged, "numInstancesFixed", minimum=1)
         optional = _integer(merged, "numInstancesOption", minimum=0, default=0)
         start = _instant(merged, "startTime", latest=LATEST_START)
-        if "endTime" in body and "duration" not in body:
-            end = _instant(merged, "endTime", latest=LATEST_INSTANT)
+        # An end may stand for the duration; given both, the duration counts (the end is checked).
+        end = _instant(given, "endTime", latest=LATEST_INSTANT) if "endTime" in given else None
+        if end is not None and "duration" not in given:
             duration = end - start
             if duration <= 0:
                 raise InvalidField("endTime", "must be after startTime")
@@ -223,11 +223,35 @@ LONGEST: Millis = 100 * 365 * 86_400_000  # a duration longer than this is not a
 LATEST_START: Millis = LATEST_INSTANT - LONGEST  # so that every end can still be written as a date
 
 
+def _given(body: Any) -> dict[str, Any]:
+    """The fields a proposal gives: null is the same as leaving a field out."""
+    if not isinstance(body, Mapping):
+        raise InvalidField("proposal", "must be a JSON object")
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def check_proposal(body: Any) -> None:
+    """Refuse (InvalidField) a proposal any given field of which is not valid on its own; the
+    rules between fields (an end after the start) are from_proposal's, which alone knows the
+    terms a partial proposal changes."""
+    given = _given(body)
+    checks = {"type": lambda: _instance_type(given), "template": lambda: _string(given, "template"),
+              "numInstancesFixed": lambda: _integer(given, "numInstancesFixed", minimum=1),
+              "numInstancesOption": lambda: _integer(given, "numInstancesOption", minimum=0),
+              "duration": lambda: _integer(given, "duration", minimum=1),
+              "startTime": lambda: _instant(given, "startTime", latest=LATEST_START),
+              "endTime": lambda: _instant(given, "endTime", latest=LATEST_INSTANT)}
+    for field, check in checks.items():
+        if field in given:
+            check()
+
+
 def _instance_type(body: Mapping[str, Any]) -> str:
-    """The size's name as the paper writes it (upper case); any other spelling of a known size
-    is taken as that size, and an unknown one is refused (the schema lists the sizes)."""
+    """The size's name as the paper writes it (upper case); a known size in any mix of cases
+    (ASCII letters only, nothing around it) is taken as that size, and anything else is refused
+    (the schema gives the pattern)."""
     value = _string(body, "type")
-    known = InstanceType.named(value.strip().upper())
+    known = InstanceType.named(value.upper()) if value.isascii() else None
     if known is None:
         raise InvalidField("type", f"must be one of {', '.join(InstanceType.__members__)}")
     return known.name

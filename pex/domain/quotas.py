@@ -39,17 +39,22 @@ class Quota:
 
     def changed(self, body: Any) -> Quota:
         """This quota with the limits `body` gives (in the API's names); others are kept."""
-        if not isinstance(body, dict) or not body:
-            raise InvalidField("quota", f"must be an object with one or more of {', '.join(Quota.NAMES.values())}")
-        by_name = {name: key for key, name in Quota.NAMES.items()}
-        values = asdict(self)
-        for name, value in body.items():
-            if name not in by_name:
-                raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(Quota.NAMES.values())}")
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LARGEST_LIMIT:
-                raise InvalidField(name, f"must be an integer from 0 to {LARGEST_LIMIT}")
-            values[by_name[name]] = value
-        return Quota(**values)
+        return Quota(**{**asdict(self), **limits_given(body)})
+
+
+def limits_given(body: Any) -> dict[str, int]:
+    """The limits an admin's `body` sets (API names in, the domain's names out), or InvalidField."""
+    if not isinstance(body, dict) or not body:
+        raise InvalidField("quota", f"must be an object with one or more of {', '.join(Quota.NAMES.values())}")
+    by_name = {name: key for key, name in Quota.NAMES.items()}
+    given = {}
+    for name, value in body.items():
+        if name not in by_name:
+            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(Quota.NAMES.values())}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LARGEST_LIMIT:
+            raise InvalidField(name, f"must be an integer from 0 to {LARGEST_LIMIT}")
+        given[by_name[name]] = value
+    return given
 
 
 assert set(Quota.NAMES) == {f.name for f in fields(Quota)}
@@ -59,16 +64,18 @@ class QuotaExceeded(DomainError):
     status = 429
     code = "QUOTA_EXCEEDED"
 
-    def __init__(self, message: str, retry_after: Millis) -> None:
+    def __init__(self, message: str, retry_after: Millis | None) -> None:
+        """`retry_after`: when the same request may succeed; None if it never can as it is."""
         super().__init__(message)
-        self.retry_after = max(SECOND, retry_after)
+        self.retry_after = None if retry_after is None else max(SECOND, retry_after)
 
     @property
-    def retry_after_seconds(self) -> int:
-        return math.ceil(self.retry_after / SECOND)
+    def retry_after_seconds(self) -> int | None:
+        return None if self.retry_after is None else math.ceil(self.retry_after / SECOND)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retryAfter": self.retry_after_seconds}
+        body = super().to_dict()
+        return body if self.retry_after is None else {**body, "retryAfter": self.retry_after_seconds}
 
 
 @dataclass(slots=True)
@@ -87,6 +94,10 @@ def check_offers(quota: Quota, held: HeldOffers, asking_instance_ms: int,
     if held.count >= quota.open_offers:
         raise QuotaExceeded(f"you hold {held.count} open offers, your quota; confirm or reject one, or wait "
                             "for one to lapse", _until(next_lapse(), now))
+    if asking_instance_ms > quota.held_instance_hours * HOUR:
+        raise QuotaExceeded(f"this proposal asks for {asking_instance_ms / HOUR:.1f} instance-hours, more than your "
+                            f"quota of {quota.held_instance_hours} lets any open offer hold; ask for less, or ask "
+                            "the administrator for a larger quota", None)
     if held.instance_ms + asking_instance_ms > quota.held_instance_hours * HOUR:
         raise QuotaExceeded(
             f"this proposal would make your open offers hold {(held.instance_ms + asking_instance_ms) / HOUR:.1f} "
@@ -98,27 +109,33 @@ def _until(instant: Millis | None, now: Millis) -> Millis:
     return instant - now if instant is not None else MINUTE
 
 
-class ProposalRate:
-    """Proposals per minute per user, as token buckets: each user may send a burst of up to
-    their limit, refilled evenly over a minute. Memory is one entry per user seen lately."""
+class TokenBuckets:
+    """A rate per key (proposals per user a minute, registrations per address an hour) as
+    token buckets: each key may spend a burst of up to its limit, refilled evenly over the
+    period. Memory is one entry per key seen lately."""
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, Millis]] = {}  # user -> (tokens, when counted)
+    def __init__(self, period: Millis = MINUTE, what: str = "proposals") -> None:
+        self.period, self.what = period, what
+        self._buckets: dict[str, tuple[float, Millis]] = {}  # key -> (tokens, when counted)
 
-    def take(self, user: str, limit: int, now: Millis) -> None:
-        """Count one proposal, or raise QuotaExceeded saying when the next one is allowed."""
-        tokens, then = self._buckets.get(user, (float(limit), now))
-        tokens = min(float(limit), tokens + (now - then) * limit / MINUTE) if now > then else tokens
+    def take(self, key: str, limit: int, now: Millis) -> None:
+        """Count one, or raise QuotaExceeded saying when the next one is allowed."""
+        tokens, then = self._buckets.get(key, (float(limit), now))
+        tokens = min(float(limit), tokens + (now - then) * limit / self.period) if now > then else tokens
         if tokens < 1:
-            wait = math.ceil((1 - tokens) * MINUTE / limit) if limit else MINUTE
-            raise QuotaExceeded(f"you may send {limit} proposals a minute; wait before the next", wait)
-        self._buckets[user] = (tokens - 1, max(now, then))
-        if len(self._buckets) > 100_000:  # forget users whose buckets have long been full again
-            self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < MINUTE}
+            wait = math.ceil((1 - tokens) * self.period / limit) if limit else self.period
+            raise QuotaExceeded(f"you may send {limit} {self.what} {_per(self.period)}; wait before the next", wait)
+        self._buckets[key] = (tokens - 1, max(now, then))
+        if len(self._buckets) > 100_000:  # forget keys whose buckets have long been full again
+            self._buckets = {k: b for k, b in self._buckets.items() if now - b[1] < self.period}
 
-    def available(self, user: str, limit: int, now: Millis) -> int:
-        """How many proposals the user may send right now (for operators and the user)."""
-        if user not in self._buckets:
+    def available(self, key: str, limit: int, now: Millis) -> int:
+        """How many may be spent right now (for operators and the user)."""
+        if key not in self._buckets:
             return limit
-        tokens, then = self._buckets[user]
-        return int(min(float(limit), tokens + max(0, now - then) * limit / MINUTE))
+        tokens, then = self._buckets[key]
+        return int(min(float(limit), tokens + max(0, now - then) * limit / self.period))
+
+
+def _per(period: Millis) -> str:
+    return {MINUTE: "a minute", HOUR: "an hour"}.get(period, f"every {period // SECOND} s")

@@ -24,22 +24,32 @@ class LocalFiles:
         image directory), or InvalidField."""
         return str(_inside(self.images, Path(value), field, "the image directory"))
 
-    def check_uri(self, uri: str) -> None:
-        """A test:// URI must name a host file in the hosts directory (or libvirt's shared
-        test:///default); other drivers name no local file."""
+    def host_uri(self, uri: str) -> str:
+        """The URI as it is to be stored: a test:// URI must name a host file in the hosts
+        directory (or libvirt's shared test:///default), and is given with that file's real
+        path, so two names for one file are one host; other drivers name no local file."""
         parts = urlsplit(uri)
         if parts.scheme != "test" or parts.path in ("/default", ""):
-            return
+            return uri
         path = _inside(self.hosts, Path(unquote(parts.path)), "uri", "the hosts directory")
         if path.suffix != ".xml":
             raise InvalidField("uri", "a simulated host is an .xml file")
+        return f"test://{path}"
 
 
 def _inside(root: Path, path: Path, field: str, what: str) -> Path:
     base = root.resolve()
-    resolved = (base / path).resolve()  # follows symlinks: one that leads out is caught below
+    missing = InvalidField(field, f"there is no file {path.name[:64]!r} in {what} ({base})")
+    try:
+        resolved = (base / path).resolve()  # follows symlinks: one that leads out is caught below
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL in it
+        raise missing from None
     if not resolved.is_relative_to(base):
         raise InvalidField(field, f"must be a file in {what} ({base})")
-    if not resolved.is_file():
-        raise InvalidField(field, f"there is no file {path.name!r} in {what} ({base})")
+    try:
+        is_file = resolved.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
+        raise missing
     return resolved

@@ -98,10 +98,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except pykka.ActorDeadError:
         return error_response(503, "UNAVAILABLE", "the service is stopping")
     except TimeoutError:
-        log.error("no answer in time for %s %s", request.method, request.path)
+        log.error("no answer in time for %s %r", request.method, request.path[:200])  # (repr: no forged lines)
         return error_response(504, "TIMEOUT", "the service did not answer in time; the request may or may not have been carried out")
     except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
+        log.exception("unexpected error in %s %r", request.method, request.path[:200])
         return error_response(500, "INTERNAL_ERROR", "an unexpected error happened; it has been logged")
 
 

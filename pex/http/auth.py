@@ -39,7 +39,9 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from pex.domain.clock import HOUR
 from pex.domain.errors import DomainError
+from pex.domain.quotas import QuotaExceeded, TokenBuckets
 from pex.http import passwords as policy
 
 T = TypeVar("T")
@@ -50,6 +52,7 @@ HASHING_THREADS = 2
 # more while it has not, so a burst of people behind one NAT (or one test client) gets in.
 IN_FLIGHT_PER_ADDRESS = 4
 IN_FLIGHT_PER_CLEAN_ADDRESS = 64
+REGISTRATIONS_PER_HOUR = 20  # new accounts per client address (a burst, then one every 3 min)
 
 
 class Unauthorized(DomainError):
@@ -209,6 +212,10 @@ class PasswordCheck:
         self._decoy = self.hasher.hash(secrets.token_urlsafe(16))
         self._callers: dict[str, _Caller] = {}
         self._threads: ThreadPoolExecutor | None = None
+        # New accounts per client address: each would come with a fresh quota of its own.
+        self.registrations_per_hour = REGISTRATIONS_PER_HOUR
+        self._registrations = TokenBuckets(HOUR, "new accounts")
+        self._clock = time.monotonic
 
     # -- the pool
 
@@ -246,7 +253,12 @@ class PasswordCheck:
 
     async def judge_new(self, password: Any, about: Iterable[Any], address: str | None = None) -> None:
         """Refuse a password an account may not have (pex.http.passwords), judged in the pool:
-        the estimate takes up to tens of milliseconds of pure Python."""
+        the estimate takes up to tens of milliseconds of pure Python. First, refuse an address
+        that has registered too many accounts of late (TooManyAttempts)."""
+        try:
+            self._registrations.take(address or "", self.registrations_per_hour, int(self._clock() * 1000))
+        except QuotaExceeded as refused:
+            raise TooManyAttempts(refused.message, (refused.retry_after or HOUR) / 1000) from None
         async with self._caller(address) as caller:
             await self._in_pool(caller, policy.judge, password, tuple(about))
 

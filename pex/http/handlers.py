@@ -3,15 +3,28 @@ ReservationManager, JSON out in the paper's names."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
 from pex.domain.errors import AlreadyExists, DomainError, InvalidField, NotFound
+from pex.domain.negotiation import check_proposal
 from pex.domain.orders import Operation
 from pex.http import openapi
 from pex.http.app import BASE, PASSWORDS, call, principal
-from pex.http.wire import out, parse_json, proposal_in
+from pex.http.wire import (
+    LARGEST_SIZE,
+    NODE_SIZES,
+    UUID_PATTERN,
+    out,
+    parse_json,
+    proposal_in,
+)
+
+_UUID = re.compile(UUID_PATTERN)
+USER_REPLIES = ("ACCEPT", "COUNTER", "CONFIRM", "REJECT")
+
 
 class Forbidden(DomainError):
     status = 403
@@ -58,6 +71,14 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def path_id(request: web.Request, key: str, what: str) -> str:
+    """The reservation or instance id in the path; NotFound unless it is a UUID as we write them."""
+    value = request.match_info[key]
+    if not _UUID.fullmatch(value):
+        raise NotFound(f"no {what} {value[:64]!r}")
+    return value
+
+
 def who(request: web.Request) -> dict[str, Any]:
     """The userid and admin flag every reservation and instance call is made with."""
     user = principal(request)
@@ -98,7 +119,7 @@ async def register(request: web.Request) -> web.Response:
     account = await call(request, "register_account", username, password_hash,
                          body.get("fullname", ""), body.get("email", ""))
     account.pop("passwordHash")
-    return reply(account, status=201)
+    return reply(account, status=201, headers={"Location": f"{BASE}/users/{account['username']}"})
 
 
 # ---------------------------------------------------------------------- accounts
@@ -113,8 +134,10 @@ async def account(request: web.Request) -> web.Response:
     """One account: one's own, or any for the admin (someone else's is not found)."""
     user = principal(request)
     name = request.match_info["name"]
-    if not user.is_admin and name.casefold() != user.username.casefold():
-        raise NotFound(f"no account {name[:64]!r}")
+    if not user.is_admin:
+        if name.casefold() != user.username.casefold():
+            raise NotFound(f"no account {name[:64]!r}")
+        name = user.username  # one's own, even where an older store holds a look-alike
     return reply(await call(request, "account_usage", name))
 
 
@@ -154,12 +177,15 @@ async def propose(request: web.Request) -> web.Response:
 
 async def respond(request: web.Request) -> web.Response:
     body = await json_object(request)
-    if "reply" not in body:
-        raise InvalidField("reply", "is required: one of ACCEPT, COUNTER, CONFIRM, REJECT")
+    if body.get("reply") not in USER_REPLIES:  # the body is judged before the id is looked up
+        raise InvalidField("reply", f"is required: one of {', '.join(USER_REPLIES)}")
     proposal = body.get("proposal")
+    if proposal is not None:  # checked whatever the reply: one that is not a COUNTER may echo terms
+        proposal = proposal_in(proposal)
+        check_proposal(proposal)
     user = who(request)
-    answer = await call(request, "respond", request.match_info["id"], user["userid"], body["reply"],
-                        proposal_in(proposal) if proposal is not None else None, is_admin=user["is_admin"])
+    answer = await call(request, "respond", path_id(request, "id", "reservation"), user["userid"], body["reply"],
+                        proposal, is_admin=user["is_admin"])
     return reply(answer)
 
 
@@ -170,18 +196,19 @@ async def reservations(request: web.Request) -> web.Response:
 
 async def reservation(request: web.Request) -> web.Response:
     user = who(request)
-    return reply(await call(request, "reservation", request.match_info["id"], user["userid"],
+    return reply(await call(request, "reservation", path_id(request, "id", "reservation"), user["userid"],
                             is_admin=user["is_admin"]))
 
 
 async def cancel(request: web.Request) -> web.Response:
     user = who(request)
-    return reply(await call(request, "cancel", request.match_info["id"], user["userid"], is_admin=user["is_admin"]))
+    return reply(await call(request, "cancel", path_id(request, "id", "reservation"), user["userid"],
+                            is_admin=user["is_admin"]))
 
 
 async def activate(request: web.Request) -> web.Response:
     user = who(request)
-    return reply(await call(request, "activate", request.match_info["id"], user["userid"],
+    return reply(await call(request, "activate", path_id(request, "id", "reservation"), user["userid"],
                             is_admin=user["is_admin"]))
 
 
@@ -194,20 +221,20 @@ async def instances(request: web.Request) -> web.Response:
 
 async def instance(request: web.Request) -> web.Response:
     user = who(request)
-    return reply(await call(request, "instance", request.match_info["vm_id"], user["userid"],
+    return reply(await call(request, "instance", path_id(request, "vm_id", "instance"), user["userid"],
                             is_admin=user["is_admin"]))
 
 
 async def operate(request: web.Request) -> web.Response:
     user = who(request)
     operation = Operation(request.match_info["operation"])
-    return reply(await call(request, "operate", request.match_info["vm_id"], user["userid"], operation.value,
-                            is_admin=user["is_admin"]))
+    return reply(await call(request, "operate", path_id(request, "vm_id", "instance"), user["userid"],
+                            operation.value, is_admin=user["is_admin"]))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
     user = who(request)
-    return reply(await call(request, "operate", request.match_info["vm_id"], user["userid"],
+    return reply(await call(request, "operate", path_id(request, "vm_id", "instance"), user["userid"],
                             Operation.DELETE.value, is_admin=user["is_admin"]))
 
 
@@ -226,7 +253,10 @@ async def node(request: web.Request) -> web.Response:
 async def add_node(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
-    size = {key: body[key] for key in ("cpus", "memoryMB", "diskGB") if key in body}
+    size = {key: body[key] for key in NODE_SIZES if key in body}
+    for key, value in size.items():  # before anything connects to the host
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= LARGEST_SIZE:
+            raise InvalidField(key, f"must be an integer from 1 to {LARGEST_SIZE}")
     added = await call(request, "add_node", body.get("name"), body.get("uri"), size)
     return reply(added, status=201, headers={"Location": f"{BASE}/nodes/{added['name']}"})
 

@@ -1,14 +1,62 @@
-"""The OpenAPI 3.1 description of /OpenPEX, served at /OpenPEX/openapi.json."""
+"""The OpenAPI 3.1 description of /OpenPEX, served at /OpenPEX/openapi.json without credentials.
+
+Exact, so that generated clients and fuzzers can trust it (tests/e2e/test_schemathesis.py runs
+schemathesis against `openpex serve` with every check): every field has its type, bounds and
+pattern; a request field that the server reads with a rule of its own (times, names, sizes) has
+the pattern built from that very rule; objects say whether they take other properties as the
+server really does; every status an operation can answer is listed with its headers.
+
+What JSON Schema cannot say is said in descriptions, and is all a 400 naming the field:
+a password must not be easy to guess (zxcvbn, told the username, full name and e-mail); an
+endTime given without a duration must be after the startTime; a kernel template's files must
+be files in the image directory; a test:// node URI must name an .xml file in the data
+directory's hosts/ folder.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-_TIME = {"type": "string", "description": "RFC 1123 in GMT, e.g. 'Mon, 17 Aug 2009 04:49:03 GMT' "
-                                          "(ISO 8601 and epoch milliseconds are accepted on input)"}
-_INT = {"type": "integer"}
-_STR = {"type": "string"}
-_SIZES = ["SMALL", "MEDIUM", "LARGE", "XLARGE"]
+from pex.domain.application import _NAME, _URI, RESERVED_USERNAMES
+from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST
+from pex.domain.quotas import LARGEST_LIMIT, Quota
+from pex.domain.sizes import InstanceType
+from pex.http import passwords
+from pex.http.protection import SECURITY_HEADERS
+from pex.http.wire import (
+    ISO8601_IN,
+    LARGEST_SIZE,
+    RFC1123_IN,
+    RFC1123_OUT,
+    UUID_PATTERN,
+)
+
+_SIZES = list(InstanceType.__members__)
+_REPLIES_OUT = ["ACCEPT", "REJECT", "COUNTER", "CONFIRM_REQUEST", "REQUEST_SUCCESS"]
+_REPLIES_IN = ["ACCEPT", "COUNTER", "CONFIRM", "REJECT"]
+_RESERVATION_STATUSES = ["INITIATED", "ACCEPTED", "COUNTERED", "CONFIRMED", "ACTIVATED", "DEGRADED", "EXPIRED",
+                         "REJECTED", "CANCELLED", "OFFER_EXPIRED"]
+_INSTANCE_STATUSES = ["PENDING", "RUNNING", "PAUSED", "SUSPENDED", "HALTED", "CRASHED", "DELETED"]
+
+
+def _anchored(regex: str) -> str:
+    return f"^(?:{regex})$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def _escape(character: str) -> str:
+    return f"\\u{ord(character):04x}"
+
+
+# Text that is not only whitespace, as Python's str.strip() sees whitespace (spelled out: `\s`
+# means other characters to ECMA, Python and Rust regular expressions).
+NOT_BLANK = "[^" + "".join(_escape(c) for c in map(chr, range(0x110000)) if c.isspace()) + "]"
+NAME = _anchored(_NAME.pattern)
+RESERVED = _anchored("|".join(_any_case(name) for name in sorted(RESERVED_USERNAMES)))
+UUID = _anchored(UUID_PATTERN)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -19,83 +67,297 @@ def _list(name: str) -> dict[str, Any]:
     return {"type": "array", "items": _ref(name)}
 
 
+def _integer(minimum: int, maximum: int, description: str | None = None, *, nullable: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": ["integer", "null"] if nullable else "integer", "minimum": minimum,
+                              "maximum": maximum}
+    return {**schema, "description": description} if description else schema
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _time_in(field: str, latest: int) -> dict[str, Any]:
+    return {"anyOf": [
+        {"type": "string", "pattern": _anchored(RFC1123_IN[field]), "description": "RFC 1123 in GMT"},
+        {"type": "string", "pattern": _anchored(ISO8601_IN[field]),
+         "description": "ISO 8601 date and time, seconds, fraction and zone optional (no zone: GMT)"},
+        {"type": "integer", "minimum": 0, "maximum": latest, "description": "epoch milliseconds"},
+    ]}
+
+
+_TIME_NOTE = ("RFC 1123 in GMT ('Mon, 17 Aug 2009 04:49:03 GMT'; the day name is not checked), ISO 8601 "
+              "('2009-08-17T04:49:03Z': 'T', 't' or a space; seconds, up to 9 digits of fraction and the zone "
+              "optional; 'Z', 'z' or ±hh:mm; no zone is GMT; no leap second) or epoch milliseconds; real dates "
+              "only. On 1970-01-01 only a zone at or behind GMT, on the last day only one at or ahead of it.")
+START_IN = {**_time_in("startTime", LATEST_START),
+            "description": f"when the instances start, from 1970 to 24 Jan 9900 (epoch ms {LATEST_START}). {_TIME_NOTE}"}
+END_IN = {**_time_in("endTime", LATEST_INSTANT),
+          "description": "when the instances stop, from 1970 to 31 Dec 9999; stands for the duration when no "
+                         f"duration is given, and must then be after startTime (else 400). {_TIME_NOTE}"}
+TIME_OUT = {"anyOf": [{"type": "string", "pattern": _anchored(RFC1123_OUT)},
+                      {"type": "integer", "description": "an instant no calendar can show"}],
+            "description": "RFC 1123 in GMT"}
+TYPE_IN = {"type": "string", "pattern": _anchored("|".join(_any_case(size) for size in _SIZES)),
+           "description": f"the instance size: {', '.join(_SIZES)}, in any case (answered in upper case)"}
+TEMPLATE_IN = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NOT_BLANK,
+               "description": "a template's name; an unknown one is answered REJECT"}
+SPEC_VALUE = {"type": ["string", "integer", "boolean", "null"], "maxLength": 4096,
+              "minimum": -(2**31 - 1), "maximum": 2**31 - 1}
+_NODE_SIZE = _integer(1, LARGEST_SIZE)
+
+
+def _proposal_properties(*, nullable: bool) -> dict[str, Any]:
+    def maybe(schema: dict[str, Any]) -> dict[str, Any]:
+        return _nullable(schema) if nullable else schema
+
+    return {
+        "type": maybe(TYPE_IN),
+        "template": maybe(TEMPLATE_IN),
+        "numInstancesFixed": _integer(1, LARGEST_COUNT, "instances that must all be granted", nullable=nullable),
+        "numInstancesOption": _integer(0, LARGEST_COUNT, "instances that may be left out (default 0)",
+                                       nullable=True),
+        "startTime": maybe(START_IN),
+        "duration": _integer(1, LONGEST, "milliseconds; required unless endTime is given", nullable=True),
+        "endTime": _nullable(END_IN),
+    }
+
+
+_PROPOSAL_NOTE = ("Null is the same as leaving a field out. Other properties are ignored (a proposal echoed from "
+                  "an answer carries id and userid). Terms that can never be met (an unknown template, a start "
+                  "in the past or too far ahead, too many instances, too long) are answered 201 REJECT with a "
+                  "reason, not 400.")
+
+
+def _terms_out(*extra: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "duration": {"type": "integer", "minimum": 1}, "numInstancesFixed": {"type": "integer", "minimum": 1},
+        "numInstancesOption": {"type": "integer", "minimum": 0}, "startTime": TIME_OUT,
+        "template": {"type": "string"}, "type": {"type": "string", "enum": _SIZES}}
+    if "id" in extra:
+        properties["id"] = {"type": "string", "format": "uuid", "pattern": UUID}
+    if "userid" in extra:
+        properties["userid"] = {"type": "string"}
+    return {"type": "object", "additionalProperties": False, "required": sorted(properties), "properties": properties}
+
+
+_QUOTA_NAMES = list(Quota.NAMES.values())
+
 SCHEMAS: dict[str, Any] = {
     "Proposal": {
-        "type": "object", "required": ["duration", "numInstancesFixed", "startTime", "template", "type"],
-        "properties": {"duration": {"type": "integer", "minimum": 1, "description": "milliseconds"},
-                       "numInstancesFixed": {"type": "integer", "minimum": 1},
-                       "numInstancesOption": {"type": "integer", "minimum": 0},
-                       "startTime": _TIME, "endTime": _TIME, "template": _STR,
-                       "type": {"type": "string", "enum": _SIZES}}},
+        "type": "object", "description": f"Terms asked for (the paper's Fig. 7). {_PROPOSAL_NOTE}",
+        "required": ["numInstancesFixed", "startTime", "template", "type"],
+        "properties": _proposal_properties(nullable=False),
+        "anyOf": [{"required": ["duration"], "properties": {"duration": {"type": "integer"}}},
+                  {"required": ["endTime"], "properties": {"endTime": {"type": ["string", "integer"]}}}],
+    },
+    "ProposalChange": {
+        "type": "object", "properties": _proposal_properties(nullable=True),
+        "description": "Terms to change: those left out (or null) keep their current values; an endTime given "
+                       "without a duration must be after the start (given or current). Other properties are "
+                       "ignored.",
+    },
+    "NewReservation": {
+        "description": "A proposal, bare or wrapped as in an answer ({\"proposal\": {...}}: then the other "
+                       "properties are ignored).",
+        "anyOf": [{"allOf": [_ref("Proposal")], "not": {"required": ["proposal"]}},
+                  {"type": "object", "required": ["proposal"], "properties": {"proposal": _ref("Proposal")}}],
+    },
+    "Terms": _terms_out(),
+    "OfferedTerms": _terms_out("id", "userid"),
     "Reply": {
-        "type": "object", "required": ["reply", "proposal"],
-        "properties": {"reply": {"type": "string", "enum": ["ACCEPT", "REJECT", "COUNTER", "CONFIRM_REQUEST",
-                                                              "REQUEST_SUCCESS"]},
-                       "proposal": {"allOf": [_ref("Proposal")],
-                                    "properties": {"id": _STR, "userid": _STR}},
-                       "reason": {"type": "string", "description": "why, with REJECT"},
-                       "holdUntil": {**_TIME, "description": "the offer is held until then"},
-                       "alternatives": {"type": "array", "items": _ref("Proposal"),
-                                        "description": "other offers OpenPEX would make (extension)"}}},
+        "type": "object", "additionalProperties": False, "required": ["reply", "proposal"],
+        "properties": {
+            "reply": {"type": "string", "enum": _REPLIES_OUT},
+            "proposal": {**_ref("OfferedTerms"), "description": "the terms offered (or refused), with the "
+                                                                "reservation's id"},
+            "reason": {"type": "string", "description": "why, with REJECT"},
+            "holdUntil": {**TIME_OUT, "description": "the offer is held until then"},
+            "alternatives": {"type": "array", "items": _ref("Terms"),
+                             "description": "other offers OpenPEX would make (extension)"}}},
     "UserReply": {
-        "type": "object", "required": ["reply"],
-        "properties": {"reply": {"type": "string", "enum": ["ACCEPT", "COUNTER", "CONFIRM", "REJECT"]},
-                       "proposal": {**_ref("Proposal"), "description": "with COUNTER: the changed terms; "
-                                    "fields left out keep their current values"}}},
+        "type": "object", "required": ["reply"], "description": "Other properties are ignored.",
+        "properties": {
+            "reply": {"type": "string", "enum": _REPLIES_IN},
+            "proposal": {"anyOf": [_ref("ProposalChange"), {"type": "null"}],
+                         "description": "with COUNTER: the changed terms; with another reply it is checked "
+                                        "but not used"}}},
     "Reservation": {
-        "type": "object",
-        "properties": {"id": _STR, "userid": _STR,
-                       "status": {"type": "string", "enum": ["INITIATED", "ACCEPTED", "COUNTERED", "CONFIRMED",
-                                                             "ACTIVATED", "EXPIRED", "REJECTED", "CANCELLED",
-                                                             "OFFER_EXPIRED", "DEGRADED"]},
-                       "template": _STR, "type": _STR, "numInstancesFixed": _INT, "numInstancesOption": _INT,
-                       "startTime": _TIME, "endTime": _TIME, "duration": _INT,
-                       "instances": {"type": "array", "items": _STR}, "reason": _STR}},
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "userid", "status", "template", "type", "numInstancesFixed", "numInstancesOption",
+                     "startTime", "endTime", "duration", "instances"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "pattern": UUID}, "userid": {"type": "string"},
+            "status": {"type": "string", "enum": _RESERVATION_STATUSES},
+            "template": {"type": "string"}, "type": {"type": "string", "enum": _SIZES},
+            "numInstancesFixed": {"type": "integer", "minimum": 1},
+            "numInstancesOption": {"type": "integer", "minimum": 0},
+            "startTime": TIME_OUT, "endTime": TIME_OUT, "duration": {"type": "integer", "minimum": 1},
+            "instances": {"type": "array", "items": {"type": "string", "format": "uuid", "pattern": UUID},
+                          "description": "the vmIDs of its instances (not deleted)"},
+            "reason": {"type": "string"},
+            "offer": {"type": "object", "additionalProperties": False, "required": ["state", "holdUntil", "proposal"],
+                      "description": "the offer open on it, if any",
+                      "properties": {"state": {"type": "string", "enum": ["ACCEPTED", "COUNTERED"]},
+                                     "holdUntil": TIME_OUT, "proposal": _ref("Terms")}}}},
     "Instance": {
-        "type": "object",
-        "properties": {"vmID": _STR, "name": _STR,
-                       "status": {"type": "string", "enum": ["PENDING", "RUNNING", "PAUSED", "SUSPENDED", "HALTED",
-                                                             "CRASHED", "DELETED"]},
-                       "reservationId": _STR, "node": _STR, "startTime": _TIME, "endTime": _TIME,
-                       "ipAddress": {"type": ["string", "null"]}, "reason": _STR}},
+        "type": "object", "additionalProperties": False,
+        "required": ["vmID", "name", "status", "reservationId", "node", "startTime", "endTime", "ipAddress"],
+        "properties": {
+            "vmID": {"type": "string", "format": "uuid", "pattern": UUID}, "name": {"type": "string"},
+            "status": {"type": "string", "enum": _INSTANCE_STATUSES},
+            "reservationId": {"type": "string", "format": "uuid", "pattern": UUID},
+            "node": {"type": "string", "description": "empty when its node was lost and no other had room"},
+            "startTime": TIME_OUT, "endTime": TIME_OUT, "ipAddress": {"type": "null"},
+            "reason": {"type": "string"}}},
     "Node": {
-        "type": "object",
-        "properties": {"name": _STR, "uri": _STR, "status": {"type": "string", "enum": ["UP", "DOWN", "DRAINED"]},
-                       "cpus": _INT, "memoryMB": _INT, "diskGB": _INT,
-                       "load": {"type": "object", "description": "the latest poll of the host (extension): "
-                                "runningVMs, usedCpus, usedMemoryMB, freeMemoryMB, cpuBusy (null where the "
-                                "hypervisor does not say)"}}},
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "uri", "status", "cpus", "memoryMB", "diskGB"],
+        "properties": {
+            "name": {"type": "string"}, "uri": {"type": "string"},
+            "status": {"type": "string", "enum": ["UP", "DOWN", "DRAINED"]},
+            "cpus": {"type": "integer"}, "memoryMB": {"type": "integer"}, "diskGB": {"type": "integer"},
+            "load": {"type": "object", "additionalProperties": False,
+                     "description": "the latest poll of the host (extension); null where the hypervisor does not say",
+                     "properties": {"cpus": {"type": "integer"}, "memoryMB": {"type": "integer"},
+                                    "model": {"type": "string"}, "runningVMs": {"type": "integer"},
+                                    "usedCpus": {"type": "integer"}, "usedMemoryMB": {"type": "integer"},
+                                    "freeMemoryMB": {"type": ["integer", "null"]},
+                                    "cpuBusy": {"type": ["number", "null"]}}}}},
     "NewNode": {
-        "type": "object", "required": ["name", "uri"],
-        "properties": {"name": _STR, "uri": _STR, "cpus": _INT, "memoryMB": _INT, "diskGB": _INT}},
-    "Type": {"type": "object", "properties": {"type": _STR, "cpus": _INT, "memoryMB": _INT, "diskGB": _INT}},
-    "Template": {"type": "object", "required": ["name"], "properties": {"name": _STR, "description": _STR},
-                 "additionalProperties": True},
-    "NewUser": {"type": "object", "required": ["username", "password"],
-                "properties": {"username": _STR, "password": {"type": "string", "minLength": 8},
-                               "fullname": _STR, "email": _STR}},
-    "User": {"type": "object", "properties": {"username": _STR, "fullname": _STR, "email": _STR, "isAdmin": {"type": "boolean"}}},
+        "type": "object", "required": ["name", "uri"], "description": "Other properties are ignored.",
+        "properties": {
+            "name": {"type": "string", "pattern": NAME},
+            "uri": {"type": "string", "maxLength": 1024, "pattern": _anchored(_URI.pattern),
+                    "description": "a libvirt URI of the test or qemu driver; a test:// one must name an .xml file "
+                                   "in the data directory's hosts/ folder (else 400), or be test:///default"},
+            "cpus": _NODE_SIZE, "memoryMB": _NODE_SIZE, "diskGB": _NODE_SIZE}},
+    "Type": {"type": "object", "additionalProperties": False, "required": ["type", "cpus", "memoryMB", "diskGB"],
+             "properties": {"type": {"type": "string", "enum": _SIZES}, "cpus": {"type": "integer"},
+                            "memoryMB": {"type": "integer"}, "diskGB": {"type": "integer"}}},
+    "Template": {"type": "object", "required": ["name", "description"],
+                 "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
+                 "additionalProperties": SPEC_VALUE},
+    "NewTemplate": {
+        "type": "object", "required": ["name"],
+        "description": "A name, a description and any other properties as the template's spec. kind 'kernel' "
+                       "boots the kernel (and initrd, cmdline) it names, which must be files in the image "
+                       "directory (else 400); any other kind is a stand-in VM.",
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NOT_BLANK},
+                       "description": {"type": "string", "maxLength": 1024}},
+        "propertyNames": {"maxLength": 64},
+        "additionalProperties": SPEC_VALUE,
+        "if": {"required": ["kind"], "properties": {"kind": {"const": "kernel"}}},
+        "then": {"required": ["kernel"],
+                 "properties": {"kernel": {"type": "string", "minLength": 1},
+                                "initrd": {"type": ["string", "null"], "minLength": 1},
+                                "cmdline": {"type": ["string", "null"], "minLength": 1}}}},
+    "NewUser": {
+        "type": "object", "required": ["username", "password"], "description": "Other properties are ignored.",
+        "properties": {
+            "username": {"type": "string", "pattern": NAME, "not": {"pattern": RESERVED},
+                         "description": "not a reserved name (admin, root, ...); unique whatever its case (409)"},
+            "password": {"type": "string", "minLength": passwords.SHORTEST, "maxLength": passwords.LONGEST,
+                         "pattern": NOT_BLANK,
+                         "description": "must not be easy to guess: zxcvbn (told the username, full name and e-mail) "
+                                        f"must score it {passwords.ENOUGH} or more on its first {passwords.JUDGED} "
+                                        "characters, else 400 with its advice"},
+            "fullname": {"type": "string", "maxLength": 256},
+            "email": {"anyOf": [{"type": "string", "maxLength": 0}, {"type": "string", "maxLength": 256, "pattern": "@"}],
+                      "description": "empty, or an address with an '@'"}}},
+    "User": {"type": "object", "additionalProperties": False, "required": ["username", "fullname", "email", "isAdmin"],
+             "properties": {"username": {"type": "string"}, "fullname": {"type": "string"},
+                            "email": {"type": "string"}, "isAdmin": {"type": "boolean"}}},
     "Quota": {"type": "object", "minProperties": 1, "additionalProperties": False,
-              "properties": {name: {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
-                             for name in ("openOffers", "heldInstanceHours", "proposalsPerMinute")}},
-    "Account": {"type": "object", "properties": {
-        "username": _STR, "fullname": _STR, "email": _STR, "isAdmin": {"type": "boolean"},
-        "quota": {"$ref": "#/components/schemas/Quota"},
-        "usage": {"type": "object", "properties": {"openOffers": _INT, "heldInstanceHours": {"type": "number"},
-                                                   "proposalsAvailable": _INT}},
-        "refusedOverQuota": {"type": "integer", "description": "requests refused over quota since the service started"}}},
-    "Error": {"type": "object", "required": ["error", "message"],
-              "properties": {"error": _STR, "message": _STR, "field": _STR}},
+              "description": "the limits to change; the others stay",
+              "properties": {name: _integer(0, LARGEST_LIMIT) for name in _QUOTA_NAMES}},
+    "Account": {"type": "object", "additionalProperties": False,
+                "required": ["username", "fullname", "email", "isAdmin", "quota", "usage", "refusedOverQuota"],
+                "properties": {
+                    "username": {"type": "string"}, "fullname": {"type": "string"}, "email": {"type": "string"},
+                    "isAdmin": {"type": "boolean"},
+                    "quota": {"type": "object", "additionalProperties": False, "required": _QUOTA_NAMES,
+                              "properties": {name: _integer(0, LARGEST_LIMIT) for name in _QUOTA_NAMES}},
+                    "usage": {"type": "object", "additionalProperties": False,
+                              "required": ["openOffers", "heldInstanceHours", "proposalsAvailable"],
+                              "properties": {"openOffers": {"type": "integer", "minimum": 0},
+                                             "heldInstanceHours": {"type": "number", "minimum": 0},
+                                             "proposalsAvailable": {"type": "integer", "minimum": 0,
+                                                                    "description": "proposals it may send now"}}},
+                    "refusedOverQuota": {"type": "integer", "minimum": 0,
+                                         "description": "requests refused over quota since the service started"}}},
+    "Health": {"type": "object", "additionalProperties": False, "required": ["status", "types"],
+               "properties": {"status": {"const": "ok"}, "types": {"type": "integer"}}},
+    "Error": {"type": "object", "additionalProperties": False, "required": ["error", "message"],
+              "properties": {"error": {"type": "string", "pattern": "^[A-Z][A-Z_]*$"}, "message": {"type": "string"},
+                             "field": {"type": "string", "description": "the request field at fault"},
+                             "retryAfter": {"type": "integer", "minimum": 1, "description": "seconds, with 429"}}},
+}
+
+# ---------------------------------------------------------------------- headers and error answers
+
+HEADERS: dict[str, Any] = {
+    **{name: {"required": True, "schema": {"type": "string", "const": value},
+              "description": "on every answer"} for name, value in SECURITY_HEADERS.items()},
+    "Location": {"required": True, "schema": {"type": "string"}, "description": "where the new resource is"},
+    "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}, "description": "seconds"},
+    "WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": 'Basic realm="OpenPEX", charset="UTF-8"'}},
+    "Allow": {"required": True, "schema": {"type": "string"}, "description": "the methods the path serves"},
+}
+_ALWAYS = {name: {"$ref": f"#/components/headers/{name}"} for name in SECURITY_HEADERS}
+
+
+def _answer(description: str, schema: dict[str, Any] | None, *headers: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description,
+                              "headers": {**_ALWAYS, **{h: {"$ref": f"#/components/headers/{h}"} for h in headers}}}
+    if schema is not None:
+        answer["content"] = {"application/json": {"schema": schema}}
+    return answer
+
+
+_ERROR = _ref("Error")
+RESPONSES: dict[str, Any] = {
+    "400": _answer("Bad input: INVALID_FIELD (with `field`), INVALID_JSON, or BAD_REQUEST", _ERROR),
+    "401": _answer("UNAUTHORIZED: no, malformed or wrong HTTP Basic credentials", _ERROR, "WWW-Authenticate"),
+    "403": _answer("FORBIDDEN (only the administrator may do this) or CROSS_ORIGIN_REFUSED (a state-changing "
+                   "request from a web origin not allowed with --cors-origin)", _ERROR),
+    "404": _answer("NOT_FOUND: no such resource, or not yours", _ERROR),
+    "405": _answer("METHOD_NOT_ALLOWED: the path does not serve this method", _ERROR, "Allow"),
+    "409": _answer("ALREADY_EXISTS, PROTOCOL_VIOLATION or OFFER_EXPIRED: the request conflicts with the "
+                   "current state", _ERROR),
+    "413": _answer("REQUEST_ENTITY_TOO_LARGE: the body is over 64 KiB", _ERROR),
+    "415": _answer("UNSUPPORTED_MEDIA_TYPE: a body that is not application/json", _ERROR),
+    "429": _answer("TOO_MANY_ATTEMPTS (failed logins for this username or from this address: no password is "
+                   "checked until Retry-After) or QUOTA_EXCEEDED (proposals over the user's quota; nothing is "
+                   "recorded)", {"allOf": [_ERROR], "required": ["retryAfter"]}, "Retry-After"),
+    "502": _answer("HYPERVISOR_ERROR: the host refused the operation", _ERROR),
+    "503": _answer("UNAVAILABLE or STORE_UNAVAILABLE: the service is stopping, or its store cannot be used",
+                   _ERROR),
+    "504": _answer("TIMEOUT: no answer in time; the request may or may not have been carried out", _ERROR),
 }
 
 
-def _op(summary: str, response: dict[str, Any] | None, *, status: str = "200", body: str | None = None,
-        public: bool = False, errors: tuple[str, ...] = ("400", "401", "404", "409")) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": {
-        status: {"description": "success", **({"content": {"application/json": {"schema": response}}} if response else {})},
-        **{code: {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
-           for code in errors if not (public and code == "401")},
-    }}
+# ---------------------------------------------------------------------- operations
+
+def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[str, Any] | None, *,
+        body: str | None = None, public: bool = False, admin: bool = False, path: bool = False,
+        conflict: bool = False, hypervisor: bool = False, actors: bool = True, headers: tuple[str, ...] = (),
+        links: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
+    """An operation with every status it can answer: what it does, and what anything it passes
+    through (authentication, content types, cross-origin rules, body limits, actors) can."""
+    unsafe = method in ("post", "put", "delete")
+    errors = {
+        "400": body is not None, "401": not public, "403": admin or unsafe, "404": path, "409": conflict,
+        "413": body is not None, "415": unsafe, "429": not public, "502": hypervisor, "503": actors,
+        "504": actors,
+    }
+    success = _answer("success", schema, *headers)
+    if links:
+        success["links"] = links
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": {
+        status: success, **{code: {"$ref": f"#/components/responses/{code}"} for code, on in errors.items() if on}}}
+    if description:
+        operation["description"] = description
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     if public:
@@ -103,76 +365,146 @@ def _op(summary: str, response: dict[str, Any] | None, *, status: str = "200", b
     return operation
 
 
-_ID = [{"name": "id", "in": "path", "required": True, "schema": _STR}]
-_VM = [{"name": "vm_id", "in": "path", "required": True, "schema": _STR}]
+def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": parameters}
+
+
+def _reservation_links(source: str) -> dict[str, Any]:
+    return {"GetReservation": _link("getReservation", id=source),
+            "ReplyToReservation": _link("replyToReservation", id=source),
+            "CancelReservation": _link("cancelReservation", id=source),
+            "ActivateReservation": _link("activateReservation", id=source)}
+
+
+def _instance_links(source: str) -> dict[str, Any]:
+    return {"GetInstance": _link("getInstance", vm_id=source),
+            "StopInstance": _link("stopInstance", vm_id=source),
+            "StartInstance": _link("startInstance", vm_id=source),
+            "RebootInstance": _link("rebootInstance", vm_id=source),
+            "DeleteInstance": _link("deleteInstance", vm_id=source)}
+
+
+def _node_links(source: str) -> dict[str, Any]:
+    return {"GetNode": _link("getNode", name=source), "DrainNode": _link("drainNode", name=source),
+            "UndrainNode": _link("undrainNode", name=source)}
+
+
+def _user_links(source: str) -> dict[str, Any]:
+    return {"GetUser": _link("getUser", name=source), "SetQuota": _link("setQuota", name=source)}
+
+
+def _parameter(name: str, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": schema}]
+
+
+_ID = _parameter("id", {"type": "string", "format": "uuid", "pattern": UUID})
+_VM = _parameter("vm_id", {"type": "string", "format": "uuid", "pattern": UUID})
+_NODE = _parameter("name", {"type": "string", "pattern": NAME})
+_USER = _parameter("name", {"type": "string", "pattern": NAME, "description": "any case"})
+_INSTANCE_VERBS = {"stop": ("stopInstance", "Shut down (graceful, forced after a grace period)"),
+                   "start": ("startInstance", "Start (or resume) a stopped instance"),
+                   "reboot": ("rebootInstance", "Reboot")}
 
 PATHS: dict[str, Any] = {
-    "/OpenPEX/health": {"get": _op("Is the service up?", {"type": "object"}, public=True, errors=())},
-    "/OpenPEX/openapi.json": {"get": _op("This description", {"type": "object"}, errors=("401",))},
-    "/OpenPEX/users": {"post": _op("Register an account", _ref("User"), status="201", body="NewUser", public=True,
-                                   errors=("400", "409")),
-                       "get": _op("Every account with its quota, usage and refusals over quota (admin)",
-                                  _list("Account"), errors=("401", "403"))},
-    "/OpenPEX/types": {"get": _op("Instance sizes (the paper's Table 1)", _list("Type"), errors=("401",))},
+    "/OpenPEX/health": {"get": _op("health", "get", "Is the service up? (no credentials)", "200", _ref("Health"),
+                                   public=True)},
+    "/OpenPEX/openapi.json": {"get": _op("openapi", "get", "This description (no credentials)", "200",
+                                         {"type": "object"}, public=True, actors=False)},
+    "/OpenPEX/users": {
+        "post": _op("register", "post", "Register an account (no credentials)", "201", _ref("User"), body="NewUser",
+                    public=True, conflict=True, headers=("Location",), links=_user_links("$response.body#/username")),
+        "get": _op("listUsers", "get", "Every account with its quota, usage and refusals over quota (admin)", "200",
+                   _list("Account"), admin=True, links=_user_links("$response.body#/0/username"))},
+    "/OpenPEX/users/{name}": {
+        "parameters": _USER,
+        "get": _op("getUser", "get", "One account with its quota and usage (yours, or any for the admin; someone "
+                   "else's is not found)", "200", _ref("Account"), path=True)},
+    "/OpenPEX/users/{name}/quota": {
+        "parameters": _USER,
+        "put": _op("setQuota", "put", "Set a user's quota (admin): the limits given change, the others stay", "200",
+                   _ref("Account"), body="Quota", admin=True, path=True)},
+    "/OpenPEX/types": {"get": _op("listTypes", "get", "Instance sizes (the paper's Table 1)", "200", _list("Type"))},
     "/OpenPEX/templates": {
-        "get": _op("VM templates", _list("Template"), errors=("401",)),
-        "post": _op("Add a template (admin): name, description, kind ('simulated', or 'kernel' with kernel, initrd "
-                    "and cmdline paths that must exist)", _ref("Template"), status="201", body="Template",
-                    errors=("400", "401", "403", "409"))},
+        "get": _op("listTemplates", "get", "VM templates", "200", _list("Template")),
+        "post": _op("addTemplate", "post", "Add a template (admin)", "201", _ref("Template"), body="NewTemplate",
+                    admin=True, conflict=True)},
     "/OpenPEX/reservations": {
-        "post": _op("Propose a reservation: answered ACCEPT, COUNTER or REJECT", _ref("Reply"), status="201",
-                    body="Proposal", errors=("400", "401")),
-        "get": _op("Your reservations (all, for the admin)", _list("Reservation"), errors=("401",))},
+        "post": _op("propose", "post", "Propose a reservation: answered ACCEPT, COUNTER or REJECT", "201",
+                    _ref("Reply"), body="NewReservation", headers=("Location",),
+                    links=_reservation_links("$response.body#/proposal/id")),
+        "get": _op("listReservations", "get", "Your reservations (all, for the admin)", "200", _list("Reservation"),
+                   links=_reservation_links("$response.body#/0/id"))},
     "/OpenPEX/reservations/{id}": {
         "parameters": _ID,
-        "get": _op("One reservation", _ref("Reservation")),
-        "put": _op("Reply to an offer (ACCEPT, COUNTER, CONFIRM, REJECT) or renegotiate agreed terms (COUNTER)",
-                   _ref("Reply"), body="UserReply"),
-        "delete": _op("Cancel: stops its VMs and frees its capacity", _ref("Reservation"))},
+        "get": _op("getReservation", "get", "One reservation", "200", _ref("Reservation"), path=True,
+                   links={**_reservation_links("$request.path.id"),
+                          "GetFirstInstance": _link("getInstance", vm_id="$response.body#/instances/0")}),
+        "put": _op("replyToReservation", "put", "Reply to an offer (ACCEPT, COUNTER, CONFIRM, REJECT) or renegotiate "
+                   "agreed terms (COUNTER)", "200", _ref("Reply"), body="UserReply", path=True, conflict=True,
+                   links=_reservation_links("$request.path.id")),
+        "delete": _op("cancelReservation", "delete", "Cancel: stops its VMs and frees its capacity; the "
+                      "reservation stays readable, CANCELLED (or REJECTED, an offer withdrawn)", "200",
+                      _ref("Reservation"), path=True, conflict=True,
+                      links={"GetReservation": _link("getReservation", id="$request.path.id")})},
     "/OpenPEX/reservations/{id}/activate": {
-        "parameters": _ID, "put": _op("Activate a confirmed reservation: its VMs start at its start time",
-                                      _ref("Reservation"))},
-    "/OpenPEX/instances": {"get": _op("Your instances (all, for the admin)", _list("Instance"), errors=("401",))},
+        "parameters": _ID,
+        "put": _op("activateReservation", "put", "Activate a confirmed reservation: its VMs start at its start time",
+                   "200", _ref("Reservation"), path=True, conflict=True,
+                   links={"GetReservation": _link("getReservation", id="$request.path.id")})},
+    "/OpenPEX/instances": {"get": _op("listInstances", "get", "Your instances (all, for the admin)", "200",
+                                      _list("Instance"), links=_instance_links("$response.body#/0/vmID"))},
     "/OpenPEX/instances/{vm_id}": {
         "parameters": _VM,
-        "get": _op("One instance", _ref("Instance")),
-        "delete": _op("Delete an instance: forced off and removed from its host", _ref("Instance"))},
+        "get": _op("getInstance", "get", "One instance", "200", _ref("Instance"), path=True,
+                   links=_instance_links("$request.path.vm_id")),
+        "delete": _op("deleteInstance", "delete", "Delete an instance: forced off and removed from its host; it "
+                      "stays readable, DELETED", "200", _ref("Instance"), path=True, conflict=True, hypervisor=True,
+                      links={"GetInstance": _link("getInstance", vm_id="$request.path.vm_id")})},
     **{f"/OpenPEX/instances/{{vm_id}}/{verb}": {
-        "parameters": _VM, "put": _op(summary, _ref("Instance"), errors=("401", "404", "409", "502"))}
-       for verb, summary in (("stop", "Shut down (graceful, forced after a grace period)"),
-                             ("start", "Start (or resume) a stopped instance"), ("reboot", "Reboot"))},
+        "parameters": _VM,
+        "put": _op(operation_id, "put", summary, "200", _ref("Instance"), path=True, conflict=True, hypervisor=True,
+                   links={"GetInstance": _link("getInstance", vm_id="$request.path.vm_id")})}
+       for verb, (operation_id, summary) in _INSTANCE_VERBS.items()},
     "/OpenPEX/nodes": {
-        "get": _op("Hypervisor hosts (admin)", _list("Node"), errors=("401", "403")),
-        "post": _op("Add a host (admin); its size is asked of the host unless given. A host that cannot be "
-                    "reached is added DOWN", _ref("Node"), status="201",
-                    body="NewNode", errors=("400", "401", "403", "409"))},
+        "get": _op("listNodes", "get", "Hypervisor hosts (admin)", "200", _list("Node"), admin=True,
+                   links=_node_links("$response.body#/0/name")),
+        "post": _op("addNode", "post", "Add a host (admin); its size is asked of the host unless given. A host that "
+                    "cannot be reached is added DOWN", "201", _ref("Node"), body="NewNode", admin=True,
+                    conflict=True, headers=("Location",), links=_node_links("$response.body#/name"))},
     "/OpenPEX/nodes/{name}": {
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
-        "get": _op("One host (admin)", _ref("Node"), errors=("401", "403", "404"))},
-    "/OpenPEX/users/{name}": {
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
-        "get": _op("One account with its quota and usage (yours, or any for the admin)", _ref("Account"),
-                   errors=("401", "404"))},
-    "/OpenPEX/users/{name}/quota": {
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
-        "put": _op("Set a user's quota (admin): the limits given change, the others stay", _ref("Account"),
-                   body="Quota", errors=("400", "401", "403", "404"))},
-    "/OpenPEX/nodes/{name}/undrain": {
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
-        "put": _op("Put a drained host back in service (admin): it takes new bookings again",
-                   _ref("Node"), errors=("401", "403", "404"))},
+        "parameters": _NODE,
+        "get": _op("getNode", "get", "One host (admin)", "200", _ref("Node"), admin=True, path=True)},
     "/OpenPEX/nodes/{name}/drain": {
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
-        "put": _op("Drain a host (admin): it takes no new bookings; what it has stays",
-                   _ref("Node"), errors=("401", "403", "404"))},
+        "parameters": _NODE,
+        "put": _op("drainNode", "put", "Drain a host (admin): it takes no new bookings; what it has stays", "200",
+                   _ref("Node"), admin=True, path=True)},
+    "/OpenPEX/nodes/{name}/undrain": {
+        "parameters": _NODE,
+        "put": _op("undrainNode", "put", "Put a drained host back in service (admin): it takes new bookings again",
+                   "200", _ref("Node"), admin=True, path=True)},
 }
+
+DESCRIPTION = """\
+Advance reservation of virtual machines with negotiation (alternate offers).
+
+Every call but registration, health and this description takes HTTP Basic credentials. Errors
+are JSON `{"error": CODE, "message": ..., "field"?: ..., "retryAfter"?: ...}`. Request bodies are
+JSON (Content-Type application/json, else 415), at most 64 KiB (413) and 16 levels deep (400).
+A method a path does not serve is answered 405 with `Allow`; OPTIONS on any path is answered
+204 with `Allow` (or as a CORS preflight). A state-changing request from a web origin not
+allowed with --cors-origin is refused (403 CROSS_ORIGIN_REFUSED). Failed logins back off per
+username and per client address (429 TOO_MANY_ATTEMPTS with Retry-After, for any authenticated
+call); each user may hold a number of open offers and instance-hours in them and send a number
+of proposals a minute (429 QUOTA_EXCEEDED with Retry-After, on proposals and counters). Every
+answer carries security headers (X-Content-Type-Options and others). Times are answered in
+RFC 1123 (GMT); durations are milliseconds."""
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "OpenPEX", "version": "0.3.0",
-             "description": "Advance reservation of virtual machines with negotiation (alternate offers)."},
+    "info": {"title": "OpenPEX", "version": "0.3.0", "description": DESCRIPTION},
     "servers": [{"url": "/"}],
     "security": [{"basic": []}],
-    "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}, "schemas": SCHEMAS},
+    "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}, "schemas": SCHEMAS,
+                   "headers": HEADERS, "responses": RESPONSES},
     "paths": PATHS,
 }

@@ -7,17 +7,25 @@ epoch milliseconds) into them and outgoing ones back into RFC 1123.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from email.utils import format_datetime, parsedate_to_datetime
+import re
+from datetime import date, timedelta, timezone
+from decimal import Decimal
+from email.utils import format_datetime
 from typing import Any
 
-from pex.domain.clock import Millis, from_datetime, to_datetime
+from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
+from pex.domain.negotiation import LATEST_INSTANT, LATEST_START
 
 TIME_FIELDS = ("startTime", "endTime", "holdUntil")
 
 
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
+# Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
+# case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
+UUID_PATTERN = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+NODE_SIZES = ("cpus", "memoryMB", "diskGB")  # what a new node may say of its size
+LARGEST_SIZE = 2**31 - 1
 
 
 class InvalidBody(DomainError):
@@ -26,6 +34,19 @@ class InvalidBody(DomainError):
 
 def _refuse_constant(name: str) -> Any:
     raise InvalidBody(f"the body is not valid JSON: {name} is not a JSON number")
+
+
+_WHOLE = Decimal(10) ** 18  # beyond every integer field's bounds: a larger whole number stays a float
+
+
+def _read_number(text: str) -> int | float:
+    """A JSON number written with a fraction or an exponent. JSON has one kind of number, and
+    JSON Schema counts 3.0 and 3e2 as integers: so do we (within 10**18, past which no field
+    reaches); anything else is a float, for the field to refuse if it wants an integer."""
+    value = Decimal(text)
+    if value.copy_abs() < _WHOLE and value == value.to_integral_value():
+        return int(value)
+    return float(text)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -39,7 +60,7 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         return None
     try:
-        body = json.loads(text, parse_constant=_refuse_constant)
+        body = json.loads(text, parse_constant=_refuse_constant, parse_float=_read_number)
     except json.JSONDecodeError as error:
         raise InvalidBody(f"the body is not valid JSON: {error.msg} at {error.pos}") from None
     except RecursionError:
@@ -72,27 +93,207 @@ def format_time(instant: Millis) -> str | int:
         return instant
 
 
+# ---------------------------------------------------------------------- the time grammar
+#
+# A time a client sends is one of three spellings, and the API description publishes the exact
+# grammar as a `pattern` (pex/http/openapi.py), built here from the same pieces:
+#   - RFC 1123 in GMT, as HTTP dates are written: 'Mon, 17 Aug 2009 04:49:03 GMT' (the day name
+#     is not checked against the date);
+#   - ISO 8601 / RFC 3339: '2009-08-17T04:49:03Z', with 'T', 't' or a space between date and
+#     time, seconds and up to 9 digits of fraction optional, and 'Z', 'z', '+hh:mm' or '-hh:mm'
+#     (no zone: GMT, as in the paper); no leap second (':60');
+#   - epoch milliseconds, an integer.
+# Only real dates match (no 30 February; 29 February in leap years), from 1 January 1970 to the
+# field's last day: 24 January 9900 for startTime (LATEST_START: a reservation that starts then
+# can still end by 9999 however long it lasts), 31 December 9999 for endTime. On those two days an
+# ISO time carries only a zone that keeps it in range (on 1970-01-01 'Z', '+00:00' or '-hh:mm';
+# on the last day 'Z', '-00:00' or '+hh:mm'). So a string matches the published pattern if and
+# only if it is read here, and always to an instant the domain accepts.
+
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_LONG_MONTHS = (1, 3, 5, 7, 8, 10, 12)
+_SHORT_MONTHS = (4, 6, 9, 11)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+def _one_of(*parts: str) -> str:
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+
+def _digit(low: int, high: int) -> str:
+    return str(low) if low == high else f"[{low}{high}]" if high == low + 1 else f"[{low}-{high}]"
+
+
+def _number(low: int, high: int, width: int) -> str:
+    """The zero-padded decimal numbers low..high written with `width` digits."""
+    assert 0 <= low <= high < 10 ** width
+    if width == 1:
+        return _digit(low, high)
+    unit = 10 ** (width - 1)
+    first, last = divmod(low, unit), divmod(high, unit)
+    if first[0] == last[0]:
+        return str(first[0]) + _number(first[1], last[1], width - 1)
+    parts = []
+    full_from, full_to = first[0] + (first[1] != 0), last[0] - (last[1] != unit - 1)
+    if first[1] != 0:
+        parts.append(str(first[0]) + _number(first[1], unit - 1, width - 1))
+    if full_from <= full_to:
+        parts.append(_digit(full_from, full_to) + ("[0-9]" if width == 2 else f"[0-9]{{{width - 1}}}"))
+    if last[1] != unit - 1:
+        parts.append(str(last[0]) + _number(0, last[1], width - 1))
+    return _one_of(*parts)
+
+
+def _numbers(values: list[int], width: int) -> str:
+    """Any of `values` (sorted, distinct), runs of consecutive ones written as ranges."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and runs[-1][1] == value - 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return _one_of(*(_number(low, high, width) for low, high in runs))
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+_LEAP_ENDINGS = [y for y in range(1, 100) if y % 4 == 0]  # of a century's years, those that leap
+
+
+def _leap_years(first: int, last: int) -> str:
+    """The leap years from `first` to `last`, four digits each."""
+    whole, turns, partial = [], [], []
+    for century in range(first // 100, last // 100 + 1):
+        endings = [y for y in _LEAP_ENDINGS if first <= century * 100 + y <= last]
+        if endings == _LEAP_ENDINGS:
+            whole.append(century)
+        elif endings:
+            partial.append(f"{century:02d}" + _numbers(endings, 2))
+        if first <= century * 100 <= last and _is_leap(century * 100):
+            turns.append(century)
+    parts = [*partial]
+    if whole:
+        parts.append(_numbers(whole, 2) + _numbers(_LEAP_ENDINGS, 2))
+    if turns:
+        parts.append(_numbers(turns, 2) + "00")
+    return _one_of(*parts)
+
+
+def _date(years: str, month: int, days: str, iso: bool) -> str:
+    return f"{years}-{month:02d}-{days}" if iso else f"{days} {_MONTH_NAMES[month - 1]} {years}"
+
+
+def _days_in(month: int, year: int | None) -> int:
+    """Days in `month` of `year` (of any year, if None: February has 28)."""
+    if month == 2:
+        return 29 if year is not None and _is_leap(year) else 28
+    return 31 if month in _LONG_MONTHS else 30
+
+
+def _whole_years(first: int, last: int, iso: bool) -> str:
+    """Every real date of the years `first` to `last`."""
+    years = _number(first, last, 4)
+    by_length = [(_LONG_MONTHS, 31), (_SHORT_MONTHS, 30), ((2,), 28)]
+    if iso:
+        month_days = _one_of(*(f"{_numbers(list(months), 2)}-{_number(1, days, 2)}" for months, days in by_length))
+        common = f"{years}-{month_days}"
+    else:
+        day_months = _one_of(*(f"{_number(1, days, 2)} {_one_of(*(_MONTH_NAMES[m - 1] for m in months))}"
+                               for months, days in by_length))
+        common = f"{day_months} {years}"
+    leap = [f"{_date(_leap_years(first, last), 2, '29', iso)}"] if any(map(_is_leap, range(first, last + 1))) else []
+    return _one_of(common, *leap)
+
+
+def _dates(first: date, last: date, iso: bool) -> str:
+    """Every real date from `first` to `last` (inclusive)."""
+    parts = []
+    lo_year = first.year if first.timetuple().tm_yday > 1 else None
+    hi_year = last.year if (last.month, last.day) != (12, 31) else None
+    whole_from = first.year + (lo_year is not None)
+    whole_to = last.year - (hi_year is not None)
+    for year in sorted({y for y in (lo_year, hi_year) if y is not None}):
+        for month in range(1, 13):
+            day_from = first.day if (year, month) == (first.year, first.month) else 1
+            day_to = last.day if (year, month) == (last.year, last.month) else _days_in(month, year)
+            if (year, month) < (first.year, first.month) or (year, month) > (last.year, last.month):
+                continue
+            parts.append(_date(str(year), month, _number(day_from, day_to, 2), iso))
+    if whole_from <= whole_to:
+        parts.append(_whole_years(whole_from, whole_to, iso))
+    return _one_of(*parts)
+
+
+_HOUR_MINUTE = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+_ISO_TIME = rf"{_HOUR_MINUTE}(?::[0-5][0-9](?:\.[0-9]{{1,9}})?)?"
+_OFFSET = _HOUR_MINUTE
+_ANY_ZONE = rf"(?:[Zz]|[+-]{_OFFSET})?"
+_ZONE_NOT_AHEAD = rf"(?:[Zz]|-{_OFFSET}|\+00:00)?"  # local time not ahead of GMT: never earlier in GMT
+_ZONE_NOT_BEHIND = rf"(?:[Zz]|\+{_OFFSET}|-00:00)?"  # never later in GMT
+_SEPARATOR = "[Tt ]"
+
+
+def _iso_pattern(last: date) -> str:
+    """ISO 8601 times from 1970-01-01 to `last` (the first and last day with only the zones that
+    keep them in range)."""
+    inner = _dates(date(1970, 1, 2), last - timedelta(days=1), True)
+    return _one_of(f"{inner}{_SEPARATOR}{_ISO_TIME}{_ANY_ZONE}",
+                   f"1970-01-01{_SEPARATOR}{_ISO_TIME}{_ZONE_NOT_AHEAD}",
+                   f"{last.isoformat()}{_SEPARATOR}{_ISO_TIME}{_ZONE_NOT_BEHIND}")
+
+
+def _rfc_pattern(last: date) -> str:
+    return f"{_one_of(*_DAY_NAMES)}, {_dates(date(1970, 1, 1), last, False)} {_HOUR_MINUTE}:[0-5][0-9] GMT"
+
+
+def _millis(year: int, month: int, day: int, hour: int, minute: int, second: int = 0, fraction: str = "") -> Millis:
+    days = date(year, month, day).toordinal() - _EPOCH_DAY
+    return days * DAY + hour * HOUR + minute * MINUTE + second * SECOND + int((fraction + "000")[:3])
+
+
+# The last calendar day of each time field: the day of LATEST_START (so that the latest start can
+# still end by 9999 with the longest duration) and of LATEST_INSTANT.
+_LAST_DAY = {"startTime": date(9900, 1, 24), "endTime": date(9999, 12, 31)}
+LATEST_MILLIS = {"startTime": LATEST_START, "endTime": LATEST_INSTANT}
+assert all(_millis(day.year, day.month, day.day, 23, 59, 59, "999") == LATEST_MILLIS[field]
+           for field, day in _LAST_DAY.items())
+# Exact, per field: what a client may send (regular expressions without anchors, to fullmatch).
+RFC1123_IN = {field: _rfc_pattern(last) for field, last in _LAST_DAY.items()}
+ISO8601_IN = {field: _iso_pattern(last) for field, last in _LAST_DAY.items()}
+# What the API answers with: RFC 1123 in GMT.
+RFC1123_OUT = rf"{_one_of(*_DAY_NAMES)}, [0-9]{{2}} {_one_of(*_MONTH_NAMES)} [0-9]{{4}} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}} GMT"
+
+_COMPILED = {field: (re.compile(RFC1123_IN[field]), re.compile(ISO8601_IN[field])) for field in _LAST_DAY}
+_RFC_PARTS = re.compile(r"[A-Za-z]{3}, ([0-9]{2}) ([A-Za-z]{3}) ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT")
+_ISO_PARTS = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})"
+                        r"(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))?")
+
+
 def parse_time(field: str, value: Any) -> Millis:
-    if isinstance(value, bool):
-        raise InvalidField(field, "must be an RFC 1123 or ISO 8601 time")
+    """A time as a client sent it (see the grammar above), in epoch milliseconds: a string that
+    matches the field's grammar, or an integer (whose range the domain checks)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidField(field, "must be an RFC 1123 or ISO 8601 time, or epoch milliseconds")
     if isinstance(value, int):
         return value
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidField(field, "must be an RFC 1123 or ISO 8601 time")
-    text = value.strip()
-    moment: datetime | None
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        moment = None
-    if moment is None:
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidField(field, f"{value!r} is not an RFC 1123 or ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # a time without a zone is GMT, as in the paper
-    return from_datetime(moment)
+    rfc, iso = _COMPILED.get(field, _COMPILED["endTime"])
+    if rfc.fullmatch(value):
+        day, month, year, hour, minute, second = _RFC_PARTS.fullmatch(value).groups()  # type: ignore[union-attr]
+        return _millis(int(year), _MONTH_NAMES.index(month) + 1, int(day), int(hour), int(minute), int(second))
+    if iso.fullmatch(value):
+        year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = \
+            _ISO_PARTS.fullmatch(value).groups()  # type: ignore[union-attr]
+        local = _millis(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), fraction or "")
+        offset = (int(zone_hours) * HOUR + int(zone_minutes) * MINUTE) * (-1 if sign == "-" else 1) if sign else 0
+        return local - offset
+    last = _LAST_DAY.get(field, _LAST_DAY["endTime"])
+    raise InvalidField(field, f"{value[:64]!r} is not a time from 1970 to {last.day} {_MONTH_NAMES[last.month - 1]} "
+                              f"{last.year}: RFC 1123 in GMT "
+                              "('Mon, 17 Aug 2009 04:49:03 GMT'), ISO 8601 ('2009-08-17T04:49:03Z') or epoch "
+                              "milliseconds")
 
 
 def proposal_in(body: Any) -> Any:

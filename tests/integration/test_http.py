@@ -289,6 +289,7 @@ async def test_thirty_two_clients_racing_for_the_last_slots_get_exactly_the_capa
     one_host = Service(tmp_path, clock, nodes=1, node_spec=Resources(8, 65536, 1000))
     try:
         client = await aiohttp_client(one_host.http)
+        one_host.http[PASSWORDS].registrations_per_hour = 40  # 32 people behind one address
         users = [await register(client, f"user{i:02d}") for i in range(32)]
         # Half the host is booked already: 4 SMALL slots are left in the hour everyone wants.
         rid = (await (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=4),

@@ -13,6 +13,7 @@ import pytest
 
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.drivers.simulated import write_host
+from pex.http.app import PASSWORDS
 from pex.http.wire import format_time
 from tests.integration.test_http import ADMIN, basic, expect_error, proposal, register
 from tests.support.service import ADMIN_PASSWORD, T0, Service
@@ -148,6 +149,15 @@ async def test_template_files_must_be_files_in_the_image_directory(client, servi
     assert relative.status == 201 and (await relative.json())["kernel"] == str((images / "vmlinuz").resolve())
 
 
+async def test_a_template_may_not_say_where_consoles_are_written(client, service):
+    before = service.events()
+    for key, path in (("console_log", "/etc/shadow"), ("console_dir", "/tmp/made-by-a-template")):
+        response = await client.post("/OpenPEX/templates", json={"name": "t", "kind": "simulated", key: path},
+                                     headers=ADMIN)
+        assert (await expect_error(response, 400))["field"] == key
+    assert service.events() == before
+
+
 async def test_a_node_is_checked_before_anything_connects_to_it(client, service, tmp_path, caplog):
     before = service.events()
     for body, field in (({"name": "evil\nERROR forged line", "uri": "test:///default"}, "name"),
@@ -164,13 +174,21 @@ async def test_a_node_is_checked_before_anything_connects_to_it(client, service,
     assert set(service.system.dispatcher.proxy().node_refs().get()) == {"sim01", "sim02"}, "no host was connected"
 
 
-async def test_a_uri_already_used_by_another_node_is_a_conflict(client, service):
+async def test_a_uri_already_used_by_another_node_is_a_conflict(client, service, tmp_path):
     taken = (await (await client.get("/OpenPEX/nodes/sim01", headers=ADMIN)).json())["uri"]
+    (tmp_path / "hosts" / "alias.xml").symlink_to(tmp_path / "hosts" / "sim01.xml")
     before = service.events()
-    response = await client.post("/OpenPEX/nodes", json={"name": "twin", "uri": taken}, headers=ADMIN)
-    body = await expect_error(response, 409)
-    assert "sim01" in body["message"]
-    assert service.events() == before
+    for uri in (taken, taken.replace("/hosts/", "/hosts/./"), taken.replace("/hosts/", "//hosts/"),
+                f"test://{tmp_path / 'hosts' / 'alias.xml'}"):
+        response = await client.post("/OpenPEX/nodes", json={"name": "twin", "uri": uri}, headers=ADMIN)
+        body = await expect_error(response, 409)
+        assert "sim01" in body["message"], uri
+    assert (await client.post("/OpenPEX/nodes", json={"name": "shared", "uri": "test:///default"}, headers=ADMIN)).status == 201
+    for uri in ("test:///default?x=1", "test:///default#", "TEST:///default", "test://localhost:1/default",
+                "qemu+unix:///system?socket=/tmp/x", "qemu+ssh://h/system?keyfile=/etc/shadow"):
+        response = await client.post("/OpenPEX/nodes", json={"name": "again", "uri": uri}, headers=ADMIN)
+        assert response.status in (400, 409), uri
+    assert service.events() == before + 1
 
 
 async def test_a_host_that_does_not_answer_is_down_even_when_its_size_is_given(client, tmp_path):
@@ -208,6 +226,18 @@ async def test_usernames_are_unique_whatever_their_case_and_reserved_names_are_r
     for name in (".", "..", ".hidden", "-dash", "root", "Root", "administrator", "openpex"):
         response = await client.post("/OpenPEX/users", json={"username": name, "password": "correct-horse-battery-9"})
         assert (await expect_error(response, 400))["field"] == "username", name
+    assert service.events() == before
+
+
+async def test_one_address_may_register_only_so_many_accounts_an_hour(client, service):
+    passwords = service.http[PASSWORDS]
+    passwords.registrations_per_hour = 3
+    for name in ("ann", "ben", "cat"):
+        await register(client, name)
+    before = service.events()
+    fourth = await client.post("/OpenPEX/users", json={"username": "dan", "password": "correct-horse-battery-9"})
+    await expect_error(fourth, 429, "TOO_MANY_ATTEMPTS")
+    assert int(fourth.headers["Retry-After"]) == 1200, "one more every 60/3 minutes"
     assert service.events() == before
 
 
@@ -304,6 +334,7 @@ async def test_capacity_held_by_open_offers_is_bounded_in_instance_hours(client,
     before = service.events()
     big = await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=3, duration=4 * HOUR), headers=alice)
     assert "instance-hours" in (await expect_error(big, 429, "QUOTA_EXCEEDED"))["message"]
+    assert "Retry-After" not in big.headers, "waiting would not help: it asks for more than the whole quota"
     assert service.events() == before
     assert (await client.post("/OpenPEX/reservations", json=proposal(numInstancesFixed=2, duration=4 * HOUR),
                               headers=alice)).status == 201
@@ -348,6 +379,7 @@ async def test_only_the_admin_sets_quotas_and_bad_ones_are_a_400(client, service
     assert service.events() == before
     changed = await set_quota(client, "ALICE", openOffers=50)
     assert changed["quota"] == {"openOffers": 50, "heldInstanceHours": 2000, "proposalsPerMinute": 60}
+    assert service.app.view.account("alice").quota == {"open_offers": 50}, "the others still follow the defaults"
 
 
 async def test_a_quota_set_by_the_admin_survives_a_restart(tmp_path, clock, monkeypatch, aiohttp_client):
@@ -417,3 +449,22 @@ async def test_a_negotiation_holds_capacity_for_a_bounded_time_however_often_it_
     assert reservation["status"] == "OFFER_EXPIRED", "the offer lapsed 15 min (3 TTLs) after the first one"
     assert len(holds) == 3, holds
     assert holds[-1] == format_time(T0 + 15 * MINUTE)
+
+
+async def test_an_agreed_reservation_keeps_its_size_and_a_counter_changing_it_is_rejected(client, service, caplog):
+    alice = await register(client, "alice")
+    rid = (await (await client.post("/OpenPEX/reservations", json=proposal(), headers=alice)).json())["proposal"]["id"]
+    await client.put(f"/OpenPEX/reservations/{rid}", json={"reply": "CONFIRM"}, headers=alice)
+    bigger = await client.put(f"/OpenPEX/reservations/{rid}", json={"reply": "COUNTER", "proposal": {"type": "LARGE"}},
+                              headers=alice)
+    body = await bigger.json()
+    assert bigger.status == 200 and body["reply"] == "REJECT" and "keeps its size" in body["reason"]
+    shown = await (await client.get(f"/OpenPEX/reservations/{rid}", headers=alice)).json()
+    assert shown["status"] == "CONFIRMED" and shown["type"] == "SMALL" and "offer" not in shown
+    assert "Traceback" not in caplog.text
+    service.stop()
+    reopened = Service(service.config.data_dir, service.clock)  # the store still opens
+    try:
+        assert reopened.app.reservation(rid, "alice")["type"] == "SMALL"
+    finally:
+        reopened.stop()

@@ -7,7 +7,7 @@ import pytest
 from pex.domain.aggregates import Account, Node
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.domain.errors import InvalidField
-from pex.domain.quotas import HeldOffers, ProposalRate, Quota, QuotaExceeded, check_offers
+from pex.domain.quotas import HeldOffers, Quota, QuotaExceeded, TokenBuckets, check_offers
 from pex.drivers.local_files import LocalFiles
 
 
@@ -34,7 +34,7 @@ def test_the_open_offer_count_and_the_held_instance_hours_are_each_a_limit():
 
 
 def test_proposals_come_in_a_burst_up_to_the_limit_then_refill_evenly():
-    rate = ProposalRate()
+    rate = TokenBuckets()
     for _ in range(6):
         rate.take("alice", 6, 0)
     with pytest.raises(QuotaExceeded) as refused:
@@ -51,7 +51,7 @@ def test_proposals_come_in_a_burst_up_to_the_limit_then_refill_evenly():
 
 def test_a_limit_of_zero_refuses_every_proposal():
     with pytest.raises(QuotaExceeded):
-        ProposalRate().take("alice", 0, 0)
+        TokenBuckets().take("alice", 0, 0)
 
 
 def test_a_quota_is_recorded_on_the_account_only_when_it_changes():
@@ -92,9 +92,13 @@ def test_only_files_inside_the_image_and_hosts_directories_may_be_named(tmp_path
     for bad in ("/etc/passwd", "../secret", "out", ".", str(images)):
         with pytest.raises(InvalidField):
             files.image("kernel", bad)
-    files.check_uri(f"test://{hosts / 'h.xml'}")
-    files.check_uri("test:///default")
-    files.check_uri("qemu:///system")
+    real = f"test://{(hosts / 'h.xml').resolve()}"
+    assert files.host_uri(f"test://{hosts / 'h.xml'}") == real
+    assert files.host_uri(f"test://{hosts}/./h.xml") == real, "one file, one URI"
+    (hosts / "alias.xml").symlink_to(hosts / "h.xml")
+    assert files.host_uri(f"test://{hosts / 'alias.xml'}") == real
+    assert files.host_uri("test:///default") == "test:///default"
+    assert files.host_uri("qemu:///system") == "qemu:///system"
     for bad in ("test:///etc/passwd", f"test://{images / 'vmlinuz'}", f"test://{hosts}/../images/vmlinuz"):
         with pytest.raises(InvalidField):
-            files.check_uri(bad)
+            files.host_uri(bad)
