@@ -40,7 +40,7 @@ from pex.domain.sizes import InstanceType, Resources
 
 # Names of accounts and nodes: they appear in logs, paths and VM names, so they start with a
 # letter or digit (no '.', '..' or hidden names) and hold nothing a log line could be forged with.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Usernames that would pass for the system, its operators or a path (compared casefolded).
 RESERVED_USERNAMES = frozenset({
     "admin", "administrator", "root", "system", "openpex", "operator", "support", "security", "superuser",
@@ -50,7 +50,7 @@ RESERVED_USERNAMES = frozenset({
 # A libvirt URI of a driver OpenPEX speaks: test:// (simulated, a local file: no host) or qemu,
 # over a transport or not. No query: its parameters (socket=, keyfile=, pkipath=, ...) would
 # name local files and sockets for libvirt to open.
-_URI = re.compile(r"test:///[!-\"$->@-~]*|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?://[!-\"$->@-~]*")
+URI_PATTERN = re.compile(r"test:///[!-\"$->@-~]*|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?://[!-\"$->@-~]*")
 _USER_MESSAGES = {Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT}
 
 
@@ -180,7 +180,7 @@ class OpenPEX(Application[UUID]):
 
     def register_account(self, username: Any, password_hash: str, fullname: Any = "", email: Any = "",
                          *, is_admin: bool = False) -> dict[str, Any]:
-        if not isinstance(username, str) or not _NAME.fullmatch(username):
+        if not isinstance(username, str) or not NAME_PATTERN.fullmatch(username):
             raise InvalidField("username", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         if username.casefold() in RESERVED_USERNAMES and not is_admin:  # (the service seeds 'admin')
             raise InvalidField("username", f"{username!r} is reserved")
@@ -285,9 +285,9 @@ class OpenPEX(Application[UUID]):
     def check_new_node(self, name: Any, uri: Any) -> None:
         """Refuse a node's name or URI before anything connects to it: a well-formed name not
         taken, and a libvirt URI of a driver OpenPEX speaks that no other node uses."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        if not isinstance(uri, str) or len(uri) > 1024 or not _URI.fullmatch(uri):
+        if not isinstance(uri, str) or len(uri) > 1024 or not URI_PATTERN.fullmatch(uri):
             raise InvalidField("uri", "must be a libvirt URI of the test or qemu driver, such as "
                                       "test:///path/host.xml or qemu:///system, without spaces")
         if name in self.view.nodes:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pex.domain.application import _NAME, _URI, RESERVED_USERNAMES
+from pex.actors.reservation_manager import SERVICE_KEYS
+from pex.domain.application import NAME_PATTERN, URI_PATTERN, RESERVED_USERNAMES
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
 from pex.http import passwords
+from pex.http.auth import REGISTRATIONS_PER_HOUR
 from pex.http.protection import SECURITY_HEADERS
 from pex.http.wire import (
     ISO8601_IN,
@@ -54,7 +56,7 @@ def _escape(character: str) -> str:
 # Text that is not only whitespace, as Python's str.strip() sees whitespace (spelled out: `\s`
 # means other characters to ECMA, Python and Rust regular expressions).
 NOT_BLANK = "[^" + "".join(_escape(c) for c in map(chr, range(0x110000)) if c.isspace()) + "]"
-NAME = _anchored(_NAME.pattern)
+NAME = _anchored(NAME_PATTERN.pattern)
 RESERVED = _anchored("|".join(_any_case(name) for name in sorted(RESERVED_USERNAMES)))
 UUID = _anchored(UUID_PATTERN)
 
@@ -228,7 +230,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["name", "uri"], "description": "Other properties are ignored.",
         "properties": {
             "name": {"type": "string", "pattern": NAME},
-            "uri": {"type": "string", "maxLength": 1024, "pattern": _anchored(_URI.pattern),
+            "uri": {"type": "string", "maxLength": 1024, "pattern": _anchored(URI_PATTERN.pattern),
                     "description": "a libvirt URI of the test or qemu driver; a test:// one must name an .xml file "
                                    "in the data directory's hosts/ folder (else 400), or be test:///default"},
             "cpus": _NODE_SIZE, "memoryMB": _NODE_SIZE, "diskGB": _NODE_SIZE}},
@@ -240,12 +242,13 @@ SCHEMAS: dict[str, Any] = {
                  "additionalProperties": SPEC_VALUE},
     "NewTemplate": {
         "type": "object", "required": ["name"],
-        "description": "A name, a description and any other properties as the template's spec. kind 'kernel' "
-                       "boots the kernel (and initrd, cmdline) it names, which must be files in the image "
-                       "directory (else 400); any other kind is a stand-in VM.",
+        "description": "A name, a description and any other properties as the template's spec (but "
+                       f"{' and '.join(SERVICE_KEYS)}, which the service sets). kind 'kernel' boots the kernel (and "
+                       "initrd, cmdline) it names, which must be files in the image directory (else 400); any other "
+                       "kind is a stand-in VM.",
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NOT_BLANK},
                        "description": {"type": "string", "maxLength": 1024}},
-        "propertyNames": {"maxLength": 64},
+        "propertyNames": {"maxLength": 64, "not": {"enum": list(SERVICE_KEYS)}},
         "additionalProperties": SPEC_VALUE,
         "if": {"required": ["kind"], "properties": {"kind": {"const": "kernel"}}},
         "then": {"required": ["kernel"],
@@ -300,7 +303,8 @@ HEADERS: dict[str, Any] = {
     **{name: {"required": True, "schema": {"type": "string", "const": value},
               "description": "on every answer"} for name, value in SECURITY_HEADERS.items()},
     "Location": {"required": True, "schema": {"type": "string"}, "description": "where the new resource is"},
-    "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}, "description": "seconds"},
+    "Retry-After": {"required": False, "schema": {"type": "integer", "minimum": 1},
+                    "description": "seconds; always with TOO_MANY_ATTEMPTS"},
     "WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": 'Basic realm="OpenPEX", charset="UTF-8"'}},
     "Allow": {"required": True, "schema": {"type": "string"}, "description": "the methods the path serves"},
 }
@@ -327,9 +331,12 @@ RESPONSES: dict[str, Any] = {
                    "current state", _ERROR),
     "413": _answer("REQUEST_ENTITY_TOO_LARGE: the body is over 64 KiB", _ERROR),
     "415": _answer("UNSUPPORTED_MEDIA_TYPE: a body that is not application/json", _ERROR),
-    "429": _answer("TOO_MANY_ATTEMPTS (failed logins for this username or from this address: no password is "
-                   "checked until Retry-After) or QUOTA_EXCEEDED (proposals over the user's quota; nothing is "
-                   "recorded)", {"allOf": [_ERROR], "required": ["retryAfter"]}, "Retry-After"),
+    "429": _answer("TOO_MANY_ATTEMPTS (failed logins for this username or from this address, or too many new "
+                   "accounts from this address: refused until Retry-After) or QUOTA_EXCEEDED (a proposal over the "
+                   "user's quota; nothing is recorded; Retry-After says when waiting helps, and is left out for a "
+                   "proposal larger than the whole quota)",
+                   {"allOf": [_ERROR], "if": {"properties": {"error": {"const": "TOO_MANY_ATTEMPTS"}}},
+                    "then": {"required": ["retryAfter"]}}, "Retry-After"),
     "502": _answer("HYPERVISOR_ERROR: the host refused the operation", _ERROR),
     "503": _answer("UNAVAILABLE or STORE_UNAVAILABLE: the service is stopping, or its store cannot be used",
                    _ERROR),
@@ -340,7 +347,7 @@ RESPONSES: dict[str, Any] = {
 # ---------------------------------------------------------------------- operations
 
 def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[str, Any] | None, *,
-        body: str | None = None, public: bool = False, admin: bool = False, path: bool = False,
+        body: str | None = None, public: bool = False, throttled: bool = False, admin: bool = False, path: bool = False,
         conflict: bool = False, hypervisor: bool = False, actors: bool = True, headers: tuple[str, ...] = (),
         links: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
     """An operation with every status it can answer: what it does, and what anything it passes
@@ -348,7 +355,7 @@ def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[
     unsafe = method in ("post", "put", "delete")
     errors = {
         "400": body is not None, "401": not public, "403": admin or unsafe, "404": path, "409": conflict,
-        "413": body is not None, "415": unsafe, "429": not public, "502": hypervisor, "503": actors,
+        "413": body is not None, "415": unsafe, "429": throttled or not public, "502": hypervisor, "503": actors,
         "504": actors,
     }
     success = _answer("success", schema, *headers)
@@ -411,8 +418,9 @@ PATHS: dict[str, Any] = {
     "/OpenPEX/openapi.json": {"get": _op("openapi", "get", "This description (no credentials)", "200",
                                          {"type": "object"}, public=True, actors=False)},
     "/OpenPEX/users": {
-        "post": _op("register", "post", "Register an account (no credentials)", "201", _ref("User"), body="NewUser",
-                    public=True, conflict=True, headers=("Location",), links=_user_links("$response.body#/username")),
+        "post": _op("register", "post", "Register an account (no credentials; a client address may register "
+                    f"{REGISTRATIONS_PER_HOUR} an hour, in a burst)", "201", _ref("User"), body="NewUser", public=True,
+                    throttled=True, conflict=True, headers=("Location",), links=_user_links("$response.body#/username")),
         "get": _op("listUsers", "get", "Every account with its quota, usage and refusals over quota (admin)", "200",
                    _list("Account"), admin=True, links=_user_links("$response.body#/0/username"))},
     "/OpenPEX/users/{name}": {
@@ -494,8 +502,9 @@ A method a path does not serve is answered 405 with `Allow`; OPTIONS on any path
 204 with `Allow` (or as a CORS preflight). A state-changing request from a web origin not
 allowed with --cors-origin is refused (403 CROSS_ORIGIN_REFUSED). Failed logins back off per
 username and per client address (429 TOO_MANY_ATTEMPTS with Retry-After, for any authenticated
-call); each user may hold a number of open offers and instance-hours in them and send a number
-of proposals a minute (429 QUOTA_EXCEEDED with Retry-After, on proposals and counters). Every
+call); a client address may register a number of accounts an hour (429 TOO_MANY_ATTEMPTS with
+Retry-After); each user may hold a number of open offers and instance-hours in them and send a
+number of proposals a minute (429 QUOTA_EXCEEDED, with Retry-After when waiting helps). Every
 answer carries security headers (X-Content-Type-Options and others). Times are answered in
 RFC 1123 (GMT); durations are milliseconds."""
 
