@@ -14,24 +14,14 @@ from typing import Any
 import pykka
 from aiohttp import web
 
-from pex.actors.calls import ask_async
 from pex.domain.errors import DomainError, NotFound
 from pex.drivers.base import DriverError
-from pex.http.auth import PasswordCheck, Principal, basic_credentials
-from pex.http.protection import (
-    CORS_ORIGINS,
-    content_type_middleware,
-    cors_middleware,
-    quiet_client_errors,
-    security_headers,
-)
+from pex.http import handlers
+from pex.http.auth import PasswordCheck, basic_credentials
+from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
+from pex.http.typedefs import BASE, CORS_ORIGINS, MANAGER, PASSWORDS, PRINCIPAL, call
 
 log = logging.getLogger(__name__)
-
-BASE = "/OpenPEX"
-MANAGER = web.AppKey("manager", pykka.ActorRef)
-PASSWORDS = web.AppKey("passwords", PasswordCheck)
-PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request
 
 # (method, path) that need no credentials.
 PUBLIC = {("POST", f"{BASE}/users"), ("GET", f"{BASE}/health"), ("GET", f"{BASE}/openapi.json")}
@@ -41,8 +31,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(manager: pykka.ActorRef[Any], passwords: PasswordCheck | None = None, *,
                cors_origins: Collection[str] = ()) -> web.Application:
-    from pex.http import handlers  # the routes need the keys above
-
     quiet_client_errors()
     app = web.Application(middlewares=[errors_middleware, cors_middleware, content_type_middleware, auth_middleware],
                           client_max_size=64 * 1024)
@@ -57,14 +45,6 @@ def create_app(manager: pykka.ActorRef[Any], passwords: PasswordCheck | None = N
 
 async def stop_hashing(app: web.Application) -> None:
     app[PASSWORDS].close()
-
-
-async def call(request: web.Request, method: str, *args: Any, **kwargs: Any) -> Any:
-    return await ask_async(request.app[MANAGER], method, *args, **kwargs)
-
-
-def principal(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:

@@ -12,7 +12,7 @@ from pex.domain.errors import AlreadyExists, DomainError, InvalidField, NotFound
 from pex.domain.negotiation import check_proposal
 from pex.domain.orders import Operation
 from pex.http import openapi
-from pex.http.app import BASE, PASSWORDS, call, principal
+from pex.http.typedefs import BASE, PASSWORDS, call, principal
 from pex.http.wire import (
     LARGEST_SIZE,
     NODE_SIZES,

@@ -18,10 +18,10 @@ import aiohttp.web_response
 from aiohttp import http_exceptions, web
 
 from pex.domain.errors import DomainError
+from pex.http.typedefs import CORS_ORIGINS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CORS_ORIGINS = web.AppKey("cors_origins", frozenset)  # origins allowed to call the API from a browser
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SERVER = "OpenPEX"  # the Server header: no software versions for a scanner to match
 PREFLIGHT_MAX_AGE = "600"

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 from pex.domain.clock import HOUR
 from pex.domain.sizes import Resources
 from pex.http import openapi
-from pex.http.app import PASSWORDS
+from pex.http.typedefs import PASSWORDS
 from pex.http.wire import format_time
 from tests.support.service import ADMIN_PASSWORD, T0, Service
 

@@ -12,7 +12,7 @@ import time
 import aiohttp
 from argon2 import PasswordHasher
 
-from pex.http.app import PASSWORDS
+from pex.http.typedefs import PASSWORDS
 from pex.http.auth import LoginThrottle
 from tests.integration.test_http import basic, expect_error, register
 from tests.unit.test_login_throttle import Stopwatch

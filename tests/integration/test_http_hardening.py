@@ -13,7 +13,7 @@ import pytest
 
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.drivers.simulated import write_host
-from pex.http.app import PASSWORDS
+from pex.http.typedefs import PASSWORDS
 from pex.http.wire import format_time
 from tests.integration.test_http import ADMIN, basic, expect_error, proposal, register
 from tests.support.service import ADMIN_PASSWORD, T0, Service
