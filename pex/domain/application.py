@@ -714,14 +714,7 @@ class OpenPEX(Application[UUID]):
         return _instance_dict(self._visible_instance(vm_id, userid, is_admin))
 
     def _visible_instance(self, vm_id: Any, userid: str, is_admin: bool) -> Instance:
-        try:
-            key = vm_id if isinstance(vm_id, UUID) else UUID(str(vm_id))
-        except ValueError:
-            raise NotFound(f"no instance {vm_id!r}") from None
-        instance = self.view.instances.get(key)
-        if instance is None or not (is_admin or instance.userid == userid):
-            raise NotFound(f"no instance {vm_id!r}")
-        return instance
+        return _visible(self.view.instances, "instance", vm_id, userid, is_admin)
 
     # ------------------------------------------------------------------ queries
 
@@ -740,15 +733,7 @@ class OpenPEX(Application[UUID]):
                 for t, free in self.capacity.timeline(node, start, end)]
 
     def _visible_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
-        try:
-            key = reservation_id if isinstance(reservation_id, UUID) else UUID(str(reservation_id))
-        except ValueError:
-            raise NotFound(f"no reservation {reservation_id!r}") from None
-        reservation = self.view.reservations.get(key)
-        # Someone else's reservation is reported as missing, not forbidden: ids reveal nothing.
-        if reservation is None or not (is_admin or reservation.userid == userid):
-            raise NotFound(f"no reservation {reservation_id!r}")
-        return reservation
+        return _visible(self.view.reservations, "reservation", reservation_id, userid, is_admin)
 
     def _load_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
         return self._get(self._visible_reservation(reservation_id, userid, is_admin).id)
@@ -789,6 +774,18 @@ class OpenPEX(Application[UUID]):
             if reservation.offer["alternatives"]:
                 body["alternatives"] = reservation.offer["alternatives"]
         return body
+
+
+def _visible(table: Mapping[UUID, Any], what: str, key: Any, userid: str, is_admin: bool) -> Any:
+    """The reservation or instance `key` names, if the caller may see it. Someone else's is
+    reported as missing, not forbidden: ids reveal nothing."""
+    try:
+        found = table.get(key if isinstance(key, UUID) else UUID(str(key)))
+    except ValueError:
+        found = None
+    if found is None or not (is_admin or found.userid == userid):
+        raise NotFound(f"no {what} {str(key)[:64]!r}")
+    return found
 
 
 def _host_key(uri: str) -> str:

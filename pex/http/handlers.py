@@ -79,10 +79,11 @@ def path_id(request: web.Request, key: str, what: str) -> str:
     return value
 
 
-def who(request: web.Request) -> dict[str, Any]:
-    """The userid and admin flag every reservation and instance call is made with."""
+async def as_caller(request: web.Request, method: str, *ids: Any, then: tuple[Any, ...] = ()) -> Any:
+    """Call `method` for whoever asks: every reservation and instance call takes the ids, the
+    caller's username, anything `then`, and whether the caller is the admin (who sees all)."""
     user = principal(request)
-    return {"userid": user.username, "is_admin": user.is_admin}
+    return await call(request, method, *ids, user.username, *then, is_admin=user.is_admin)
 
 
 def admin_only(request: web.Request) -> None:
@@ -183,59 +184,44 @@ async def respond(request: web.Request) -> web.Response:
     if proposal is not None:  # checked whatever the reply: one that is not a COUNTER may echo terms
         proposal = proposal_in(proposal)
         check_proposal(proposal)
-    user = who(request)
-    answer = await call(request, "respond", path_id(request, "id", "reservation"), user["userid"], body["reply"],
-                        proposal, is_admin=user["is_admin"])
-    return reply(answer)
+    return reply(await as_caller(request, "respond", path_id(request, "id", "reservation"),
+                                 then=(body["reply"], proposal)))
 
 
 async def reservations(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "reservations", user["userid"], is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "reservations"))
 
 
 async def reservation(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "reservation", path_id(request, "id", "reservation"), user["userid"],
-                            is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "reservation", path_id(request, "id", "reservation")))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "cancel", path_id(request, "id", "reservation"), user["userid"],
-                            is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "cancel", path_id(request, "id", "reservation")))
 
 
 async def activate(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "activate", path_id(request, "id", "reservation"), user["userid"],
-                            is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "activate", path_id(request, "id", "reservation")))
 
 
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "instances", user["userid"], is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "instances"))
 
 
 async def instance(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "instance", path_id(request, "vm_id", "instance"), user["userid"],
-                            is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "instance", path_id(request, "vm_id", "instance")))
 
 
 async def operate(request: web.Request) -> web.Response:
-    user = who(request)
     operation = Operation(request.match_info["operation"])
-    return reply(await call(request, "operate", path_id(request, "vm_id", "instance"), user["userid"],
-                            operation.value, is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(operation.value,)))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
-    user = who(request)
-    return reply(await call(request, "operate", path_id(request, "vm_id", "instance"), user["userid"],
-                            Operation.DELETE.value, is_admin=user["is_admin"]))
+    return reply(await as_caller(request, "operate", path_id(request, "vm_id", "instance"),
+                                 then=(Operation.DELETE.value,)))
 
 
 # ---------------------------------------------------------------------- nodes (admin)
