@@ -134,7 +134,7 @@ class ReservationManager(CallableActor):
         of itself (CPUs and memory); what neither says comes from `default_node`. The name and
         URI are checked before anything connects. The host is asked at once: one that does not
         answer is registered all the same, DOWN, and comes UP when a poll gets an answer."""
-        ask_sync(self.allocator, "check_new_node", name, uri)
+        ask_sync(self.allocator, "check_new_node", name, uri, size)
         uri = self.files.host_uri(uri)
         ask_sync(self.allocator, "check_new_node", name, uri)  # its real file is not taken either
         started = ask_sync(self.dispatcher, "add_node", name, uri)

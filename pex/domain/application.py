@@ -282,9 +282,13 @@ class OpenPEX(Application[UUID]):
         return [{"type": t.name, "cpus": t.resources.cpus, "memoryMB": t.resources.memory_mb,
                  "diskGB": t.resources.disk_gb} for t in InstanceType]
 
-    def check_new_node(self, name: Any, uri: Any) -> None:
-        """Refuse a node's name or URI before anything connects to it: a well-formed name not
-        taken, and a libvirt URI of a driver OpenPEX speaks that no other node uses."""
+    def check_new_node(self, name: Any, uri: Any, size: Mapping[str, Any] | None = None) -> None:
+        """Refuse a node's name, URI or size before anything connects to it: a well-formed name
+        not taken, a libvirt URI of a driver OpenPEX speaks that no other node uses, and sizes
+        (cpus, memoryMB, diskGB: those given) that are positive integers below 2**31."""
+        for field_name, value in (size or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+                raise InvalidField(field_name, "must be a positive integer below 2**31")
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise InvalidField("name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         if not isinstance(uri, str) or len(uri) > 1024 or not URI_PATTERN.fullmatch(uri):
@@ -299,10 +303,7 @@ class OpenPEX(Application[UUID]):
     def register_node(self, name: str, uri: str, capacity: Resources, *, reachable: bool = True) -> dict[str, Any]:
         """A new host; one that did not answer is recorded DOWN at once (in the same save), so
         no decision ever counts on it before a poll does."""
-        self.check_new_node(name, uri)
-        for field_name, value in zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple()):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
-                raise InvalidField(field_name, "must be a positive integer below 2**31")
+        self.check_new_node(name, uri, dict(zip(("cpus", "memoryMB", "diskGB"), capacity.as_tuple())))
         node = Node(name, uri, capacity.cpus, capacity.memory_mb, capacity.disk_gb)
         if not reachable:
             node.go_down()
