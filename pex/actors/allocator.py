@@ -1,9 +1,10 @@
 """Allocator: the one writer. It owns the OpenPEX application, and with it the event store and
 the in-memory capacity model, so every decision that takes or frees capacity is serialized here.
 
-It runs the domain's commands and queries as they are, and after each command re-arms the one
-timer the lifecycle needs: the next instant something falls due (an offer lapses, a reservation
-starts or ends), which it asks the EventQueue to send to the ReservationManager as `settle`.
+It runs the domain's commands and queries as they are, and after each batch keeps the one timer
+the lifecycle needs on the next instant something falls due (an offer lapses, a reservation
+starts or ends), read off the view itself; it asks the EventQueue to send `settle` to the
+ReservationManager then, and tells it only when that instant changed.
 It never asks another actor for anything, so others may wait on it without deadlock.
 
 Group commit: while calls keep arriving, their outcomes are staged (each decision sees all
@@ -35,11 +36,6 @@ _APPLICATION = frozenset({
     "register_node", "check_new_node", "mark_node", "reservation", "reservations", "instances",
     "instance", "instance_order", "record_instance_status", "capacity_timeline",
     "stray_orders", "reconcile",
-})
-
-# Commands that may change what falls due next; queries leave the timer alone.
-_COMMANDS = frozenset({
-    "propose", "respond", "activate", "cancel", "settle", "register_node", "mark_node", "lose_node",
 })
 
 
@@ -91,8 +87,7 @@ class Allocator(CallableActor):
         if settles:
             self._armed = None  # the timer that sent it is spent, whatever happened
             self._settle_failed = not saved or any(error is not None for error in settles)
-        if not saved or any(call.method in _COMMANDS for call, _, _ in waiting):
-            self._rearm()
+        self._rearm()  # what falls due next, from the view itself (cheap: three sorted heads)
 
     def attach(self, manager: pykka.ActorRef[Any]) -> None:
         """The actor that `settle` timers go to (started after this one)."""
