@@ -19,7 +19,8 @@ from typing import Any
 
 from pex.actors.reservation_manager import SERVICE_KEYS
 from pex.domain.application import NAME_PATTERN, URI_PATTERN, RESERVED_USERNAMES
-from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST
+from pex.domain.aggregates import INSTANCE_STATUSES
+from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
 from pex.http import passwords
@@ -34,11 +35,10 @@ from pex.http.wire import (
 )
 
 _SIZES = list(InstanceType.__members__)
-_REPLIES_OUT = ["ACCEPT", "REJECT", "COUNTER", "CONFIRM_REQUEST", "REQUEST_SUCCESS"]
-_REPLIES_IN = ["ACCEPT", "COUNTER", "CONFIRM", "REJECT"]
-_RESERVATION_STATUSES = ["INITIATED", "ACCEPTED", "COUNTERED", "CONFIRMED", "ACTIVATED", "DEGRADED", "EXPIRED",
-                         "REJECTED", "CANCELLED", "OFFER_EXPIRED"]
-_INSTANCE_STATUSES = ["PENDING", "RUNNING", "PAUSED", "SUSPENDED", "HALTED", "CRASHED", "DELETED"]
+_REPLIES_OUT = [reply.value for reply in Reply]
+_REPLIES_IN = [message.value for message in (Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT)]
+_RESERVATION_STATUSES = [status.value for status in Status]
+_INSTANCE_STATUSES = sorted(INSTANCE_STATUSES)
 
 
 def _anchored(regex: str) -> str:

@@ -37,7 +37,7 @@ def test_after_a_sigkill_and_a_restart_an_activated_reservation_starts_on_time(s
         if all(i["status"] == "RUNNING" for i in instances):
             break
         assert now < start + timedelta(seconds=3), f"not running 3 s after the start: {instances}"
-        assert all(i["status"] == "PENDING" for i in instances)
+        assert {i["status"] for i in instances} <= {"PENDING", "RUNNING"}, instances  # (one may boot first)
         time.sleep(0.05)
     late = (now - start).total_seconds()
     assert -0.1 <= late <= 1.2, f"seen running {late:.2f} s after the start (timers fire within 1 s)"
