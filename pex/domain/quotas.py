@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from pex.domain.clock import HOUR, MINUTE, SECOND, Millis
@@ -35,11 +35,12 @@ class Quota:
 
     @classmethod
     def from_stored(cls, stored: dict[str, int] | None, default: Quota) -> Quota:
-        return cls(**{**asdict(default), **(stored or {})})
+        """The defaults with the limits an admin set for one account (asked on every proposal)."""
+        return replace(default, **stored) if stored else default
 
     def changed(self, body: Any) -> Quota:
         """This quota with the limits `body` gives (in the API's names); others are kept."""
-        return Quota(**{**asdict(self), **limits_given(body)})
+        return replace(self, **limits_given(body))
 
 
 def limits_given(body: Any) -> dict[str, int]:
