@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from argon2 import PasswordHasher
 from aiohttp import web
@@ -35,6 +34,7 @@ from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
 from pex.http.app import create_app
 from pex.http.auth import PasswordCheck
+from pex.stores import writer_env
 
 log = logging.getLogger("openpex")
 
@@ -73,13 +73,7 @@ class Config:
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
     """eventsourcing's settings for a SQLite file (default: events.db in the data directory)
     or a PostgreSQL URL."""
-    if database and database.startswith(("postgres://", "postgresql://")):
-        url = urlparse(database)
-        return {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": url.path.lstrip("/"),
-                "POSTGRES_HOST": url.hostname or "127.0.0.1", "POSTGRES_PORT": str(url.port or 5432),
-                "POSTGRES_USER": unquote(url.username or ""), "POSTGRES_PASSWORD": unquote(url.password or "")}
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(database or data_dir / "events.db")}
+    return writer_env(database or str(data_dir / "events.db"))
 
 
 def parse_node_spec(text: str) -> Resources:
