@@ -230,7 +230,7 @@ class Reservation(Aggregate):
     def _withdrawn(self) -> None:
         self.offer = None
         if not self.is_agreed:
-            self.status = Status.REJECTED
+            self.status = Status.WITHDRAWN
 
     @event("OfferLapsed")
     def _offer_lapsed(self) -> None:

@@ -27,7 +27,8 @@ class Status(str, Enum):
     ACTIVATED = "ACTIVATED"
     DEGRADED = "DEGRADED"
     EXPIRED = "EXPIRED"
-    REJECTED = "REJECTED"
+    REJECTED = "REJECTED"  # OpenPEX refused the proposal (see the reason)
+    WITHDRAWN = "WITHDRAWN"  # the user rejected or cancelled an open offer
     CANCELLED = "CANCELLED"
     OFFER_EXPIRED = "OFFER_EXPIRED"
 
@@ -35,7 +36,7 @@ class Status(str, Enum):
 # Statuses in which the terms are agreed and the capacity is booked.
 AGREED = frozenset({Status.CONFIRMED, Status.ACTIVATED, Status.DEGRADED})
 # Statuses nothing can leave.
-CLOSED = frozenset({Status.EXPIRED, Status.REJECTED, Status.CANCELLED, Status.OFFER_EXPIRED})
+CLOSED = frozenset({Status.EXPIRED, Status.REJECTED, Status.WITHDRAWN, Status.CANCELLED, Status.OFFER_EXPIRED})
 
 
 class OfferState(str, Enum):

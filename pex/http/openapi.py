@@ -451,7 +451,7 @@ PATHS: dict[str, Any] = {
                    "agreed terms (COUNTER)", "200", _ref("Reply"), body="UserReply", path=True, conflict=True,
                    links=_reservation_links("$request.path.id")),
         "delete": _op("cancelReservation", "delete", "Cancel: stops its VMs and frees its capacity; the "
-                      "reservation stays readable, CANCELLED (or REJECTED, an offer withdrawn)", "200",
+                      "reservation stays readable, CANCELLED (or WITHDRAWN, an open offer the user gave up)", "200",
                       _ref("Reservation"), path=True, conflict=True,
                       links={"GetReservation": _link("getReservation", id="$request.path.id")})},
     "/OpenPEX/reservations/{id}/activate": {

@@ -114,9 +114,18 @@ def test_rejecting_an_offer_releases_its_hold(app):
     rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
     assert free_cpus(app, "n1", NOW + HOUR) == 0
     assert app.respond(rid, "alice", "REJECT", NOW)["reply"] == "REQUEST_SUCCESS"
-    assert app.reservation(rid, "alice")["status"] == "REJECTED"
+    assert app.reservation(rid, "alice")["status"] == "WITHDRAWN"  # the user's, not OpenPEX's refusal
     assert free_cpus(app, "n1", NOW + HOUR) == 8
     assert app.propose("bob", proposal(fixed=4), NOW)["reply"] == "ACCEPT"
+
+
+def test_cancelling_an_open_offer_reads_withdrawn_not_refused(app):
+    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
+    cancelled = app.cancel(rid, "alice", NOW)
+    assert cancelled["status"] == "WITHDRAWN" and "reason" not in cancelled
+    assert free_cpus(app, "n1", NOW + HOUR) == 8
+    refused = app.propose("alice", proposal(fixed=9), NOW)  # more than the cluster holds
+    assert app.reservation(refused["proposal"]["id"], "alice")["status"] == "REJECTED"
 
 
 def test_an_offer_lapses_after_its_hold_time_and_cannot_be_confirmed(app):

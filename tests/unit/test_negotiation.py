@@ -73,7 +73,7 @@ def test_confirming_a_counter_before_accepting_it_says_why():
         next_action(S.COUNTERED, O.COUNTERED, M.CONFIRM)
 
 
-@pytest.mark.parametrize("closed", [S.EXPIRED, S.REJECTED, S.CANCELLED, S.OFFER_EXPIRED])
+@pytest.mark.parametrize("closed", [S.EXPIRED, S.REJECTED, S.WITHDRAWN, S.CANCELLED, S.OFFER_EXPIRED])
 def test_nothing_leaves_a_closed_reservation(closed):
     for message in M:
         with pytest.raises(ProtocolViolation):
