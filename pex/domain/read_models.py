@@ -1,0 +1,159 @@
+"""Read models: what the domain tells its readers, as frozen dataclasses in the domain's words.
+
+Commands and queries of the application, and `pex.query`, return these, never aggregates or
+wire shapes: times are epoch milliseconds, statuses are enums, terms are `Terms`. The paper's
+JSON (camelCase names, RFC 1123 times) is made from them in `pex/http/presenters.py`. An
+account's password hash is not here: only the authenticator reads it (`OpenPEX.password_hash`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.clock import Millis
+from pex.domain.negotiation import OfferState, Reply, Status, Terms
+from pex.domain.quotas import Quota
+from pex.domain.sizes import Resources
+from pex.domain.statuses import InstanceStatus, NodeStatus
+
+
+@dataclass(frozen=True, slots=True)
+class OfferView:
+    """An open offer: the terms OpenPEX holds capacity for until `hold_until`."""
+
+    state: OfferState
+    terms: Terms
+    hold_until: Millis
+    alternatives: tuple[Terms, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationView:
+    id: UUID
+    userid: str
+    status: Status
+    terms: Terms  # those in force: agreed, else offered, else asked for
+    instances: tuple[UUID, ...]  # not deleted, in the order they were planned
+    reason: str | None = None
+    offer: OfferView | None = None
+    activated: bool = False  # its VMs are to boot at its start
+    launched: bool = False  # its start was carried out
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """OpenPEX's answer to one message of a negotiation."""
+
+    reply: Reply
+    reservation_id: UUID
+    userid: str
+    terms: Terms  # those the answer is about
+    reason: str | None = None  # why, for a REJECT
+    hold_until: Millis | None = None  # for an offer
+    alternatives: tuple[Terms, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    id: UUID
+    name: str
+    status: InstanceStatus
+    reservation_id: UUID
+    userid: str
+    node: str  # "" when no node has room for it
+    instance_type: str
+    template: str
+    start: Millis
+    end: Millis
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    name: str
+    uri: str
+    status: NodeStatus
+    capacity: Resources
+    load: Mapping[str, Any] | None = None  # what the host last said of its own load (not stored)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateView:
+    name: str
+    description: str
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    username: str
+    fullname: str
+    email: str
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUsage:
+    """What an operator sees of an account: its quota, what it holds now, and how many of its
+    requests were refused over quota since the service started."""
+
+    account: AccountView
+    quota: Quota
+    open_offers: int
+    held_instance_ms: int
+    proposals_available: int
+    refused_over_quota: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityStep:
+    """Capacity over [start, end): the least free and the most used at any instant in it."""
+
+    start: Millis
+    end: Millis
+    free: Resources
+    used: Resources
+
+
+# ---------------------------------------------------------------------- from the aggregates
+
+def offer_view(offer: Mapping[str, Any]) -> OfferView:
+    return OfferView(OfferState(offer["state"]), Terms.from_dict(offer["terms"]), offer["hold_until"],
+                     tuple(_alternative(alt) for alt in offer.get("alternatives") or ()))
+
+
+def _alternative(stored: Mapping[str, Any]) -> Terms:
+    """Alternatives were recorded in the paper's names (as they were sent)."""
+    return Terms(stored["type"], stored["template"], stored["numInstancesFixed"], stored["numInstancesOption"],
+                 stored["startTime"], stored["duration"])
+
+
+def reservation_view(reservation: Reservation, instances: tuple[UUID, ...]) -> ReservationView:
+    return ReservationView(
+        id=reservation.id, userid=reservation.userid, status=reservation.status,
+        terms=reservation.terms_in_force, instances=instances, reason=reservation.reason,
+        offer=offer_view(reservation.offer) if reservation.offer else None,
+        activated=bool(getattr(reservation, "activated", False)), launched=bool(reservation.launched))
+
+
+def instance_view(instance: Instance) -> InstanceView:
+    return InstanceView(instance.id, instance.name, InstanceStatus(instance.status), instance.reservation_id,
+                        instance.userid, instance.node, instance.instance_type, instance.template,
+                        instance.start, instance.end, instance.reason)
+
+
+def node_view(node: Node, load: Mapping[str, Any] | None = None) -> NodeView:
+    return NodeView(node.name, node.uri, NodeStatus(node.status), Resources(node.cpus, node.memory_mb, node.disk_gb),
+                    load)
+
+
+def template_view(template: Template) -> TemplateView:
+    return TemplateView(template.name, template.description, dict(template.spec))
+
+
+def account_view(account: Account) -> AccountView:
+    return AccountView(account.username, account.fullname, account.email, account.is_admin)
