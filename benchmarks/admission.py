@@ -151,10 +151,10 @@ def time_proposals(app: OpenPEX, rng: random.Random, nodes: int, count: int) -> 
         terms = typical(rng, nodes)
         body = terms.to_proposal()
         started = time.perf_counter_ns()
-        reply = app.propose("sampler", body, now)
+        reply = app.negotiation.propose("sampler", body, now)
         timings.append((time.perf_counter_ns() - started) / 1e6)
-        if reply["reply"] != "REJECT":
-            app.respond(reply["proposal"]["id"], "sampler", "REJECT", now)
+        if reply.reply != "REJECT":
+            app.negotiation.respond(reply.reservation_id, "sampler", "REJECT", now)
     return timings
 
 
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     env = store_env(args.database, folder)
     app = OpenPEX(env, origin=ORIGIN - DAY)
     for i in range(args.nodes):
-        app.register_node(f"node{i:04d}", f"test:///bench/node{i:04d}.xml", NODE)
-    app.register_template(TEMPLATE)
+        app.catalogue.register_node(f"node{i:04d}", f"test:///bench/node{i:04d}.xml", NODE)
+    app.catalogue.register_template(TEMPLATE)
     skipped, fill_s = fill(app, rng, args.reservations, args.utilisation)
     utilisation = measured_utilisation(app, rng)
     app.close()

@@ -16,6 +16,7 @@ from typing import Any
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import HOUR, MINUTE, SystemClock, to_datetime
 from pex.domain.sizes import DEFAULT_NODE
+from pex.http import presenters
 
 
 def _say(who: str, what: str, body: Any = None) -> None:
@@ -40,51 +41,51 @@ def run(data_dir: str | None = None) -> int:
         _say("operator", f"event store: {env['SQLITE_DBNAME']}")
         for name in ("node1", "node2"):
             if name not in app.view.nodes:
-                app.register_node(name, f"test:///{folder}/{name}.xml", DEFAULT_NODE)
+                app.catalogue.register_node(name, f"test:///{folder}/{name}.xml", DEFAULT_NODE)
         if "Debian 12" not in app.view.templates:
-            app.register_template("Debian 12", "Debian bookworm")
+            app.catalogue.register_template("Debian 12", "Debian bookworm")
         _say("operator", "two nodes of 8 CPUs, 16 GiB, 200 GB; XLARGE is 4 CPUs, so 4 fit at once")
 
         start = now + HOUR
         ask = {"duration": 2 * HOUR, "numInstancesFixed": 3, "numInstancesOption": 0,
                "startTime": start, "template": "Debian 12", "type": "XLARGE"}
         _say("alice", f"3 XLARGE from {_when(start)} for 2 hours", ask)
-        reply = app.propose("alice", ask, now)
-        _say("OpenPEX", reply["reply"], reply)
-        alice = reply["proposal"]["id"]
+        reply = app.negotiation.propose("alice", ask, now)
+        _say("OpenPEX", reply.reply, presenters.answer(reply))
+        alice = reply.reservation_id
         _say("alice", "CONFIRM")
-        _say("OpenPEX", app.respond(alice, "alice", "CONFIRM", now)["reply"])
+        _say("OpenPEX", app.negotiation.respond(alice, "alice", "CONFIRM", now).reply)
 
         ask = {**ask, "numInstancesFixed": 2}
         _say("bob", "2 XLARGE at the same time (only 1 slot is left)", ask)
-        reply = app.propose("bob", ask, now)
-        _say("OpenPEX", f"{reply['reply']}: start moved to {_when(reply['proposal']['startTime'])}", reply)
-        bob = reply["proposal"]["id"]
+        reply = app.negotiation.propose("bob", ask, now)
+        _say("OpenPEX", f"{reply.reply}: start moved to {_when(reply.terms.start)}", presenters.answer(reply))
+        bob = reply.reservation_id
         _say("bob", "ACCEPT")
-        _say("OpenPEX", app.respond(bob, "bob", "ACCEPT", now)["reply"])
+        _say("OpenPEX", app.negotiation.respond(bob, "bob", "ACCEPT", now).reply)
         _say("bob", "CONFIRM")
-        _say("OpenPEX", app.respond(bob, "bob", "CONFIRM", now)["reply"])
+        _say("OpenPEX", app.negotiation.respond(bob, "bob", "CONFIRM", now).reply)
 
         ask = {**ask, "numInstancesFixed": 1, "numInstancesOption": 3, "duration": 6 * HOUR}
         _say("carol", "1 XLARGE, up to 3 more if possible, 6 hours", ask)
-        reply = app.propose("carol", ask, now)
-        _say("OpenPEX", reply["reply"], reply)
+        reply = app.negotiation.propose("carol", ask, now)
+        _say("OpenPEX", reply.reply, presenters.answer(reply))
 
         _say("alice", "renegotiate: extend to 3 hours")
-        reply = app.respond(alice, "alice", "COUNTER", now, {"duration": 3 * HOUR})
-        _say("OpenPEX", reply["reply"], reply)
-        shown = app.reservation(alice, "alice")
-        _say("OpenPEX", f"alice's reservation is {shown['status']} with duration "
-                        f"{shown['duration'] // HOUR} h until the change is confirmed")
+        reply = app.negotiation.respond(alice, "alice", "COUNTER", now, {"duration": 3 * HOUR})
+        _say("OpenPEX", reply.reply, presenters.answer(reply))
+        shown = app.read.reservation(alice, "alice")
+        _say("OpenPEX", f"alice's reservation is {shown.status} with duration "
+                        f"{shown.terms.duration // HOUR} h until the change is confirmed")
 
-        lapsed = app.lapse_due(now + 5 * MINUTE)
+        lapsed = app.lifecycle.lapse_due(now + 5 * MINUTE)
         _say("clock", f"5 minutes later: {len(lapsed)} offers lapsed and their holds were released")
     finally:
         app.close()
 
     reopened = OpenPEX(env, origin=now)
     try:
-        statuses = {r["userid"]: r["status"] for r in reopened.reservations("operator", is_admin=True)}
+        statuses = {r.userid: r.status.value for r in reopened.read.reservations("operator", is_admin=True)}
         _say("operator", "restarted: state rebuilt from the event store", statuses)
         position = reopened.recorder.max_notification_id()
         _say("operator", f"{position} events stored")

@@ -14,10 +14,9 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from argon2 import PasswordHasher
 from aiohttp import web
@@ -128,40 +127,40 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
     the simulated hosts and the configured real ones. Returns a generated admin password."""
     generated = None
     try:
-        app.account("admin")
+        app.catalogue.account("admin")
     except NotFound:
         password = os.environ.get("OPENPEX_ADMIN_PASSWORD") or ""
         if not password:
             password = generated = secrets.token_urlsafe(12)
-        app.register_account("admin", hasher.hash(password), "Administrator", "", is_admin=True)
-    if not app.templates():
+        app.catalogue.register_account("admin", hasher.hash(password), "Administrator", "", is_admin=True)
+    if not app.catalogue.templates():
         for name, description in TEMPLATES:
-            app.register_template(name, description, {"kind": "simulated"})
-    if GUEST_TEMPLATE not in {t["name"] for t in app.templates()}:
+            app.catalogue.register_template(name, description, {"kind": "simulated"})
+    if GUEST_TEMPLATE not in {t.name for t in app.catalogue.templates()}:
         guest = config.guest_dir / "guest.json"
         if guest.is_file():
             spec = {"kind": "kernel", **json.loads(guest.read_text()),
                     "console_dir": str((config.data_dir / "consoles").resolve())}
-            app.register_template(GUEST_TEMPLATE, "A Linux kernel and a busybox userspace that powers off on the "
+            app.catalogue.register_template(GUEST_TEMPLATE, "A Linux kernel and a busybox userspace that powers off on the "
                                   "ACPI button (boots on QEMU hosts; a stand-in VM on simulated ones)", spec)
-    known = {node["name"] for node in app.nodes()}
+    known = {node.name for node in app.catalogue.nodes()}
     size = config.node_spec
     for i in range(1, config.simulated_nodes + 1):
         name = f"sim{i:02d}"
         uri = write_host(host_path(config.data_dir, name), name, size.cpus, size.memory_mb)
         if name not in known:
-            app.register_node(name, uri, size)
+            app.catalogue.register_node(name, uri, size)
     for name, uri in config.nodes:
         if name not in known:
-            app.check_new_node(name, uri)  # before anything connects to it
+            app.catalogue.check_new_node(name, uri)  # before anything connects to it
             try:
                 with LibvirtDriver(uri) as driver:
                     info = driver.node_info()
             except DriverError as error:  # registered all the same, DOWN, until it answers
                 log.warning("node %s (%s) cannot be reached: %s; registered DOWN", name, uri, error)
-                app.register_node(name, uri, size, reachable=False)
+                app.catalogue.register_node(name, uri, size, reachable=False)
             else:
-                app.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
+                app.catalogue.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
     return generated
 
 
@@ -195,7 +194,7 @@ FREEZE_EVERY = 1.0  # seconds between collect-and-freeze steps
 FULL_EVERY = 600.0  # seconds between full collections of the whole heap
 
 
-async def heap_keeper(_: web.Application) -> Any:
+async def heap_keeper(_: web.Application) -> AsyncIterator[None]:
     """Keep the cyclic garbage collector's pauses short. The projections hold a large, growing
     heap of long-lived objects; a full collection rescans all of it (tens to hundreds of ms at
     tens of thousands of reservations, stalling every request queued behind the Allocator).
@@ -233,7 +232,7 @@ def serve(config: Config) -> int:
         print(f"openpex: created the account 'admin' with the password {generated} "
               "(shown once; set OPENPEX_ADMIN_PASSWORD to choose it)", flush=True)
 
-    async def announce(_: Any) -> None:
+    async def announce(_: web.Application) -> None:
         print(f"openpex: serving http://{config.host}:{config.port}/OpenPEX (data in {config.data_dir})", flush=True)
 
     http.on_startup.append(announce)

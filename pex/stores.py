@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, unquote, urlparse
+from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
@@ -34,7 +34,7 @@ def writer_env(store: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": store}
 
 
-def reader_env(store: Any) -> dict[str, str]:
+def reader_env(store: object) -> dict[str, str]:
     """Settings to read an existing store and never write it: a SQLite file opened read-only
     (mode=ro: SQLite itself refuses any write), tables never created. StoreError unless the
     store is there and holds OpenPEX's events."""
@@ -76,7 +76,7 @@ def _check_postgres(env: dict[str, str]) -> None:
         raise StoreError(f"{where} is not an OpenPEX event store (it has no stored_events table)")
 
 
-def open_reader(store: Any) -> Application[Any]:
+def open_reader(store: object) -> Application[UUID]:
     """An eventsourcing Application on the store, for reading its recorder and mapper only."""
     from pex.domain.application import OpenPEX  # (its transcoder: the events' own encoding)
 

@@ -15,6 +15,8 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -22,6 +24,8 @@ import pykka
 from pex.actors.calls import Call, CallableActor, answer_all
 from pex.domain.application import OpenPEX
 from pex.domain.clock import Clock, Millis
+from pex.domain.orders import VMOrder
+from pex.domain.read_models import AccountUsage, Answer, NodeView, ReservationView
 
 SETTLE = "settle"  # the EventQueue key of the lifecycle timer
 MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a batch adds)
@@ -30,19 +34,27 @@ RETRY: Millis = 1000  # how soon an overdue settle is tried again
 # These rely on the store to refuse a taken name, so they run alone, outside any batch.
 _ALONE = frozenset({"register_account", "register_template", "register_node"})
 
-# The application's methods served as they are (they need no `now` from the clock).
-_APPLICATION = frozenset({
-    "register_account", "account", "register_template", "template", "templates", "types",
-    "register_node", "check_new_node", "mark_node", "reservation", "reservations", "instances",
-    "instance", "instance_order", "record_instance_status", "capacity_timeline",
-    "stray_orders", "reconcile",
-})
+# The application's commands and queries served as they are (they need no `now`).
+def _served(app: OpenPEX) -> dict[str, Callable[..., Any]]:
+    catalogue, read = app.catalogue, app.read
+    return {
+        "register_account": catalogue.register_account, "account": catalogue.account,
+        "password_hash": catalogue.password_hash, "check_username_free": catalogue.check_username_free,
+        "register_template": catalogue.register_template, "template": catalogue.template,
+        "templates": catalogue.templates, "types": catalogue.types, "register_node": catalogue.register_node,
+        "check_new_node": catalogue.check_new_node, "mark_node": catalogue.mark_node,
+        "reservation": read.reservation, "reservations": read.reservations, "instances": read.instances,
+        "instance": read.instance, "capacity_timeline": read.capacity_timeline,
+        "instance_order": app.operations.order, "record_instance_status": app.operations.record_status,
+        "stray_orders": app.hosts.stray_orders, "reconcile": app.hosts.reconcile,
+    }
 
 
 class Allocator(CallableActor):
     def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[Any]) -> None:
         super().__init__()
         self.app = app
+        self._served = _served(app)
         self.clock = clock
         self.event_queue = event_queue
         self.manager: pykka.ActorRef[Any] | None = None
@@ -99,7 +111,7 @@ class Allocator(CallableActor):
         if self.manager is None:
             return
         try:
-            due = self.app.next_due()
+            due = self.app.lifecycle.next_due()
         except Exception:  # the view is being rebuilt: try again shortly
             due = self.clock.now() + RETRY
         if due is not None and due <= self.clock.now() and self._settle_failed:
@@ -114,53 +126,54 @@ class Allocator(CallableActor):
 
     # ------------------------------------------------------------------ commands with `now`
 
-    def propose(self, userid: str, proposal: Any) -> dict[str, Any]:
-        return self.app.propose(userid, proposal, self.clock.now())
+    def propose(self, userid: str, proposal: Any) -> Answer:
+        return self.app.negotiation.propose(userid, proposal, self.clock.now())
 
     def respond(self, reservation_id: Any, userid: str, reply: Any, proposal: Any = None, *,
-                is_admin: bool = False) -> dict[str, Any]:
-        return self.app.respond(reservation_id, userid, reply, self.clock.now(), proposal, is_admin=is_admin)
+                is_admin: bool = False) -> Answer:
+        return self.app.negotiation.respond(reservation_id, userid, reply, self.clock.now(), proposal,
+                                            is_admin=is_admin)
 
-    def activate(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> dict[str, Any]:
-        return self.app.activate(reservation_id, userid, self.clock.now(), is_admin=is_admin)
+    def activate(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
+        return self.app.lifecycle.activate(reservation_id, userid, is_admin=is_admin)
 
-    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> tuple[ReservationView, list[VMOrder]]:
         """Cancel and hand back the orders for its VMs (computed before they are discarded)."""
-        orders = self.app.cancel_orders(reservation_id, userid, is_admin=is_admin)
-        return self.app.cancel(reservation_id, userid, self.clock.now(), is_admin=is_admin), orders
+        orders = self.app.lifecycle.cancel_orders(reservation_id, userid, is_admin=is_admin)
+        return self.app.lifecycle.cancel(reservation_id, userid, is_admin=is_admin), orders
 
-    def settle(self) -> list[Any]:
-        return self.app.settle(self.clock.now())
+    def settle(self) -> list[VMOrder]:
+        return self.app.lifecycle.settle(self.clock.now())
 
-    def accounts(self) -> list[dict[str, Any]]:
-        return self.app.accounts(self.clock.now())
+    def accounts(self) -> list[AccountUsage]:
+        return self.app.catalogue.accounts(self.clock.now())
 
-    def account_usage(self, username: str) -> dict[str, Any]:
-        return self.app.account_usage(username, self.clock.now())
+    def account_usage(self, username: str) -> AccountUsage:
+        return self.app.catalogue.account_usage(username, self.clock.now())
 
-    def set_quota(self, username: Any, limits: Any) -> dict[str, Any]:
-        return self.app.set_quota(username, limits, self.clock.now())
+    def set_quota(self, username: Any, limits: Any) -> AccountUsage:
+        return self.app.catalogue.set_quota(username, limits, self.clock.now())
 
     def note_load(self, name: str, load: dict[str, Any]) -> None:
         self._loads[name] = load
 
-    def node(self, name: str) -> dict[str, Any]:
-        return self._with_load(self.app.node(name))
+    def node(self, name: str) -> NodeView:
+        return self._with_load(self.app.catalogue.node(name))
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return [self._with_load(node) for node in self.app.nodes()]
+    def nodes(self) -> list[NodeView]:
+        return [self._with_load(node) for node in self.app.catalogue.nodes()]
 
-    def _with_load(self, node: dict[str, Any]) -> dict[str, Any]:
-        load = self._loads.get(node["name"])
-        return {**node, "load": load} if load is not None else node
+    def _with_load(self, node: NodeView) -> NodeView:
+        load = self._loads.get(node.name)
+        return replace(node, load=load) if load is not None else node
 
-    def lose_node(self, name: str) -> list[Any]:
-        return self.app.lose_node(name, self.clock.now())
+    def lose_node(self, name: str) -> list[VMOrder]:
+        return self.app.hosts.lose_node(name, self.clock.now())
 
-    def recover_node(self, node: str, observed: dict[str, str]) -> list[Any]:
-        return self.app.recover_node(node, observed, self.clock.now())
+    def recover_node(self, node: str, observed: dict[str, str]) -> list[VMOrder]:
+        return self.app.hosts.recover_node(node, observed, self.clock.now())
 
     def handler(self, method: str) -> Any:
-        if method in _APPLICATION:  # the application's own command or query, as it is
-            return getattr(self.app, method)
+        if method in self._served:  # the application's own command or query, as it is
+            return self._served[method]
         return super().handler(method)

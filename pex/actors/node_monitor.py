@@ -58,7 +58,7 @@ class NodeMonitor(CallableActor):
                 self._failed(name, f"did not answer within {PATIENCE * self.interval:.0f} s")
         self._round += 1
         for node in ask_sync(self.allocator, "nodes"):
-            name = node["name"]
+            name = node.name
             if name in self._waiting:
                 continue  # its actor is busy (a long VM operation): the answer will come
             try:
@@ -105,7 +105,7 @@ class NodeMonitor(CallableActor):
 
     def _status(self, name: str) -> str | None:
         try:
-            return ask_sync(self.allocator, "node", name)["status"]
+            return ask_sync(self.allocator, "node", name).status
         except Exception:
             return None
 

@@ -32,7 +32,7 @@ SERVICE_KEYS = ("console_dir", "console_log")
 # Served by the Allocator as they are.
 _PASSED_ON = frozenset({
     "propose", "respond", "activate", "reservation", "reservations", "instances", "instance",
-    "register_account", "account", "accounts", "account_usage", "set_quota", "templates", "template",
+    "register_account", "account", "password_hash", "check_username_free", "accounts", "account_usage", "set_quota", "templates", "template",
     "types", "nodes", "node", "capacity_timeline",
 })
 
@@ -71,11 +71,11 @@ class ReservationManager(CallableActor):
         orders = []
         for node in ask_sync(self.allocator, "nodes"):
             try:
-                observed = ask_sync(ask_sync(self.dispatcher, "node_ref", node["name"]), "domains")
+                observed = ask_sync(ask_sync(self.dispatcher, "node_ref", node.name), "domains")
             except Exception as error:
-                log.warning("cannot list the VMs on %s: %s", node["name"], error)
+                log.warning("cannot list the VMs on %s: %s", node.name, error)
                 continue
-            orders += ask_sync(self.allocator, "recover_node", node["name"], observed)
+            orders += ask_sync(self.allocator, "recover_node", node.name, observed)
         if orders:
             self.dispatcher.tell(Call("dispatch", (orders,)))
         return len(orders) + self.settle()

@@ -57,7 +57,7 @@ class System:
             self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher, files=self.files,
                                                                default_node=self.default_node))
             for node in ask_sync(self.allocator, "nodes"):
-                self.add_node(node["name"], node["uri"])
+                self.add_node(node.name, node.uri)
             ask_sync(self.allocator, "attach", self.manager)
             ask_sync(self.manager, "recover")
             if self.monitor_interval is not None:

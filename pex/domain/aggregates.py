@@ -29,6 +29,7 @@ from pex.domain.negotiation import (
     Terms,
     next_action,
 )
+from pex.domain.statuses import LIVE, REPORTED, InstanceStatus, NodeStatus
 
 # Names are unique per kind: their ids are derived from them, so the store refuses a second
 # aggregate with a taken name (a version conflict) even under concurrent writers.
@@ -277,8 +278,6 @@ class Reservation(Aggregate):
         self.status = Status.EXPIRED
 
 
-INSTANCE_STATUSES = frozenset({"PENDING", "RUNNING", "PAUSED", "SUSPENDED", "HALTED", "CRASHED", "DELETED"})
-LIVE = frozenset({"RUNNING", "PAUSED", "SUSPENDED"})  # a VM that holds its host's resources
 
 
 class Instance(Aggregate):
@@ -296,16 +295,16 @@ class Instance(Aggregate):
         self.template = template
         self.start = start
         self.end = end
-        self.status = "PENDING"
+        self.status = InstanceStatus.PENDING
         self.reason: str | None = None  # why it is in its status, when that needs saying
 
     def record_status(self, status: str, reason: str | None = None) -> None:
         """The hypervisor reported `status` (or an operation on the VM failed: `reason`)."""
-        if status not in INSTANCE_STATUSES or status in ("PENDING", "DELETED"):
+        if status not in REPORTED:
             raise ValueError(f"{status!r} is not a status a VM can report")
-        if self.status == "DELETED" or (status, reason) == (self.status, self.reason):
+        if self.status == InstanceStatus.DELETED or (status, reason) == (self.status, self.reason):
             return
-        self._status_changed(status=status, reason=reason)
+        self._status_changed(status=str(status), reason=reason)
 
     def relocate(self, node: str) -> None:
         """Its node was lost and another has room: a live one will boot there again; a
@@ -321,7 +320,7 @@ class Instance(Aggregate):
             self._rescheduled(node=node, start=start, end=end)
 
     def discard(self) -> None:
-        if self.status != "DELETED":
+        if self.status != InstanceStatus.DELETED:
             self._discarded()
 
     @event("Rescheduled")
@@ -332,21 +331,21 @@ class Instance(Aggregate):
     def _relocated(self, node: str) -> None:
         self.node = node
         if self.status in LIVE:
-            self.status, self.reason = "PENDING", None
+            self.status, self.reason = InstanceStatus.PENDING, None
 
     @event("Stranded")
     def _stranded(self, reason: str) -> None:
         self.node = ""
-        if self.status != "DELETED":
-            self.status, self.reason = "CRASHED" if self.status in LIVE else self.status, reason
+        if self.status != InstanceStatus.DELETED:
+            self.status, self.reason = InstanceStatus.CRASHED if self.status in LIVE else self.status, reason
 
     @event("StatusChanged")
     def _status_changed(self, status: str, reason: str | None) -> None:
-        self.status, self.reason = status, reason
+        self.status, self.reason = InstanceStatus(status), reason
 
     @event("Discarded")
     def _discarded(self) -> None:
-        self.status = "DELETED"
+        self.status = InstanceStatus.DELETED
 
 
 class Node(Aggregate):
@@ -359,18 +358,18 @@ class Node(Aggregate):
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.disk_gb = disk_gb
-        self.status = "UP"
+        self.status = NodeStatus.UP
 
     @staticmethod
     def create_id(name: str, **_: Any) -> UUID:
         return named_id("node", name)
 
     def go_down(self) -> None:
-        if self.status != "DOWN":
+        if self.status != NodeStatus.DOWN:
             self._went_down()
 
     def come_back(self) -> None:
-        if self.status == "DOWN":
+        if self.status == NodeStatus.DOWN:
             self._came_back()
 
     def drain(self) -> None:
@@ -384,24 +383,24 @@ class Node(Aggregate):
 
     @event("NodeWentDown")
     def _went_down(self) -> None:
-        self.status = "DOWN"
+        self.status = NodeStatus.DOWN
 
     @event("NodeCameBack")
     def _came_back(self) -> None:
         # A drained node that failed and came back is still drained.
-        self.status = "DRAINED" if getattr(self, "drained", False) else "UP"
+        self.status = NodeStatus.DRAINED if getattr(self, "drained", False) else NodeStatus.UP
 
     @event("Drained")
     def _drained(self) -> None:
         self.drained = True
-        if self.status == "UP":
-            self.status = "DRAINED"
+        if self.status == NodeStatus.UP:
+            self.status = NodeStatus.DRAINED
 
     @event("Undrained")
     def _undrained(self) -> None:
         self.drained = False
-        if self.status == "DRAINED":
-            self.status = "UP"
+        if self.status == NodeStatus.DRAINED:
+            self.status = NodeStatus.UP
 
 
 class Template(Aggregate):

@@ -8,12 +8,20 @@ per-bucket totals over counted nodes give a cluster-wide bound that is cheaper s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 import numpy as np
+from numpy.typing import NDArray
 
 from pex.domain.clock import Millis
 
+Vector = tuple[int, int, int]  # an amount of each resource: cpus, memory MB, disk GB
+Levels = NDArray[np.signedinteger]  # free amounts of any width (capacities are int64, buckets int32)
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 
-def sliding_min(values: np.ndarray, width: int) -> np.ndarray:
+
+def sliding_min(values: NDArray[_Scalar], width: int) -> NDArray[_Scalar]:
     """Minimum of every `width` consecutive rows; returns len(values) - width + 1 rows.
 
     By doubling: after k steps each row holds the minimum of the 2**k rows from it, and two
@@ -25,7 +33,8 @@ def sliding_min(values: np.ndarray, width: int) -> np.ndarray:
         spans = np.minimum(spans[:-span], spans[span:])
         span *= 2
     rows = m - width + 1
-    return np.minimum(spans[:rows], spans[width - span : width - span + rows])
+    minima: NDArray[_Scalar] = np.minimum(spans[:rows], spans[width - span : width - span + rows])
+    return minima
 
 
 class BucketIndex:
@@ -50,27 +59,27 @@ class BucketIndex:
         self.totals = np.zeros((self.buckets, 3), dtype=np.int64)
 
     @property
-    def capacity(self) -> np.ndarray:
+    def capacity(self) -> NDArray[np.int64]:
         return self._capacity[:, : self.nodes]
 
     @property
-    def fine(self) -> np.ndarray:
+    def fine(self) -> NDArray[np.int32]:
         return self._fine[:, :, : self.nodes]
 
     @property
-    def first(self) -> np.ndarray:
+    def first(self) -> NDArray[np.int32]:
         return self._first[:, :, : self.nodes]
 
     @property
-    def last(self) -> np.ndarray:
+    def last(self) -> NDArray[np.int32]:
         return self._last[:, :, : self.nodes]
 
     @property
-    def coarse(self) -> np.ndarray:
+    def coarse(self) -> NDArray[np.int32]:
         return self._coarse[:, :, : self.nodes]
 
     @property
-    def counted(self) -> np.ndarray:
+    def counted(self) -> NDArray[np.bool_]:
         return self._counted[: self.nodes]
 
     # ------------------------------------------------------------------ geometry
@@ -102,7 +111,7 @@ class BucketIndex:
 
     # ------------------------------------------------------------------ writing
 
-    def add_node(self, capacity: tuple[int, int, int], counted: bool) -> None:
+    def add_node(self, capacity: Vector, counted: bool) -> None:
         if self.nodes == self._room:
             self._room = max(8, 2 * self._room)
             extra = self._room - self._capacity.shape[1]
@@ -131,8 +140,8 @@ class BucketIndex:
             self.totals += sign * self._fine[:, :, n].astype(np.int64)
             self._counted[n] = counted
 
-    def update(self, n: int, j0: int, j1: int, delta: tuple[int, int, int],
-               edges: dict[int, tuple[tuple[int, int, int], ...]]) -> None:
+    def update(self, n: int, j0: int, j1: int, delta: Vector,
+               edges: Mapping[int, tuple[Vector, Vector, Vector]]) -> None:
         """Node n changed by `delta` over buckets j0..j1: rows strictly inside shift by delta
         (every instant in them changed by delta, so did their minimum and end levels); the
         edge rows were recomputed exactly by the caller: edges[j] = (minimum, first, last)."""
@@ -157,7 +166,8 @@ class BucketIndex:
             self.totals[lo : hi + 1] += fine[lo : hi + 1, :, n] - before
         self._refold(n, lo, hi)
 
-    def load_node(self, n: int, minima: np.ndarray, first: np.ndarray, last: np.ndarray) -> None:
+    def load_node(self, n: int, minima: NDArray[np.integer], first: NDArray[np.integer],
+                  last: NDArray[np.integer]) -> None:
         """Set every bucket of node n at once (each 3 x buckets)."""
         self._fine[:, :, n] = minima.T
         self._first[:, :, n] = first.T
@@ -175,7 +185,7 @@ class BucketIndex:
 
     # ------------------------------------------------------------------ reading
 
-    def range_min(self, j0: int, j1: int) -> np.ndarray:
+    def range_min(self, j0: int, j1: int) -> Levels:
         """Per resource and node, the least free amount over buckets j0..j1 (3 x nodes);
         buckets past the horizon are free."""
         hi = min(j1, self.buckets - 1)
@@ -183,8 +193,10 @@ class BucketIndex:
             return self.capacity
         f = self.fold
         c0, c1 = -(-j0 // f), (hi + 1) // f - 1
+        least: NDArray[np.int32]
         if c1 - c0 < 1:
-            return self.fine[j0 : hi + 1].min(axis=0)
+            least = self.fine[j0 : hi + 1].min(axis=0)
+            return least
         least = self.coarse[c0 : c1 + 1].min(axis=0)
         if j0 < c0 * f:
             np.minimum(least, self.fine[j0 : c0 * f].min(axis=0), out=least)
@@ -192,24 +204,24 @@ class BucketIndex:
             np.minimum(least, self.fine[(c1 + 1) * f : hi + 1].min(axis=0), out=least)
         return least
 
-    def totals_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
+    def totals_sliding_min(self, first: int, last: int, width: int) -> NDArray[np.int64]:
         """For start buckets first..last, the least cluster total of each resource over the
         `width` buckets after each (rows j+1..j+width): shape (last-first+1) x 3."""
         free = (self.capacity * self.counted).sum(axis=1)
         return _window_minima(self.totals, free, first, last, width)
 
-    def fine_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
+    def fine_sliding_min(self, first: int, last: int, width: int) -> NDArray[np.int32]:
         """For start buckets first..last, per resource and node the least free amount over the
         `width` buckets after each: shape (last-first+1) x 3 x nodes."""
         return _window_minima(self.fine, self.capacity.astype(np.int32), first, last, width)
 
-    def coarse_sliding_min(self, first: int, last: int, width: int) -> np.ndarray:
+    def coarse_sliding_min(self, first: int, last: int, width: int) -> NDArray[np.int32]:
         """For coarse blocks first..last, per resource and node the least free amount over the
         `width` coarse blocks after each: shape (last-first+1) x 3 x nodes."""
         return _window_minima(self.coarse, self.capacity.astype(np.int32), first, last, width)
 
 
-def _window_minima(rows: np.ndarray, free: np.ndarray, first: int, last: int, width: int) -> np.ndarray:
+def _window_minima(rows: NDArray[_Scalar], free: Levels, first: int, last: int, width: int) -> NDArray[_Scalar]:
     """sliding_min over rows first+1 .. last+width, rows past the end being `free`."""
     lo, hi = first + 1, last + width + 1
     have = rows[max(lo, 0) : min(hi, len(rows))]

@@ -8,10 +8,10 @@ looks at capacity: the action NEGOTIATE means "run admission and answer".
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pex.domain.clock import Millis, from_datetime, to_datetime
@@ -19,7 +19,7 @@ from pex.domain.errors import InvalidField, ProtocolViolation
 from pex.domain.sizes import InstanceType
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     INITIATED = "INITIATED"
     ACCEPTED = "ACCEPTED"
     COUNTERED = "COUNTERED"
@@ -39,14 +39,14 @@ AGREED = frozenset({Status.CONFIRMED, Status.ACTIVATED, Status.DEGRADED})
 CLOSED = frozenset({Status.EXPIRED, Status.REJECTED, Status.WITHDRAWN, Status.CANCELLED, Status.OFFER_EXPIRED})
 
 
-class OfferState(str, Enum):
+class OfferState(StrEnum):
     """An open offer: OpenPEX accepted the terms (await CONFIRM) or countered them."""
 
     ACCEPTED = "ACCEPTED"
     COUNTERED = "COUNTERED"
 
 
-class Reply(str, Enum):
+class Reply(StrEnum):
     """What OpenPEX answers (the paper's `reply`)."""
 
     ACCEPT = "ACCEPT"
@@ -56,7 +56,7 @@ class Reply(str, Enum):
     REQUEST_SUCCESS = "REQUEST_SUCCESS"
 
 
-class Message(str, Enum):
+class Message(StrEnum):
     """What arrives at a reservation: the user's protocol replies, lifecycle commands, timers."""
 
     PROPOSE = "PROPOSE"  # a new proposal (POST)
@@ -70,7 +70,7 @@ class Message(str, Enum):
     EXPIRE = "EXPIRE"  # the reservation's end has passed (timer)
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     NEGOTIATE = "NEGOTIATE"  # run admission on (new) terms; answer ACCEPT / COUNTER / REJECT
     ACCEPT_COUNTER = "ACCEPT_COUNTER"  # answer CONFIRM_REQUEST
     CONFIRM = "CONFIRM"  # the offer's terms become the agreed terms
@@ -236,12 +236,13 @@ def check_proposal(body: Any) -> None:
     rules between fields (an end after the start) are from_proposal's, which alone knows the
     terms a partial proposal changes."""
     given = _given(body)
-    checks = {"type": lambda: _instance_type(given), "template": lambda: _string(given, "template"),
-              "numInstancesFixed": lambda: _integer(given, "numInstancesFixed", minimum=1),
-              "numInstancesOption": lambda: _integer(given, "numInstancesOption", minimum=0),
-              "duration": lambda: _integer(given, "duration", minimum=1),
-              "startTime": lambda: _instant(given, "startTime", latest=LATEST_START),
-              "endTime": lambda: _instant(given, "endTime", latest=LATEST_INSTANT)}
+    checks: dict[str, Callable[[], object]] = {
+        "type": lambda: _instance_type(given), "template": lambda: _string(given, "template"),
+        "numInstancesFixed": lambda: _integer(given, "numInstancesFixed", minimum=1),
+        "numInstancesOption": lambda: _integer(given, "numInstancesOption", minimum=0),
+        "duration": lambda: _integer(given, "duration", minimum=1),
+        "startTime": lambda: _instant(given, "startTime", latest=LATEST_START),
+        "endTime": lambda: _instant(given, "endTime", latest=LATEST_INSTANT)}
     for field, check in checks.items():
         if field in given:
             check()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pex.domain.aggregates import LIVE
+from pex.domain.statuses import LIVE
 
 SHUTTING_DOWN = "shutting down"  # the reason recorded while a stop waits for the guest
 MISSING = "MISSING"  # what a host reports of a VM it does not have

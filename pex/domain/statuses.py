@@ -4,10 +4,10 @@ pex.domain.negotiation). Both are `str` enums, so a status read back from a stor
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class InstanceStatus(str, Enum):
+class InstanceStatus(StrEnum):
     PENDING = "PENDING"  # planned, not yet booted (or moved, to boot again elsewhere)
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
@@ -23,7 +23,7 @@ LIVE = frozenset({InstanceStatus.RUNNING, InstanceStatus.PAUSED, InstanceStatus.
 REPORTED = frozenset(InstanceStatus) - {InstanceStatus.PENDING, InstanceStatus.DELETED}
 
 
-class NodeStatus(str, Enum):
+class NodeStatus(StrEnum):
     UP = "UP"  # takes new bookings
     DOWN = "DOWN"  # stopped answering: its bookings were re-planned elsewhere
     DRAINED = "DRAINED"  # keeps its bookings, takes no new ones

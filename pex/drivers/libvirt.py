@@ -26,7 +26,6 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import libvirt
@@ -174,6 +173,7 @@ class LibvirtDriver(Driver):
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._watches: list[int] = []
+        self._cpu_times: tuple[int, int] | None = None  # (busy, total) at the last _cpu_busy
         _start_event_loop()  # must run before the connection opens, or it gets no events
         missing = _missing_host_file(uri)
         if missing is not None:
@@ -383,24 +383,25 @@ class LibvirtDriver(Driver):
     @staticmethod
     def _free_memory_mb(conn: libvirt.virConnect) -> int | None:
         try:
-            stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+            stats: dict[str, int] = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
         except libvirt.libvirtError:
             return None  # the test driver keeps no such figures
         return (stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)) // 1024
 
     def _cpu_busy(self, conn: libvirt.virConnect) -> float | None:
         try:
-            stats = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+            stats: dict[str, int] = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
         except libvirt.libvirtError:
             return None
         busy, total = stats.get("kernel", 0) + stats.get("user", 0), sum(stats.values())
-        previous, self._cpu_times = getattr(self, "_cpu_times", None), (busy, total)
+        previous, self._cpu_times = self._cpu_times, (busy, total)
         if previous is None or total <= previous[1]:
             return None  # the first call has nothing to compare with
         return round((busy - previous[0]) / (total - previous[1]), 3)
 
     def watch(self, callback: Callable[[str], None]) -> None:
-        def lifecycle(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+        def lifecycle(_conn: libvirt.virConnect, dom: libvirt.virDomain, _event: int, _detail: int,
+                      _opaque: None) -> None:
             try:
                 callback(dom.name())
             except Exception:  # never let a listener's failure reach libvirt's loop
@@ -412,11 +413,12 @@ class LibvirtDriver(Driver):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        for watch in self._watches:
-            try:
-                conn.domainEventDeregisterAny(watch)  # type: ignore[union-attr]
-            except libvirt.libvirtError:
-                pass
+        if conn is not None:  # (watches are only ever made on an open connection)
+            for watch in self._watches:
+                try:
+                    conn.domainEventDeregisterAny(watch)
+                except libvirt.libvirtError:
+                    pass
         self._watches.clear()
         if conn is not None:
             try:

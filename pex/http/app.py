@@ -93,9 +93,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
     async def account(name: str) -> dict[str, Any] | None:
         try:
-            return await call(request, "account", name)
+            found, password_hash = await call(request, "password_hash", name)
         except NotFound:
             return None
+        return {"username": found.username, "isAdmin": found.is_admin, "passwordHash": password_hash}
 
     request[PRINCIPAL] = await request.app[PASSWORDS].login(username, password, request.remote, account)
     return await handler(request)

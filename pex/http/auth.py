@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterab
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, TypeVarTuple, Unpack
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -45,6 +45,7 @@ from pex.domain.quotas import QuotaExceeded, TokenBuckets
 from pex.http import passwords as policy
 
 T = TypeVar("T")
+_Args = TypeVarTuple("_Args")
 
 CACHE_SIZE = 10_000
 HASHING_THREADS = 2
@@ -91,6 +92,15 @@ class _Failures:
     count: int
     last: float  # when the latest failure happened
     blocked_until: float
+
+
+class BackoffWindows(TypedDict, total=False):
+    """The windows of a Backoff that a LoginThrottle passes on to both of its own."""
+
+    first: float
+    longest: float
+    forget_after: float
+    capacity: int
 
 
 class Backoff:
@@ -160,7 +170,7 @@ class LoginThrottle:
     without limit."""
 
     def __init__(self, *, per_username: int = 5, per_address: int = 20, clock: Callable[[], float] = time.monotonic,
-                 **backoff: Any) -> None:
+                 **backoff: Unpack[BackoffWindows]) -> None:
         self.usernames = Backoff(per_username, clock=clock, **backoff)
         self.addresses = Backoff(per_address, clock=clock, **backoff)
 
@@ -244,7 +254,7 @@ class PasswordCheck:
             if not caller.in_flight:
                 del self._callers[key]
 
-    async def _in_pool(self, caller: _Caller, work: Callable[..., T], *args: Any) -> T:
+    async def _in_pool(self, caller: _Caller, work: Callable[[*_Args], T], *args: *_Args) -> T:
         """`work` in the pool, at this caller's turn."""
         async with caller.hashing:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), work, *args)

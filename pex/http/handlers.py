@@ -8,15 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from pex.domain.errors import AlreadyExists, DomainError, InvalidField, NotFound
+from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.negotiation import check_proposal
 from pex.domain.orders import Operation
-from pex.http import openapi
+from pex.http import openapi, presenters
 from pex.http.typedefs import BASE, PASSWORDS, call, principal
 from pex.http.wire import (
     NODE_SIZES,
     UUID_PATTERN,
-    out,
     parse_json,
     proposal_in,
 )
@@ -60,7 +59,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def reply(body: Any, status: int = 200, **kwargs: Any) -> web.Response:
-    return web.json_response(out(body), status=status, **kwargs)
+    return web.json_response(body, status=status, **kwargs)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -109,17 +108,11 @@ async def register(request: web.Request) -> web.Response:
     await passwords.judge_new(password, (username, body.get("fullname"), body.get("email")), request.remote)
     # Refuse a taken name before paying for a hash; the store refuses a race at the end.
     if isinstance(username, str):
-        try:
-            await call(request, "account", username)
-        except DomainError:
-            pass
-        else:
-            raise AlreadyExists(f"the username {username!r} is taken")
+        await call(request, "check_username_free", username)
     password_hash = await passwords.hash(password, request.remote)
     account = await call(request, "register_account", username, password_hash,
                          body.get("fullname", ""), body.get("email", ""))
-    account.pop("passwordHash")
-    return reply(account, status=201, headers={"Location": f"{BASE}/users/{account['username']}"})
+    return reply(presenters.account(account), status=201, headers={"Location": f"{BASE}/users/{account.username}"})
 
 
 # ---------------------------------------------------------------------- accounts
@@ -127,7 +120,7 @@ async def register(request: web.Request) -> web.Response:
 async def accounts(request: web.Request) -> web.Response:
     """Every account with its quota, what it holds and its refusals over quota (admin)."""
     admin_only(request)
-    return reply(await call(request, "accounts"))
+    return reply([presenters.account_usage(usage) for usage in await call(request, "accounts")])
 
 
 async def account(request: web.Request) -> web.Response:
@@ -138,23 +131,23 @@ async def account(request: web.Request) -> web.Response:
         if name.casefold() != user.username.casefold():
             raise NotFound(f"no account {name[:64]!r}")
         name = user.username  # one's own, even where an older store holds a look-alike
-    return reply(await call(request, "account_usage", name))
+    return reply(presenters.account_usage(await call(request, "account_usage", name)))
 
 
 async def set_quota(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
-    return reply(await call(request, "set_quota", request.match_info["name"], body))
+    return reply(presenters.account_usage(await call(request, "set_quota", request.match_info["name"], body)))
 
 
 # ---------------------------------------------------------------------- catalogue
 
 async def types(request: web.Request) -> web.Response:
-    return reply(await call(request, "types"))
+    return reply([presenters.instance_type(kind) for kind in await call(request, "types")])
 
 
 async def templates(request: web.Request) -> web.Response:
-    return reply(await call(request, "templates"))
+    return reply([presenters.template(template) for template in await call(request, "templates")])
 
 
 async def add_template(request: web.Request) -> web.Response:
@@ -162,7 +155,7 @@ async def add_template(request: web.Request) -> web.Response:
     body = await json_object(request)
     spec = {key: value for key, value in body.items() if key not in ("name", "description")}
     added = await call(request, "add_template", body.get("name"), body.get("description", ""), spec)
-    return reply(added, status=201)
+    return reply(presenters.template(added), status=201)
 
 
 # ---------------------------------------------------------------------- reservations
@@ -171,8 +164,8 @@ async def propose(request: web.Request) -> web.Response:
     body = await json_object(request)
     proposal = body.get("proposal", body)  # the bare Fig. 7 body, or wrapped as in a reply
     answer = await call(request, "propose", principal(request).username, proposal_in(proposal))
-    location = f"{BASE}/reservations/{answer['proposal']['id']}"
-    return reply(answer, status=201, headers={"Location": location})
+    location = f"{BASE}/reservations/{answer.reservation_id}"
+    return reply(presenters.answer(answer), status=201, headers={"Location": location})
 
 
 async def respond(request: web.Request) -> web.Response:
@@ -183,56 +176,57 @@ async def respond(request: web.Request) -> web.Response:
     if proposal is not None:  # checked whatever the reply: one that is not a COUNTER may echo terms
         proposal = proposal_in(proposal)
         check_proposal(proposal)
-    return reply(await as_caller(request, "respond", path_id(request, "id", "reservation"),
-                                 then=(body["reply"], proposal)))
+    return reply(presenters.answer(await as_caller(request, "respond", path_id(request, "id", "reservation"),
+                                                   then=(body["reply"], proposal))))
 
 
 async def reservations(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "reservations"))
+    return reply([presenters.reservation(found) for found in await as_caller(request, "reservations")])
 
 
 async def reservation(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "reservation", path_id(request, "id", "reservation")))
+    return reply(presenters.reservation(await as_caller(request, "reservation", path_id(request, "id", "reservation"))))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "cancel", path_id(request, "id", "reservation")))
+    return reply(presenters.reservation(await as_caller(request, "cancel", path_id(request, "id", "reservation"))))
 
 
 async def activate(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "activate", path_id(request, "id", "reservation")))
+    return reply(presenters.reservation(await as_caller(request, "activate", path_id(request, "id", "reservation"))))
 
 
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "instances"))
+    return reply([presenters.instance(found) for found in await as_caller(request, "instances")])
 
 
 async def instance(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "instance", path_id(request, "vm_id", "instance")))
+    return reply(presenters.instance(await as_caller(request, "instance", path_id(request, "vm_id", "instance"))))
 
 
 async def operate(request: web.Request) -> web.Response:
     operation = Operation(request.match_info["operation"])
-    return reply(await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(operation.value,)))
+    return reply(presenters.instance(
+        await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(operation.value,))))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
-    return reply(await as_caller(request, "operate", path_id(request, "vm_id", "instance"),
-                                 then=(Operation.DELETE.value,)))
+    return reply(presenters.instance(
+        await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(Operation.DELETE.value,))))
 
 
 # ---------------------------------------------------------------------- nodes (admin)
 
 async def nodes(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply(await call(request, "nodes"))
+    return reply([presenters.node(found) for found in await call(request, "nodes")])
 
 
 async def node(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply(await call(request, "node", request.match_info["name"]))
+    return reply(presenters.node(await call(request, "node", request.match_info["name"])))
 
 
 async def add_node(request: web.Request) -> web.Response:
@@ -240,14 +234,14 @@ async def add_node(request: web.Request) -> web.Response:
     body = await json_object(request)
     size = {key: body[key] for key in NODE_SIZES if key in body}  # (checked before anything connects)
     added = await call(request, "add_node", body.get("name"), body.get("uri"), size)
-    return reply(added, status=201, headers={"Location": f"{BASE}/nodes/{added['name']}"})
+    return reply(presenters.node(added), status=201, headers={"Location": f"{BASE}/nodes/{added.name}"})
 
 
 async def drain(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply(await call(request, "drain", request.match_info["name"]))
+    return reply(presenters.node(await call(request, "drain", request.match_info["name"])))
 
 
 async def undrain(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply(await call(request, "undrain", request.match_info["name"]))
+    return reply(presenters.node(await call(request, "undrain", request.match_info["name"])))

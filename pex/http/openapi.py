@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from pex.actors.reservation_manager import SERVICE_KEYS
-from pex.domain.application import NAME_PATTERN, URI_PATTERN, RESERVED_USERNAMES
-from pex.domain.aggregates import INSTANCE_STATUSES
+from pex.domain.catalogue import NAME_PATTERN, RESERVED_USERNAMES, URI_PATTERN
+from pex.domain.statuses import InstanceStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
@@ -38,7 +38,7 @@ _SIZES = list(InstanceType.__members__)
 _REPLIES_OUT = [reply.value for reply in Reply]
 _REPLIES_IN = [message.value for message in (Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT)]
 _RESERVATION_STATUSES = [status.value for status in Status]
-_INSTANCE_STATUSES = sorted(INSTANCE_STATUSES)
+_INSTANCE_STATUSES = sorted(status.value for status in InstanceStatus)
 
 
 def _anchored(regex: str) -> str:

@@ -36,6 +36,7 @@ SECURITY_HEADERS = {
 }
 
 # Answers aiohttp makes itself for requests it cannot parse never reach the app's signals.
+# (a name aiohttp imports but does not export: set on purpose where aiohttp reads it)
 aiohttp.web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
 
 

@@ -17,9 +17,6 @@ from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.negotiation import LATEST_INSTANT, LATEST_START
 
-TIME_FIELDS = ("startTime", "endTime", "holdUntil")
-
-
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
 # case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
@@ -280,12 +277,14 @@ def parse_time(field: str, value: Any) -> Millis:
     if isinstance(value, int):
         return value
     rfc, iso = _COMPILED.get(field, _COMPILED["endTime"])
-    if rfc.fullmatch(value):
-        day, month, year, hour, minute, second = _RFC_PARTS.fullmatch(value).groups()  # type: ignore[union-attr]
+    # (each field's grammar is a subset of the general patterns, which only split it in parts)
+    rfc_parts = _RFC_PARTS.fullmatch(value) if rfc.fullmatch(value) else None
+    if rfc_parts is not None:
+        day, month, year, hour, minute, second = rfc_parts.groups()
         return _millis(int(year), _MONTH_NAMES.index(month) + 1, int(day), int(hour), int(minute), int(second))
-    if iso.fullmatch(value):
-        year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = \
-            _ISO_PARTS.fullmatch(value).groups()  # type: ignore[union-attr]
+    iso_parts = _ISO_PARTS.fullmatch(value) if iso.fullmatch(value) else None
+    if iso_parts is not None:
+        year, month, day, hour, minute, second, fraction, sign, zone_hours, zone_minutes = iso_parts.groups()
         local = _millis(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), fraction or "")
         offset = (int(zone_hours) * HOUR + int(zone_minutes) * MINUTE) * (-1 if sign == "-" else 1) if sign else 0
         return local - offset
@@ -303,13 +302,3 @@ def proposal_in(body: Any) -> Any:
         return body
     return {key: parse_time(key, value) if key in ("startTime", "endTime") and value is not None else value
             for key, value in body.items()}
-
-
-def out(value: Any) -> Any:
-    """Times to RFC 1123, recursively through dicts and lists."""
-    if isinstance(value, dict):
-        return {key: format_time(item) if key in TIME_FIELDS and isinstance(item, int) else out(item)
-                for key, item in value.items()}
-    if isinstance(value, list):
-        return [out(item) for item in value]
-    return value

@@ -136,7 +136,7 @@ def test_sigkill_at_random_moments_under_load_loses_nothing_and_keeps_every_guar
             for notification in page:  # each hold is checked against every node's capacity
                 replay.apply_staged([app.mapper.to_domain_event(notification)])
             position = page[-1].id
-        nodes = {node["name"]: NODE for node in app.nodes()}
+        nodes = {node.name: NODE for node in app.catalogue.nodes()}
         held = {rid: r.held_allocation() for rid, r in app.view.reservations.items() if r.held_allocation()}
         assert BruteForceCluster(nodes, held).over_capacity() == []
         assert len([r for r in app.view.reservations.values() if r.booking]) >= summary[-1][0]

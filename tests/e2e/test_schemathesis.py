@@ -34,7 +34,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from requests.adapters import HTTPAdapter
 from schemathesis.transport.requests import SameHostRedirectsSession
 
-from pex.domain.application import URI_PATTERN
+from pex.domain.catalogue import URI_PATTERN
 from pex.http import openapi
 from tests.e2e import schemathesis_hooks  # noqa: F401 (imported for what it does: it registers its check)
 from tests.support.server import ADMIN_PASSWORD, Server

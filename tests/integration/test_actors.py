@@ -32,12 +32,12 @@ def service(tmp_path, clock, database):
 
 
 def statuses(service: Service, userid: str) -> list[str]:
-    return sorted(i["status"] for i in service.instances(userid))
+    return sorted(i.status for i in service.instances(userid))
 
 
 def test_an_activated_reservation_boots_its_vms_at_its_start_and_stops_them_at_its_end(service):
     rid = book(service, "alice", start=T0 + HOUR, duration=2 * HOUR, count=3)
-    vms = [i["vmID"] for i in service.instances("alice")]
+    vms = [i.id for i in service.instances("alice")]
     assert statuses(service, "alice") == ["PENDING"] * 3
 
     service.advance_to(T0 + HOUR - SECOND)
@@ -49,7 +49,7 @@ def test_an_activated_reservation_boots_its_vms_at_its_start_and_stops_them_at_i
 
     service.advance_to(T0 + 3 * HOUR)
     eventually(lambda: statuses(service, "alice") == ["HALTED"] * 3, what="all three VMs halted")
-    assert service("reservation", rid, "alice")["status"] == "EXPIRED"
+    assert service("reservation", rid, "alice").status == "EXPIRED"
     assert service.all_domains() == {}, "an ended reservation leaves nothing on its hosts"
     assert service.app.capacity.held(rid) is None
 
@@ -57,20 +57,20 @@ def test_an_activated_reservation_boots_its_vms_at_its_start_and_stops_them_at_i
 def test_an_offer_lapses_when_its_hold_runs_out_and_frees_its_capacity(service):
     answer = service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 8,
                                           "startTime": T0 + HOUR, "duration": HOUR})
-    assert answer["reply"] == "ACCEPT"
-    rid = answer["proposal"]["id"]
+    assert answer.reply == "ACCEPT"
+    rid = answer.reservation_id
     # Both 4-CPU hosts are held for alice, so bob is countered to after her slot.
     other = service("propose", "bob", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
                                        "startTime": T0 + HOUR, "duration": HOUR})
-    assert other["reply"] == "COUNTER" and other["proposal"]["startTime"] == T0 + 2 * HOUR
+    assert other.reply == "COUNTER" and other.terms.start == T0 + 2 * HOUR
 
     service.advance_to(T0 + 5 * MINUTE)
-    eventually(lambda: service("reservation", rid, "alice")["status"] == "OFFER_EXPIRED", what="the lapse")
+    eventually(lambda: service("reservation", rid, "alice").status == "OFFER_EXPIRED", what="the lapse")
     with pytest.raises(ProtocolViolation):
         service("respond", rid, "alice", "CONFIRM")
     again = service("propose", "carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
                                          "startTime": T0 + HOUR, "duration": HOUR})
-    assert again["reply"] == "ACCEPT"
+    assert again.reply == "ACCEPT"
 
 
 def test_activating_after_the_start_has_passed_boots_at_once(service, clock):
@@ -85,9 +85,9 @@ def test_cancelling_a_running_reservation_removes_its_vms_and_frees_its_capacity
     rid = book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=2)
     service.advance_to(T0 + MINUTE)
     eventually(lambda: statuses(service, "alice") == ["RUNNING"] * 2)
-    assert service("cancel", rid, "alice")["status"] == "CANCELLED"
+    assert service("cancel", rid, "alice").status == "CANCELLED"
     eventually(lambda: service.all_domains() == {}, what="the VMs removed")
-    assert service.instances("alice") and all(i["status"] == "DELETED" for i in service.instances("alice"))
+    assert service.instances("alice") and all(i.status == "DELETED" for i in service.instances("alice"))
     assert service.app.capacity.held(rid) is None
 
 
@@ -95,20 +95,20 @@ def test_users_stop_start_reboot_and_delete_only_their_own_instances(service):
     book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=2)
     service.advance_to(T0 + MINUTE)
     eventually(lambda: statuses(service, "alice") == ["RUNNING"] * 2)
-    first, second = (i["vmID"] for i in service.instances("alice"))
+    first, second = (i.id for i in service.instances("alice"))
 
-    assert service("operate", first, "alice", "stop")["status"] == "HALTED"
+    assert service("operate", first, "alice", "stop").status == "HALTED"
     with pytest.raises(ProtocolViolation):
         service("operate", first, "alice", "reboot")  # not running
-    assert service("operate", first, "alice", "start")["status"] == "RUNNING"
-    assert service("operate", first, "alice", "reboot")["status"] == "RUNNING"
+    assert service("operate", first, "alice", "start").status == "RUNNING"
+    assert service("operate", first, "alice", "reboot").status == "RUNNING"
     with pytest.raises(NotFound):
         service("operate", first, "mallory", "stop")
     with pytest.raises(NotFound):
         service("instance", first, "mallory")
-    assert service("instance", first, "admin", is_admin=True)["vmID"] == first
+    assert service("instance", first, "admin", is_admin=True).id == first
 
-    assert service("operate", second, "alice", "delete")["status"] == "DELETED"
+    assert service("operate", second, "alice", "delete").status == "DELETED"
     assert domain_name(second) not in service.all_domains()
     assert domain_name(first) in service.all_domains()
     with pytest.raises(ProtocolViolation):
@@ -119,7 +119,7 @@ def test_instances_cannot_be_operated_before_their_reservation_starts(service):
     book(service, "alice", start=T0 + HOUR, duration=HOUR)
     (vm,) = service.instances("alice")
     with pytest.raises(ProtocolViolation, match="only while its reservation runs"):
-        service("operate", vm["vmID"], "alice", "start")
+        service("operate", vm.id, "alice", "start")
     assert service.all_domains() == {}
 
 
@@ -131,7 +131,7 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
         first.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(first, "bob") == ["RUNNING"])
         held = first("propose", "carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                          "startTime": T0 + 2 * HOUR, "duration": HOUR})["proposal"]["id"]
+                                          "startTime": T0 + 2 * HOUR, "duration": HOUR}).reservation_id
     finally:
         first.stop()  # as good as a crash for timers: they lived only in memory
 
@@ -139,9 +139,9 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
     second = Service(tmp_path, clock, database=database)
     try:
         eventually(lambda: statuses(second, "alice") == ["RUNNING"], what="alice's VM booted after the restart")
-        assert second("reservation", ends_while_down, "bob")["status"] == "EXPIRED"
-        assert second("reservation", held, "carol")["status"] == "OFFER_EXPIRED"
-        assert second("reservation", started, "alice")["status"] == "ACTIVATED"
+        assert second("reservation", ends_while_down, "bob").status == "EXPIRED"
+        assert second("reservation", held, "carol").status == "OFFER_EXPIRED"
+        assert second("reservation", started, "alice").status == "ACTIVATED"
         # The simulated hosts lost their VMs with the process; what should run was booted again.
         assert set(second.all_domains().values()) == {"RUNNING"}
         assert len(second.all_domains()) == 1
@@ -166,14 +166,14 @@ def test_a_guest_that_ignores_shutdown_is_forced_off_after_the_grace_period(tmp_
         service.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(service, "alice") == ["RUNNING"])
         service.advance_to(T0 + MINUTE + HOUR)
-        assert eventually(lambda: service("reservation", rid, "alice")["status"] == "EXPIRED")
-        eventually(lambda: service.instances("alice")[0].get("reason") == "shutting down", what="the shutdown sent")
+        assert eventually(lambda: service("reservation", rid, "alice").status == "EXPIRED")
+        eventually(lambda: service.instances("alice")[0].reason == "shutting down", what="the shutdown sent")
         assert set(service.all_domains().values()) == {"RUNNING"}, "still in its grace period"
 
         service.advance_to(T0 + MINUTE + HOUR + 31 * SECOND)
         service.advance_to(T0 + MINUTE + HOUR + 32 * SECOND)  # the next check after the grace period
         eventually(lambda: statuses(service, "alice") == ["HALTED"], what="the forced stop")
-        assert service.instances("alice")[0]["reason"] == "forced off after the grace period"
+        assert service.instances("alice")[0].reason == "forced off after the grace period"
         assert service.all_domains() == {}
     finally:
         service.stop()
@@ -189,7 +189,7 @@ def test_the_next_reservation_on_a_node_forces_off_vms_still_in_their_grace_peri
         one_host.advance_to(T0 + MINUTE + HOUR)
         eventually(lambda: statuses(one_host, "bob") == ["RUNNING"] * 4, what="bob's VMs booted")
         assert statuses(one_host, "alice") == ["HALTED"] * 4
-        assert {i["reason"] for i in one_host.instances("alice")} == {"forced off: the next reservation starts"}
+        assert {i.reason for i in one_host.instances("alice")} == {"forced off: the next reservation starts"}
         assert len(one_host.all_domains()) == 4, "only bob's VMs are on the host"
     finally:
         one_host.stop()
@@ -202,12 +202,12 @@ def test_a_user_stop_that_had_to_be_forced_stays_recorded_as_a_stop(tmp_path, cl
         service.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(service, "alice") == ["RUNNING"])
         (vm,) = service.instances("alice")
-        service("operate", vm["vmID"], "alice", "stop")
+        service("operate", vm.id, "alice", "stop")
         service.advance_to(T0 + MINUTE + 31 * SECOND)
         service.advance_to(T0 + MINUTE + 32 * SECOND)
-        eventually(lambda: service.instances("alice")[0].get("reason") == "forced off after the grace period")
+        eventually(lambda: service.instances("alice")[0].reason == "forced off after the grace period")
         service.sweep_vms()  # the host now says the VM was destroyed: that was us
         service.sweep_vms()
-        assert service.instances("alice")[0]["status"] == "HALTED"
+        assert service.instances("alice")[0].status == "HALTED"
     finally:
         service.stop()

@@ -34,10 +34,10 @@ def opening(env):
 
 def seeded(app):
     for name in ("n1", "n2"):
-        app.register_node(name, f"test:///{name}.xml", Resources(8, 16384, 200))  # 2 XLARGE each
-    app.register_template("debian", "Debian 12")
+        app.catalogue.register_node(name, f"test:///{name}.xml", Resources(8, 16384, 200))  # 2 XLARGE each
+    app.catalogue.register_template("debian", "Debian 12")
     for user in ("alice", "bob"):
-        app.register_account(user, "argon2-hash-placeholder", user.title(), f"{user}@example.org")
+        app.catalogue.register_account(user, "argon2-hash-placeholder", user.title(), f"{user}@example.org")
     return app
 
 
@@ -71,149 +71,149 @@ def free_cpus(app, node, at):
 
 
 def test_accept_then_confirm_books_the_capacity_and_plans_instances(app):
-    reply = app.propose("alice", proposal(fixed=3), NOW)
-    assert reply["reply"] == "ACCEPT"
-    assert reply["proposal"]["userid"] == "alice" and reply["holdUntil"] == NOW + 5 * MINUTE
-    rid = reply["proposal"]["id"]
-    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+    reply = app.negotiation.propose("alice", proposal(fixed=3), NOW)
+    assert reply.reply == "ACCEPT"
+    assert reply.userid == "alice" and reply.hold_until == NOW + 5 * MINUTE
+    rid = reply.reservation_id
+    assert app.read.reservation(rid, "alice").status == "ACCEPTED"
     assert free_cpus(app, "n1", NOW + HOUR) + free_cpus(app, "n2", NOW + HOUR) == 4  # held
 
-    confirmed = app.respond(rid, "alice", "CONFIRM", NOW + MINUTE)
-    assert confirmed["reply"] == "REQUEST_SUCCESS"
-    reservation = app.reservation(rid, "alice")
-    assert reservation["status"] == "CONFIRMED" and len(reservation["instances"]) == 3
-    assert {i["node"] for i in app.instances("alice")} == {"n1", "n2"}
-    assert all(i["status"] == "PENDING" for i in app.instances("alice"))
+    confirmed = app.negotiation.respond(rid, "alice", "CONFIRM", NOW + MINUTE)
+    assert confirmed.reply == "REQUEST_SUCCESS"
+    reservation = app.read.reservation(rid, "alice")
+    assert reservation.status == "CONFIRMED" and len(reservation.instances) == 3
+    assert {i.node for i in app.read.instances("alice")} == {"n1", "n2"}
+    assert all(i.status == "PENDING" for i in app.read.instances("alice"))
 
 
 def test_counter_accept_confirm_request_confirm(app):
-    first = app.propose("alice", proposal(fixed=4), NOW)
-    app.respond(first["proposal"]["id"], "alice", "CONFIRM", NOW)
-    counter = app.propose("bob", proposal(fixed=1), NOW)
-    assert counter["reply"] == "COUNTER"
-    assert counter["proposal"]["startTime"] == NOW + 2 * HOUR  # when alice's instances end
-    rid = counter["proposal"]["id"]
+    first = app.negotiation.propose("alice", proposal(fixed=4), NOW)
+    app.negotiation.respond(first.reservation_id, "alice", "CONFIRM", NOW)
+    counter = app.negotiation.propose("bob", proposal(fixed=1), NOW)
+    assert counter.reply == "COUNTER"
+    assert counter.terms.start == NOW + 2 * HOUR  # when alice's instances end
+    rid = counter.reservation_id
     with pytest.raises(ProtocolViolation, match="must be ACCEPTed"):
-        app.respond(rid, "bob", "CONFIRM", NOW)
-    assert app.respond(rid, "bob", "ACCEPT", NOW)["reply"] == "CONFIRM_REQUEST"
-    assert app.reservation(rid, "bob")["status"] == "ACCEPTED"
-    assert app.respond(rid, "bob", "CONFIRM", NOW)["reply"] == "REQUEST_SUCCESS"
-    assert app.reservation(rid, "bob")["startTime"] == NOW + 2 * HOUR
+        app.negotiation.respond(rid, "bob", "CONFIRM", NOW)
+    assert app.negotiation.respond(rid, "bob", "ACCEPT", NOW).reply == "CONFIRM_REQUEST"
+    assert app.read.reservation(rid, "bob").status == "ACCEPTED"
+    assert app.negotiation.respond(rid, "bob", "CONFIRM", NOW).reply == "REQUEST_SUCCESS"
+    assert app.read.reservation(rid, "bob").terms.start == NOW + 2 * HOUR
 
 
 def test_a_counter_to_a_counter_is_negotiated_afresh(app):
-    app.respond(app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"], "alice", "CONFIRM", NOW)
-    counter = app.propose("bob", proposal(fixed=1), NOW)
-    rid = counter["proposal"]["id"]
-    again = app.respond(rid, "bob", "COUNTER", NOW, {"startTime": NOW + 3 * HOUR})
-    assert again["reply"] == "ACCEPT" and again["proposal"]["startTime"] == NOW + 3 * HOUR
-    assert again["proposal"]["id"] == rid
+    app.negotiation.respond(app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id, "alice", "CONFIRM", NOW)
+    counter = app.negotiation.propose("bob", proposal(fixed=1), NOW)
+    rid = counter.reservation_id
+    again = app.negotiation.respond(rid, "bob", "COUNTER", NOW, {"startTime": NOW + 3 * HOUR})
+    assert again.reply == "ACCEPT" and again.terms.start == NOW + 3 * HOUR
+    assert again.reservation_id == rid
 
 
 def test_rejecting_an_offer_releases_its_hold(app):
-    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
+    rid = app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id
     assert free_cpus(app, "n1", NOW + HOUR) == 0
-    assert app.respond(rid, "alice", "REJECT", NOW)["reply"] == "REQUEST_SUCCESS"
-    assert app.reservation(rid, "alice")["status"] == "WITHDRAWN"  # the user's, not OpenPEX's refusal
+    assert app.negotiation.respond(rid, "alice", "REJECT", NOW).reply == "REQUEST_SUCCESS"
+    assert app.read.reservation(rid, "alice").status == "WITHDRAWN"  # the user's, not OpenPEX's refusal
     assert free_cpus(app, "n1", NOW + HOUR) == 8
-    assert app.propose("bob", proposal(fixed=4), NOW)["reply"] == "ACCEPT"
+    assert app.negotiation.propose("bob", proposal(fixed=4), NOW).reply == "ACCEPT"
 
 
 def test_cancelling_an_open_offer_reads_withdrawn_not_refused(app):
-    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
-    cancelled = app.cancel(rid, "alice", NOW)
-    assert cancelled["status"] == "WITHDRAWN" and "reason" not in cancelled
+    rid = app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id
+    cancelled = app.lifecycle.cancel(rid, "alice")
+    assert cancelled.status == "WITHDRAWN" and cancelled.reason is None
     assert free_cpus(app, "n1", NOW + HOUR) == 8
-    refused = app.propose("alice", proposal(fixed=9), NOW)  # more than the cluster holds
-    assert app.reservation(refused["proposal"]["id"], "alice")["status"] == "REJECTED"
+    refused = app.negotiation.propose("alice", proposal(fixed=9), NOW)  # more than the cluster holds
+    assert app.read.reservation(refused.reservation_id, "alice").status == "REJECTED"
 
 
 def test_an_offer_lapses_after_its_hold_time_and_cannot_be_confirmed(app):
-    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
-    assert app.lapse_due(NOW + 5 * MINUTE - 1) == []
+    rid = app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id
+    assert app.lifecycle.lapse_due(NOW + 5 * MINUTE - 1) == []
     with pytest.raises(ProtocolViolation, match="offer expired"):
-        app.respond(rid, "alice", "CONFIRM", NOW + 5 * MINUTE)
-    assert app.reservation(rid, "alice")["status"] == "OFFER_EXPIRED"
+        app.negotiation.respond(rid, "alice", "CONFIRM", NOW + 5 * MINUTE)
+    assert app.read.reservation(rid, "alice").status == "OFFER_EXPIRED"
     assert free_cpus(app, "n1", NOW + HOUR) == 8
 
 
 def test_a_confirm_at_the_deadline_is_refused_even_before_the_timer_ran(app):
-    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
+    rid = app.negotiation.propose("alice", proposal(), NOW).reservation_id
     reservation = app.repository.get(app.view.reservations[next(iter(app.view.reservations))].id)
     with pytest.raises(OfferExpired):
         reservation.confirm(NOW + 5 * MINUTE)
-    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+    assert app.read.reservation(rid, "alice").status == "ACCEPTED"
 
 
 def test_cancel_frees_capacity_and_deletes_instances(app):
-    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
-    assert app.cancel(rid, "alice", NOW)["status"] == "CANCELLED"
-    assert app.reservation(rid, "alice")["instances"] == []
+    rid = app.negotiation.propose("alice", proposal(fixed=2), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    assert app.lifecycle.cancel(rid, "alice").status == "CANCELLED"
+    assert app.read.reservation(rid, "alice").instances == ()
     assert free_cpus(app, "n1", NOW + HOUR) == 8
 
 
 def test_a_reservation_expires_at_its_end_and_frees_its_capacity(app):
-    rid = app.propose("alice", proposal(fixed=4), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
-    app.activate(rid, "alice", NOW)
-    assert app.reservation(rid, "alice")["status"] == "ACTIVATED"
-    assert app.expire_due(NOW + 2 * HOUR - 1) == []
-    assert [str(i) for i in app.expire_due(NOW + 2 * HOUR)] == [rid]
-    assert app.reservation(rid, "alice")["status"] == "EXPIRED"
+    rid = app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    app.lifecycle.activate(rid, "alice")
+    assert app.read.reservation(rid, "alice").status == "ACTIVATED"
+    assert app.lifecycle.expire_due(NOW + 2 * HOUR - 1) == []
+    assert app.lifecycle.expire_due(NOW + 2 * HOUR) == [rid]
+    assert app.read.reservation(rid, "alice").status == "EXPIRED"
     assert app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id) is None
 
 
 def test_renegotiation_keeps_the_old_terms_until_the_new_ones_are_confirmed(app):
-    rid = app.propose("alice", proposal(fixed=2, duration=HOUR), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
-    offer = app.respond(rid, "alice", "COUNTER", NOW, {"duration": 3 * HOUR})
-    assert offer["reply"] == "ACCEPT" and offer["proposal"]["duration"] == 3 * HOUR
-    shown = app.reservation(rid, "alice")
-    assert shown["status"] == "CONFIRMED" and shown["duration"] == HOUR  # old terms in force
-    assert shown["offer"]["proposal"]["duration"] == 3 * HOUR
+    rid = app.negotiation.propose("alice", proposal(fixed=2, duration=HOUR), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    offer = app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"duration": 3 * HOUR})
+    assert offer.reply == "ACCEPT" and offer.terms.duration == 3 * HOUR
+    shown = app.read.reservation(rid, "alice")
+    assert shown.status == "CONFIRMED" and shown.terms.duration == HOUR  # old terms in force
+    assert shown.offer.terms.duration == 3 * HOUR
     # While open, the union of both is held: nobody else gets the extension's slot.
-    assert app.propose("bob", proposal(fixed=4, start=NOW + 2 * HOUR), NOW)["reply"] == "COUNTER"
-    assert app.respond(rid, "alice", "CONFIRM", NOW)["reply"] == "REQUEST_SUCCESS"
-    shown = app.reservation(rid, "alice")
-    assert shown["duration"] == 3 * HOUR and "offer" not in shown
-    assert {i["endTime"] for i in app.instances("alice")} == {NOW + 4 * HOUR}
+    assert app.negotiation.propose("bob", proposal(fixed=4, start=NOW + 2 * HOUR), NOW).reply == "COUNTER"
+    assert app.negotiation.respond(rid, "alice", "CONFIRM", NOW).reply == "REQUEST_SUCCESS"
+    shown = app.read.reservation(rid, "alice")
+    assert shown.terms.duration == 3 * HOUR and shown.offer is None
+    assert {i.end for i in app.read.instances("alice")} == {NOW + 4 * HOUR}
 
 
 def test_a_confirmed_renegotiation_keeps_every_instance_id_its_placement_allows(app):
-    rid = app.propose("alice", proposal(fixed=3), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
-    before = app.reservation(rid, "alice")["instances"]
+    rid = app.negotiation.propose("alice", proposal(fixed=3), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    before = app.read.reservation(rid, "alice").instances
     for change in ({"duration": 2 * HOUR}, {"startTime": NOW + 3 * HOUR}, {"numInstancesFixed": 4}):
-        app.respond(rid, "alice", "COUNTER", NOW, change)
-        app.respond(rid, "alice", "CONFIRM", NOW)
-        now = app.reservation(rid, "alice")["instances"]
+        app.negotiation.respond(rid, "alice", "COUNTER", NOW, change)
+        app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+        now = app.read.reservation(rid, "alice").instances
         assert now[:3] == before, change
-        assert all(i["status"] != "DELETED" for i in app.instances("alice"))
-    assert len(now) == 4 and len({i["node"] for i in app.instances("alice")}) == 2
+        assert all(i.status != "DELETED" for i in app.read.instances("alice"))
+    assert len(now) == 4 and len({i.node for i in app.read.instances("alice")}) == 2
 
 
 def test_a_rejected_renegotiation_leaves_the_booking_as_it_was(app):
-    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
+    rid = app.negotiation.propose("alice", proposal(fixed=2), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     before = app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id)
-    assert app.respond(rid, "alice", "COUNTER", NOW, {"numInstancesFixed": 9})["reply"] == "REJECT"
-    app.respond(rid, "alice", "COUNTER", NOW, {"startTime": NOW + 5 * HOUR})
-    assert app.respond(rid, "alice", "REJECT", NOW)["reply"] == "REQUEST_SUCCESS"
-    shown = app.reservation(rid, "alice")
-    assert shown["status"] == "CONFIRMED" and shown["startTime"] == NOW + HOUR
+    assert app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"numInstancesFixed": 9}).reply == "REJECT"
+    app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"startTime": NOW + 5 * HOUR})
+    assert app.negotiation.respond(rid, "alice", "REJECT", NOW).reply == "REQUEST_SUCCESS"
+    shown = app.read.reservation(rid, "alice")
+    assert shown.status == "CONFIRMED" and shown.terms.start == NOW + HOUR
     assert app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id) == before
 
 
 def test_a_started_reservation_may_only_change_its_end(app):
-    rid = app.propose("alice", proposal(fixed=1, start=NOW + HOUR), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
+    rid = app.negotiation.propose("alice", proposal(fixed=1, start=NOW + HOUR), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     later = NOW + HOUR + MINUTE
-    assert app.respond(rid, "alice", "COUNTER", later, {"startTime": NOW + 5 * HOUR})["reply"] == "REJECT"
-    extended = app.respond(rid, "alice", "COUNTER", later, {"duration": 2 * HOUR})
-    assert extended["reply"] == "ACCEPT"
-    app.respond(rid, "alice", "CONFIRM", later)
-    assert app.reservation(rid, "alice")["endTime"] == NOW + 3 * HOUR
+    assert app.negotiation.respond(rid, "alice", "COUNTER", later, {"startTime": NOW + 5 * HOUR}).reply == "REJECT"
+    extended = app.negotiation.respond(rid, "alice", "COUNTER", later, {"duration": 2 * HOUR})
+    assert extended.reply == "ACCEPT"
+    app.negotiation.respond(rid, "alice", "CONFIRM", later)
+    assert app.read.reservation(rid, "alice").terms.end == NOW + 3 * HOUR
 
 
 @pytest.mark.parametrize(
@@ -226,116 +226,115 @@ def test_a_started_reservation_may_only_change_its_end(app):
     ],
 )
 def test_unacceptable_terms_are_rejected_with_a_reason(app, body, reason):
-    reply = app.propose("alice", body, NOW)
-    assert reply["reply"] == "REJECT" and reason in reply["reason"]
-    assert app.reservation(reply["proposal"]["id"], "alice")["status"] == "REJECTED"
+    reply = app.negotiation.propose("alice", body, NOW)
+    assert reply.reply == "REJECT" and reason in reply.reason
+    assert app.read.reservation(reply.reservation_id, "alice").status == "REJECTED"
 
 
 def test_a_command_that_fails_appends_no_event(app):
-    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
+    rid = app.negotiation.propose("alice", proposal(), NOW).reservation_id
     before = last_position(app)
     failures = [
-        (InvalidField, lambda: app.propose("alice", {**proposal(), "duration": -1}, NOW)),
-        (InvalidField, lambda: app.propose("alice", "not a dict", NOW)),
-        (InvalidField, lambda: app.propose("alice", proposal(type_="HUGE"), NOW)),
-        (InvalidField, lambda: app.respond(rid, "alice", "MAYBE", NOW)),
-        (InvalidField, lambda: app.respond(rid, "alice", "COUNTER", NOW, {"duration": "long"})),
-        (InvalidField, lambda: app.respond(rid, "alice", "COUNTER", NOW + 6 * MINUTE, {"duration": 0})),
-        (ProtocolViolation, lambda: app.respond(rid, "alice", "ACCEPT", NOW)),
-        (ProtocolViolation, lambda: app.activate(rid, "alice", NOW)),
-        (NotFound, lambda: app.respond(rid, "bob", "CONFIRM", NOW)),
-        (NotFound, lambda: app.respond("not-an-id", "alice", "CONFIRM", NOW)),
-        (AlreadyExists, lambda: app.register_account("alice", "h", "A", "a@example.org")),
-        (AlreadyExists, lambda: app.register_node("n1", "test:///x", Resources(1, 1024, 10))),
-        (InvalidField, lambda: app.register_node("n9", "nonsense", Resources(1, 1024, 10))),
-        (InvalidField, lambda: app.register_account("", "h")),
+        (InvalidField, lambda: app.negotiation.propose("alice", {**proposal(), "duration": -1}, NOW)),
+        (InvalidField, lambda: app.negotiation.propose("alice", "not a dict", NOW)),
+        (InvalidField, lambda: app.negotiation.propose("alice", proposal(type_="HUGE"), NOW)),
+        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "MAYBE", NOW)),
+        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"duration": "long"})),
+        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW + 6 * MINUTE, {"duration": 0})),
+        (ProtocolViolation, lambda: app.negotiation.respond(rid, "alice", "ACCEPT", NOW)),
+        (ProtocolViolation, lambda: app.lifecycle.activate(rid, "alice")),
+        (NotFound, lambda: app.negotiation.respond(rid, "bob", "CONFIRM", NOW)),
+        (NotFound, lambda: app.negotiation.respond("not-an-id", "alice", "CONFIRM", NOW)),
+        (AlreadyExists, lambda: app.catalogue.register_account("alice", "h", "A", "a@example.org")),
+        (AlreadyExists, lambda: app.catalogue.register_node("n1", "test:///x", Resources(1, 1024, 10))),
+        (InvalidField, lambda: app.catalogue.register_node("n9", "nonsense", Resources(1, 1024, 10))),
+        (InvalidField, lambda: app.catalogue.register_account("", "h")),
     ]
     for error, call in failures:
         with pytest.raises(error):
             call()
     assert last_position(app) == before
-    assert app.reservation(rid, "alice")["status"] == "ACCEPTED"
+    assert app.read.reservation(rid, "alice").status == "ACCEPTED"
 
 
 def test_users_see_only_their_own_reservations(app):
-    rid = app.propose("alice", proposal(), NOW)["proposal"]["id"]
-    app.propose("bob", proposal(), NOW)
-    assert [r["id"] for r in app.reservations("alice")] == [rid]
+    rid = app.negotiation.propose("alice", proposal(), NOW).reservation_id
+    app.negotiation.propose("bob", proposal(), NOW)
+    assert [r.id for r in app.read.reservations("alice")] == [rid]
     with pytest.raises(NotFound):
-        app.reservation(rid, "bob")
+        app.read.reservation(rid, "bob")
     with pytest.raises(NotFound):
-        app.cancel(rid, "bob", NOW)
-    assert len(app.reservations("admin", is_admin=True)) == 2
-    assert app.reservation(rid, "admin", is_admin=True)["userid"] == "alice"
+        app.lifecycle.cancel(rid, "bob")
+    assert len(app.read.reservations("admin", is_admin=True)) == 2
+    assert app.read.reservation(rid, "admin", is_admin=True).userid == "alice"
 
 
 def test_a_taken_username_is_refused_by_the_store_even_from_a_second_process(durable_app, open_durable_app):
     app, open_app = durable_app, open_durable_app
     other = open_app()  # a second application on the same store, built before the name is taken
-    app.register_account("carol", "h", "Carol", "c@example.org")
+    app.catalogue.register_account("carol", "h", "Carol", "c@example.org")
     with pytest.raises(AlreadyExists):
-        other.register_account("carol", "h2", "Carol Two", "c2@example.org")
+        other.catalogue.register_account("carol", "h2", "Carol Two", "c2@example.org")
 
 
 def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(durable_app, open_durable_app):
     app, open_app = durable_app, open_durable_app
-    confirmed = app.propose("alice", proposal(fixed=3), NOW)["proposal"]["id"]
-    app.respond(confirmed, "alice", "CONFIRM", NOW)
-    held = app.propose("bob", proposal(fixed=1, start=NOW + 3 * HOUR), NOW)["proposal"]["id"]
-    renegotiating = app.propose("bob", proposal(fixed=1, start=NOW + 5 * HOUR), NOW)["proposal"]["id"]
-    app.respond(renegotiating, "bob", "CONFIRM", NOW)
-    app.respond(renegotiating, "bob", "COUNTER", NOW, {"duration": 2 * HOUR})
-    app.propose("alice", proposal(start=NOW - 5), NOW)  # a REJECT is history too
+    confirmed = app.negotiation.propose("alice", proposal(fixed=3), NOW).reservation_id
+    app.negotiation.respond(confirmed, "alice", "CONFIRM", NOW)
+    held = app.negotiation.propose("bob", proposal(fixed=1, start=NOW + 3 * HOUR), NOW).reservation_id
+    renegotiating = app.negotiation.propose("bob", proposal(fixed=1, start=NOW + 5 * HOUR), NOW).reservation_id
+    app.negotiation.respond(renegotiating, "bob", "CONFIRM", NOW)
+    app.negotiation.respond(renegotiating, "bob", "COUNTER", NOW, {"duration": 2 * HOUR})
+    app.negotiation.propose("alice", proposal(start=NOW - 5), NOW)  # a REJECT is history too
 
     probes = [proposal(fixed=f, start=NOW + h * HOUR) for f in (1, 2, 4) for h in (1, 3, 5)]
 
     def answers(application):
         replies = []
         for body in probes:
-            reply = application.propose("alice", body, NOW)
-            replies.append({k: v for k, v in reply.items() if k != "proposal"} | {
-                "start": reply["proposal"]["startTime"], "fixed": reply["proposal"]["numInstancesFixed"]})
-            if reply["reply"] in ("ACCEPT", "COUNTER"):
-                application.respond(reply["proposal"]["id"], "alice", "REJECT", NOW)
+            reply = application.negotiation.propose("alice", body, NOW)
+            replies.append((reply.reply, reply.reason, reply.terms, reply.hold_until, reply.alternatives))
+            if reply.reply in ("ACCEPT", "COUNTER"):
+                application.negotiation.respond(reply.reservation_id, "alice", "REJECT", NOW)
         return replies
 
     snapshot = {
-        "reservations": app.reservations("admin", is_admin=True),
-        "instances": app.instances("admin", is_admin=True),
-        "nodes": app.nodes(),
+        "reservations": app.read.reservations("admin", is_admin=True),
+        "instances": app.read.instances("admin", is_admin=True),
+        "nodes": app.catalogue.nodes(),
         "held": dict(app.capacity.holders()),
-        "timeline": [app.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")],
+        "timeline": [app.read.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")],
         "due": (app.view.offers_due.due(NOW + DAY), app.view.ends_due.due(NOW + DAY)),
     }
     before = answers(app)
     app.close()
 
     reopened = open_app()
-    assert reopened.reservations("admin", is_admin=True)[: len(snapshot["reservations"])] == snapshot["reservations"]
-    assert reopened.instances("admin", is_admin=True) == snapshot["instances"]
-    assert reopened.nodes() == snapshot["nodes"]
+    assert reopened.read.reservations("admin", is_admin=True)[: len(snapshot["reservations"])] == snapshot["reservations"]
+    assert reopened.read.instances("admin", is_admin=True) == snapshot["instances"]
+    assert reopened.catalogue.nodes() == snapshot["nodes"]
     assert dict(reopened.capacity.holders()) == snapshot["held"]
-    assert [reopened.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")] == snapshot["timeline"]
+    assert [reopened.read.capacity_timeline(n, NOW, NOW + DAY) for n in ("n1", "n2")] == snapshot["timeline"]
     assert answers(reopened) == before
     # Open holds survive too: bob's offer still lapses on time after the restart.
-    assert held in {str(i) for i in reopened.lapse_due(NOW + 5 * MINUTE)}
+    assert held in reopened.lifecycle.lapse_due(NOW + 5 * MINUTE)
 
 
 def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones(durable_app, open_durable_app):
     app, open_app = durable_app, open_durable_app
     app.begin_batch()
-    first = app.propose("alice", proposal(fixed=2), NOW)
-    rid = first["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)  # the reservation changed earlier in the batch
-    second = app.propose("bob", proposal(fixed=2), NOW)  # sees alice's booking
+    first = app.negotiation.propose("alice", proposal(fixed=2), NOW)
+    rid = first.reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)  # the reservation changed earlier in the batch
+    second = app.negotiation.propose("bob", proposal(fixed=2), NOW)  # sees alice's booking
     before = last_position(app)
     app.end_batch()
     assert last_position(app) > before
     reopened = open_app()
     try:
-        assert reopened.reservation(rid, "alice")["status"] == "CONFIRMED"
-        assert reopened.reservation(second["proposal"]["id"], "bob")["status"] == app.reservation(
-            second["proposal"]["id"], "bob")["status"]
+        assert reopened.read.reservation(rid, "alice").status == "CONFIRMED"
+        assert reopened.read.reservation(second.reservation_id, "bob").status == app.read.reservation(
+            second.reservation_id, "bob").status
         assert dict(reopened.capacity.holders()) == dict(app.capacity.holders())
     finally:
         reopened.close()
@@ -344,8 +343,8 @@ def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones
 def test_a_batch_that_cannot_be_saved_leaves_nothing_behind(app, monkeypatch):
     held_before = dict(app.capacity.holders())
     app.begin_batch()
-    rid = app.propose("alice", proposal(fixed=2), NOW)["proposal"]["id"]
-    assert app.capacity.held(UUID(rid)) is not None  # decided and visible inside the batch
+    rid = app.negotiation.propose("alice", proposal(fixed=2), NOW).reservation_id
+    assert app.capacity.held(rid) is not None  # decided and visible inside the batch
 
     def broken(*_: object) -> None:
         raise OSError("disk full")
@@ -357,15 +356,15 @@ def test_a_batch_that_cannot_be_saved_leaves_nothing_behind(app, monkeypatch):
     assert not app.in_batch
     assert dict(app.capacity.holders()) == held_before
     with pytest.raises(NotFound):
-        app.reservation(rid, "alice")
-    assert app.propose("bob", proposal(fixed=2), NOW)["reply"] == "ACCEPT"
+        app.read.reservation(rid, "alice")
+    assert app.negotiation.propose("bob", proposal(fixed=2), NOW).reply == "ACCEPT"
 
 
 def test_after_a_restart_a_vm_defined_but_never_started_is_booted(app):
-    rid = app.propose("alice", proposal(start=NOW + MINUTE), NOW)["proposal"]["id"]
-    app.respond(rid, "alice", "CONFIRM", NOW)
-    app.activate(rid, "alice", NOW)
-    (boot,) = app.settle(NOW + MINUTE)  # launched: its VM is ordered to boot
+    rid = app.negotiation.propose("alice", proposal(start=NOW + MINUTE), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    app.lifecycle.activate(rid, "alice")
+    (boot,) = app.lifecycle.settle(NOW + MINUTE)  # launched: its VM is ordered to boot
     # The process died after `define` and before `start`: the host has it, shut off.
-    orders = app.recover_node(boot.node, {boot.domain: "HALTED"}, NOW + 2 * MINUTE)
+    orders = app.hosts.recover_node(boot.node, {boot.domain: "HALTED"}, NOW + 2 * MINUTE)
     assert [(o.operation.value, o.domain) for o in orders] == [("boot", boot.domain)]

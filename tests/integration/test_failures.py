@@ -15,7 +15,7 @@ from tests.support.service import T0, Service, book, eventually
 
 
 def statuses(service: Service, userid: str) -> list[str]:
-    return sorted(i["status"] for i in service.instances(userid))
+    return sorted(i.status for i in service.instances(userid))
 
 
 def test_a_settle_whose_save_fails_is_retried_and_the_vms_still_start(tmp_path, clock, monkeypatch):
@@ -51,10 +51,10 @@ def test_an_unreachable_host_fails_only_its_own_orders(tmp_path, clock, hosts):
         service.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(service, "alice").count("RUNNING") == 4, what="sim02's VMs running")
         eventually(lambda: statuses(service, "alice").count("CRASHED") == 4, what="sim01's VMs recorded failed")
-        failed = [i for i in service.instances("alice") if i["status"] == "CRASHED"]
-        assert all(i["node"] == "sim01" and "could not boot on sim01" in i["reason"] for i in failed)
+        failed = [i for i in service.instances("alice") if i.status == "CRASHED"]
+        assert all(i.node == "sim01" and "could not boot on sim01" in i.reason for i in failed)
         with pytest.raises(DriverError):
-            service("operate", failed[0]["vmID"], "alice", "start")  # answered, not left hanging
+            service("operate", failed[0].id, "alice", "start")  # answered, not left hanging
     finally:
         service.stop()
 
@@ -69,7 +69,7 @@ def test_a_vm_whose_delete_failed_is_removed_at_the_next_start(tmp_path, clock, 
         first("cancel", rid, "alice")
         eventually(lambda: statuses(first, "alice") == ["DELETED"])
         (vm,) = first.instances("alice")
-        assert domain_name(vm["vmID"]) in hosts.domains(), "the host kept the VM: the delete failed"
+        assert domain_name(vm.id) in hosts.domains(), "the host kept the VM: the delete failed"
     finally:
         first.stop()
     second = Service(tmp_path, clock, connect=hosts.connect)
@@ -102,7 +102,7 @@ def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, h
     clock.set(T0 + 2 * HOUR)
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
-        eventually(lambda: second("reservation", rid, "alice")["status"] == "EXPIRED")
+        eventually(lambda: second("reservation", rid, "alice").status == "EXPIRED")
         assert booted == [] and hosts.domains() == {}
     finally:
         second.stop()
@@ -117,12 +117,12 @@ def test_after_a_restart_vms_that_kept_running_are_left_alone_and_one_that_died_
         kept, died = first.instances("alice")
     finally:
         first.stop()
-    hosts.host(died["node"]).destroy(domain_name(died["vmID"]))  # its QEMU was killed while openpex was down
+    hosts.host(died.node).destroy(domain_name(died.id))  # its QEMU was killed while openpex was down
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
-        eventually(lambda: {i["vmID"]: i["status"] for i in second.instances("alice")}
-                   == {kept["vmID"]: "RUNNING", died["vmID"]: "CRASHED"}, what="the dead VM recorded")
-        assert hosts.domains() == {domain_name(kept["vmID"]): "RUNNING", domain_name(died["vmID"]): "CRASHED"}
+        eventually(lambda: {i.id: i.status for i in second.instances("alice")}
+                   == {kept.id: "RUNNING", died.id: "CRASHED"}, what="the dead VM recorded")
+        assert hosts.domains() == {domain_name(kept.id): "RUNNING", domain_name(died.id): "CRASHED"}
     finally:
         second.stop()
 
@@ -140,7 +140,7 @@ def test_a_vm_that_outlived_its_reservation_while_openpex_was_down_is_stopped_at
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
         eventually(lambda: hosts.domains() == {}, what="the VM stopped and removed at the restart")
-        assert second("reservation", rid, "alice")["status"] == "EXPIRED"
+        assert second("reservation", rid, "alice").status == "EXPIRED"
         assert statuses(second, "alice") == ["HALTED"]
     finally:
         second.stop()
@@ -154,14 +154,14 @@ def test_a_stop_cut_short_by_a_restart_is_carried_on(tmp_path, clock, hosts, mon
         eventually(lambda: statuses(first, "alice") == ["RUNNING"])
         (vm,) = first.instances("alice")
         monkeypatch.setattr(LibvirtDriver, "shutdown", lambda self, name: None)  # the guest ignores it
-        first("operate", vm["vmID"], "alice", "stop")
-        assert first.instances("alice")[0]["reason"] == "shutting down"
+        first("operate", vm.id, "alice", "stop")
+        assert first.instances("alice")[0].reason == "shutting down"
     finally:
         first.stop()
     monkeypatch.undo()  # after the restart the guest listens
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
-        eventually(lambda: second.instances("alice")[0]["status"] == "HALTED", what="the stop carried on")
-        assert hosts.domains() == {domain_name(vm["vmID"]): "HALTED"}
+        eventually(lambda: second.instances("alice")[0].status == "HALTED", what="the stop carried on")
+        assert hosts.domains() == {domain_name(vm.id): "HALTED"}
     finally:
         second.stop()

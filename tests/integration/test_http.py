@@ -71,7 +71,7 @@ async def test_every_call_but_registration_and_health_needs_valid_credentials(cl
         assert response.headers["WWW-Authenticate"].startswith("Basic")
     alice = await register(client, "alice")
     assert (await client.get("/OpenPEX/reservations", headers=alice)).status == 200
-    stored = service.app.account("alice")["passwordHash"]
+    _, stored = service.app.catalogue.password_hash("alice")
     assert stored.startswith("$argon2id$") and "correct-horse-battery-9" not in stored
 
 
@@ -307,9 +307,9 @@ async def test_thirty_two_clients_racing_for_the_last_slots_get_exactly_the_capa
         replies = await asyncio.gather(*(race(headers) for headers in users))
         assert replies.count("REQUEST_SUCCESS") == 4
         assert replies.count("COUNTER") == 28
-        timeline = one_host.app.capacity_timeline("sim01", T0, T0 + 3 * HOUR)
-        assert min(point["cpus"] for point in timeline) == 0, "the host is full in the contested hour, never over"
-        assert all(point["cpus"] >= 0 for point in timeline)
+        timeline = one_host.app.read.capacity_timeline("sim01", T0, T0 + 3 * HOUR)
+        assert min(free.cpus for _, free in timeline) == 0, "the host is full in the contested hour, never over"
+        assert all(free.cpus >= 0 for _, free in timeline)
     finally:
         one_host.stop()
 

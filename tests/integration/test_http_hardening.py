@@ -393,7 +393,7 @@ async def test_a_quota_set_by_the_admin_survives_a_restart(tmp_path, clock, monk
         first.stop()
     second = Service(tmp_path, clock)
     try:
-        assert second.app.quota_of("alice").open_offers == 3
+        assert second.app.catalogue.quota_of("alice").open_offers == 3
     finally:
         second.stop()
 
@@ -465,6 +465,6 @@ async def test_an_agreed_reservation_keeps_its_size_and_a_counter_changing_it_is
     service.stop()
     reopened = Service(service.config.data_dir, service.clock)  # the store still opens
     try:
-        assert reopened.app.reservation(rid, "alice")["type"] == "SMALL"
+        assert reopened.app.read.reservation(rid, "alice").terms.instance_type == "SMALL"
     finally:
         reopened.stop()

@@ -24,12 +24,12 @@ def service(tmp_path, clock, hosts):
 def by_node(service: Service, userid: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for instance in service.instances(userid):
-        found.setdefault(instance["node"], []).append(instance["status"])
+        found.setdefault(instance.node, []).append(instance.status)
     return found
 
 
 def node_status(service: Service, name: str) -> str:
-    return service("node", name)["status"]
+    return service("node", name).status
 
 
 def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(service, hosts):
@@ -46,7 +46,7 @@ def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(s
     eventually(lambda: node_status(service, "sim02") == "UP", what="UP once it answers")
     loads = service.system.node_monitor.proxy().loads().get()
     assert loads["sim02"]["cpus"] == 4
-    shown = eventually(lambda: service("node", "sim02").get("load"), what="the load in the node's view")
+    shown = eventually(lambda: service("node", "sim02").load, what="the load in the node's view")
     assert shown["runningVMs"] == 0 and shown["usedCpus"] == 0
 
 
@@ -63,13 +63,13 @@ def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move
     eventually(lambda: lost not in by_node(service, "alice")
                and all(s == ["RUNNING"] * 4 for s in by_node(service, "alice").values()),
                what="alice's VMs restarted on another host")
-    assert service("reservation", running, "alice")["status"] == "ACTIVATED"
-    assert lost not in by_node(service, "bob") or service("reservation", later, "bob")["status"] == "DEGRADED"
+    assert service("reservation", running, "alice").status == "ACTIVATED"
+    assert lost not in by_node(service, "bob") or service("reservation", later, "bob").status == "DEGRADED"
     # Everything moved fits: three hosts of 4 CPUs, one lost, 4 + 4 instances at different times.
-    assert service("reservation", later, "bob")["status"] == "ACTIVATED"
+    assert service("reservation", later, "bob").status == "ACTIVATED"
     assert service.app.capacity.within_capacity()
     running_on = {d for d, state in hosts.domains().items() if state == "RUNNING"}
-    assert {domain_name(i["vmID"]) for i in service.instances("alice")} == running_on
+    assert {domain_name(i.id) for i in service.instances("alice")} == running_on
 
 
 def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reason(tmp_path, clock, hosts):
@@ -80,13 +80,13 @@ def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reas
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        reservation = eventually(lambda: (r := service("reservation", rid, "alice"))["status"] == "DEGRADED" and r,
+        reservation = eventually(lambda: (r := service("reservation", rid, "alice")).status == "DEGRADED" and r,
                                  what="the reservation degraded")
-        assert reservation["reason"] == f"node {full} was lost and 2 instances could not be placed on another node"
+        assert reservation.reason == f"node {full} was lost and 2 instances could not be placed on another node"
         placement = by_node(service, "alice")
         assert full not in placement and placement[""] == ["PENDING", "PENDING"], "two have no node at all"
-        stranded = [i for i in service.instances("alice") if not i["node"]]
-        assert {i["reason"] for i in stranded} == {f"node {full} was lost and no other node has room for it"}
+        stranded = [i for i in service.instances("alice") if not i.node]
+        assert {i.reason for i in stranded} == {f"node {full} was lost and no other node has room for it"}
         assert sum(len(v) for n, v in placement.items() if n) == 4
         assert service.app.capacity.within_capacity()
     finally:
@@ -96,39 +96,39 @@ def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reas
 def test_the_vm_monitor_records_what_happened_behind_openpexs_back(service, hosts):
     book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=3)
     service.advance_to(T0 + MINUTE)
-    eventually(lambda: sorted(i["status"] for i in service.instances("alice")) == ["RUNNING"] * 3)
+    eventually(lambda: sorted(i.status for i in service.instances("alice")) == ["RUNNING"] * 3)
     halted, destroyed, vanished = service.instances("alice")
-    host = lambda vm: hosts.host(vm["node"])  # noqa: E731
-    host(halted).shutdown(domain_name(halted["vmID"]))  # powered off from inside
-    host(destroyed).destroy(domain_name(destroyed["vmID"]))  # virsh destroy
-    host(vanished).undefine(domain_name(vanished["vmID"]))  # gone altogether
+    host = lambda vm: hosts.host(vm.node)  # noqa: E731
+    host(halted).shutdown(domain_name(halted.id))  # powered off from inside
+    host(destroyed).destroy(domain_name(destroyed.id))  # virsh destroy
+    host(vanished).undefine(domain_name(vanished.id))  # gone altogether
     service.sweep_vms()
 
     def recorded():
-        return {i["vmID"]: (i["status"], i.get("reason")) for i in service.instances("alice")}
+        return {i.id: (i.status, i.reason) for i in service.instances("alice")}
 
-    eventually(lambda: recorded()[halted["vmID"]][0] == "HALTED" and recorded()[destroyed["vmID"]][0] == "CRASHED"
-               and recorded()[vanished["vmID"]][0] == "CRASHED", what="all three recorded")
-    assert recorded()[halted["vmID"]] == ("HALTED", "powered off from inside the guest")
-    assert recorded()[destroyed["vmID"]] == ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)")
+    eventually(lambda: recorded()[halted.id][0] == "HALTED" and recorded()[destroyed.id][0] == "CRASHED"
+               and recorded()[vanished.id][0] == "CRASHED", what="all three recorded")
+    assert recorded()[halted.id] == ("HALTED", "powered off from inside the guest")
+    assert recorded()[destroyed.id] == ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)")
     # Removing a running VM forces it off first: libvirt's event may be judged before it is gone.
-    assert recorded()[vanished["vmID"]] in (("CRASHED", "its VM vanished from the host"),
+    assert recorded()[vanished.id] in (("CRASHED", "its VM vanished from the host"),
                                             ("CRASHED", "stopped from outside OpenPEX (crashed or destroyed)"))
 
 
 def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hosts):
     rid = book(service, "alice", start=T0 + MINUTE, duration=HOUR)
     service.advance_to(T0 + MINUTE)
-    eventually(lambda: [i["status"] for i in service.instances("alice")] == ["RUNNING"])
+    eventually(lambda: [i.status for i in service.instances("alice")] == ["RUNNING"])
     (vm,) = service.instances("alice")
     service("cancel", rid, "alice")
     eventually(lambda: hosts.domains() == {})
     # Someone starts it again by hand on the host.
     from pex.drivers.base import VMSpec
 
-    host = hosts.host(vm["node"])
-    host.define(VMSpec(domain_name(vm["vmID"]), 1, 768, 10))
-    host.start(domain_name(vm["vmID"]))
+    host = hosts.host(vm.node)
+    host.define(VMSpec(domain_name(vm.id), 1, 768, 10))
+    host.start(domain_name(vm.id))
     service.sweep_vms()
     eventually(lambda: hosts.domains() == {}, what="the VM removed by the monitor")
 
@@ -136,23 +136,23 @@ def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hos
 def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(service, hosts):
     book(service, "alice", start=T0 + MINUTE, duration=HOUR)
     service.advance_to(T0 + MINUTE)
-    eventually(lambda: [i["status"] for i in service.instances("alice")] == ["RUNNING"])
+    eventually(lambda: [i.status for i in service.instances("alice")] == ["RUNNING"])
     (vm,) = service.instances("alice")
-    hosts.host(vm["node"]).destroy(domain_name(vm["vmID"]))  # no sweep follows: the event must do
-    eventually(lambda: service.instances("alice")[0]["status"] == "CRASHED", what="the event-driven record")
+    hosts.host(vm.node).destroy(domain_name(vm.id))  # no sweep follows: the event must do
+    eventually(lambda: service.instances("alice")[0].status == "CRASHED", what="the event-driven record")
 
 
 def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts):
     answer = service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
                                           "startTime": T0 + HOUR, "duration": HOUR})  # all three hosts
-    assert answer["reply"] == "ACCEPT"
-    rid = answer["proposal"]["id"]
+    assert answer.reply == "ACCEPT"
+    rid = answer.reservation_id
     hosts.unreachable.add("sim03")
     service.poll_nodes()
     service.poll_nodes()
-    reservation = eventually(lambda: (r := service("reservation", rid, "alice"))["status"] == "REJECTED" and r)
-    assert reservation["reason"] == "node sim03 was lost after this offer was made; send the proposal again"
-    assert service.app.capacity.held(UUID(rid)) is None
+    reservation = eventually(lambda: (r := service("reservation", rid, "alice")).status == "REJECTED" and r)
+    assert reservation.reason == "node sim03 was lost after this offer was made; send the proposal again"
+    assert service.app.capacity.held(rid) is None
 
 
 def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path, clock, hosts):
@@ -163,7 +163,7 @@ def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        eventually(lambda: service("reservation", rid, "alice")["status"] == "DEGRADED")
+        eventually(lambda: service("reservation", rid, "alice").status == "DEGRADED")
         hosts.unreachable.clear()
         service.poll_nodes()
         eventually(lambda: node_status(service, full) == "UP")
@@ -187,8 +187,8 @@ def test_a_degraded_reservation_can_still_be_activated_and_boots_what_was_placed
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        eventually(lambda: service("reservation", rid, "alice")["status"] == "DEGRADED")
-        assert service("activate", rid, "alice")["status"] == "DEGRADED"  # activated, still degraded
+        eventually(lambda: service("reservation", rid, "alice").status == "DEGRADED")
+        assert service("activate", rid, "alice").status == "DEGRADED"  # activated, still degraded
         service.advance_to(T0 + HOUR)
         eventually(lambda: sorted(s for n, v in by_node(service, "alice").items() if n for s in v) == ["RUNNING"] * 4)
     finally:
@@ -204,16 +204,16 @@ def test_after_a_loss_running_instances_get_the_room_first_and_stopped_ones_stay
         eventually(lambda: [s for v in by_node(service, "alice").values() for s in v] == ["RUNNING"] * 2)
         (lost,) = by_node(service, "alice")
         first, second = service.instances("alice")
-        service("operate", first["vmID"], "alice", "stop")  # stored first, stopped by its user
+        service("operate", first.id, "alice", "stop")  # stored first, stopped by its user
         hosts.unreachable.add(lost)
         service.poll_nodes()
         service.poll_nodes()
 
         def status(vm):
-            return next(i for i in service.instances("alice") if i["vmID"] == vm["vmID"])
+            return next(i for i in service.instances("alice") if i.id == vm.id)
 
-        eventually(lambda: status(second)["status"] == "RUNNING" and status(second)["node"] != lost,
+        eventually(lambda: status(second).status == "RUNNING" and status(second).node != lost,
                    what="the running one restarted elsewhere")
-        assert status(first)["status"] == "HALTED" and status(first)["node"] == ""
+        assert status(first).status == "HALTED" and status(first).node == ""
     finally:
         service.stop()

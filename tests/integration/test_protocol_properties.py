@@ -71,8 +71,8 @@ def run_session(steps, *, batch_every: int) -> None:
         app = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
         try:
             for name, capacity in NODES.items():
-                app.register_node(name, f"test:///{name}.xml", capacity)
-            app.register_template("debian")
+                app.catalogue.register_node(name, f"test:///{name}.xml", capacity)
+            app.catalogue.register_template("debian")
             now = NOW
             ids: list[str] = []
             for number, s in enumerate(steps):
@@ -84,51 +84,51 @@ def run_session(steps, *, batch_every: int) -> None:
                 try:
                     if kind == "propose":
                         _, user, type_, fixed, optional, start_h, hours = s
-                        reply = app.propose(user, {
+                        reply = app.negotiation.propose(user, {
                             "type": type_, "template": "debian", "numInstancesFixed": fixed,
                             "numInstancesOption": optional, "startTime": now + start_h * HOUR,
                             "duration": hours * HOUR}, now)
-                        ids.append(reply["proposal"]["id"])
+                        ids.append(reply.reservation_id)
                     elif kind == "wait":
                         now += s[1] * MINUTE
-                        app.lapse_due(now)
-                        app.expire_due(now)
+                        app.lifecycle.lapse_due(now)
+                        app.lifecycle.expire_due(now)
                     elif kind == "DOWN":  # lost: recorded DOWN and its bookings re-planned
-                        app.lose_node(s[1], now)
+                        app.hosts.lose_node(s[1], now)
                     elif kind in ("UP", "DRAINED"):
-                        app.mark_node(s[1], kind)
+                        app.catalogue.mark_node(s[1], kind)
                     elif ids:
                         _, pick, start_h, hours = s
                         rid = ids[pick % len(ids)]
-                        owner = app.view.reservations[next(r for r in app.view.reservations if str(r) == rid)].userid
+                        owner = app.view.reservations[rid].userid
                         if kind == "cancel":
-                            app.cancel(rid, owner, now)
+                            app.lifecycle.cancel(rid, owner)
                         elif kind == "next":  # whatever moves this reservation on
-                            status = app.reservation(rid, owner)["status"]
+                            status = app.read.reservation(rid, owner).status
                             message = {"ACCEPTED": "CONFIRM", "COUNTERED": "ACCEPT"}.get(status)
                             if message:
-                                app.respond(rid, owner, message, now)
+                                app.negotiation.respond(rid, owner, message, now)
                             elif status == "CONFIRMED":
-                                app.activate(rid, owner, now)
+                                app.lifecycle.activate(rid, owner)
                         elif kind == "activate":
-                            app.activate(rid, owner, now)
+                            app.lifecycle.activate(rid, owner)
                         elif kind == "COUNTER":
-                            app.respond(rid, owner, kind, now, {"startTime": now + start_h * HOUR, "duration": hours * HOUR})
+                            app.negotiation.respond(rid, owner, kind, now, {"startTime": now + start_h * HOUR, "duration": hours * HOUR})
                         else:
-                            app.respond(rid, owner, kind, now)
+                            app.negotiation.respond(rid, owner, kind, now)
                 except DomainError:
                     pass  # illegal steps are refused; what matters is that nothing overbooks
                 check(app)
             app.end_batch()
             assert not app.in_batch
-            snapshot = (held_by_reservations(app), app.reservations("x", is_admin=True),
-                        [app.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES])
+            snapshot = (held_by_reservations(app), app.read.reservations("x", is_admin=True),
+                        [app.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES])
         finally:
             app.close()
         reopened = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
         try:
             check(reopened)
-            assert (held_by_reservations(reopened), reopened.reservations("x", is_admin=True),
-                    [reopened.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES]) == snapshot
+            assert (held_by_reservations(reopened), reopened.read.reservations("x", is_admin=True),
+                    [reopened.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES]) == snapshot
         finally:
             reopened.close()

@@ -74,7 +74,7 @@ class Service:
     def all_domains(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for node in self("nodes"):
-            found.update(self.domains(node["name"]))
+            found.update(self.domains(node.name))
         return found
 
     def instances(self, userid: str) -> list[dict[str, Any]]:
@@ -92,9 +92,9 @@ def book(service: Service, userid: str, *, start: int, duration: int, count: int
     """Propose, confirm (and activate) a reservation; returns its id."""
     answer = service("propose", userid, {"type": size, "template": "debian-12", "numInstancesFixed": count,
                                          "startTime": start, "duration": duration})
-    assert answer["reply"] == "ACCEPT", answer
-    rid = answer["proposal"]["id"]
-    assert service("respond", rid, userid, "CONFIRM")["reply"] == "REQUEST_SUCCESS"
+    assert answer.reply == "ACCEPT", answer
+    rid = answer.reservation_id
+    assert service("respond", rid, userid, "CONFIRM").reply == "REQUEST_SUCCESS"
     if activate:
-        assert service("activate", rid, userid)["status"] == "ACTIVATED"
+        assert service("activate", rid, userid).status == "ACTIVATED"
     return rid

@@ -1,0 +1,84 @@
+"""The application's read side: reservations and instances as their callers may see them, and
+the VM orders that carry an instance's decisions to its host.
+
+A user sees only their own; the admin sees all. Someone else's reservation or instance is
+reported as missing, not forbidden: ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from pex.domain.aggregates import Instance, Reservation
+from pex.domain.clock import Millis
+from pex.domain.errors import NotFound
+from pex.domain.orders import Operation, VMOrder, domain_name
+from pex.domain.read_models import InstanceView, ReservationView, instance_view, reservation_view
+from pex.domain.sizes import InstanceType, Resources
+from pex.domain.statuses import InstanceStatus
+
+if TYPE_CHECKING:
+    from pex.domain.application import OpenPEX
+
+Visible = TypeVar("Visible", Reservation, Instance)
+
+
+class Reading:
+    def __init__(self, app: OpenPEX) -> None:
+        self.app = app
+
+    def reservation(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
+        return self.view_of(self.visible_reservation(reservation_id, userid, is_admin))
+
+    def reservations(self, userid: str, *, is_admin: bool = False) -> list[ReservationView]:
+        view = self.app.view
+        ids = view.reservations.keys() if is_admin else view.reservations_of.get(userid, ())
+        return [self.view_of(view.reservations[i]) for i in ids]
+
+    def instance(self, vm_id: Any, userid: str, *, is_admin: bool = False) -> InstanceView:
+        return instance_view(self.visible_instance(vm_id, userid, is_admin))
+
+    def instances(self, userid: str, *, is_admin: bool = False) -> list[InstanceView]:
+        return [instance_view(i) for i in self.app.view.instances.values() if is_admin or i.userid == userid]
+
+    def capacity_timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
+        """A node's free capacity from `start` to `end`: (instant, free from then on) steps."""
+        return self.app.capacity.timeline(node, start, end)
+
+    def view_of(self, reservation: Reservation) -> ReservationView:
+        view = self.app.view
+        alive = tuple(i for i in view.instances_of.get(reservation.id, ())
+                      if view.instances[i].status != InstanceStatus.DELETED)
+        return reservation_view(reservation, alive)
+
+    def visible_reservation(self, reservation_id: Any, userid: str, is_admin: bool) -> Reservation:
+        return _visible(self.app.view.reservations, "reservation", reservation_id, userid, is_admin)
+
+    def visible_instance(self, vm_id: Any, userid: str, is_admin: bool) -> Instance:
+        return _visible(self.app.view.instances, "instance", vm_id, userid, is_admin)
+
+    # ------------------------------------------------------------------ orders for hosts
+
+    def order(self, instance: Instance, operation: Operation) -> VMOrder:
+        """What `operation` on the instance's VM needs: its node, size and template."""
+        template = self.app.view.templates.get(instance.template)
+        return VMOrder(operation, str(instance.id), domain_name(str(instance.id)), instance.node,
+                       InstanceType[instance.instance_type].resources, dict(template.spec) if template else {})
+
+    def orders(self, reservation_id: UUID, operation: Operation, statuses: Collection[str]) -> list[VMOrder]:
+        """`operation` for each of the reservation's instances in `statuses` that has a node."""
+        view = self.app.view
+        return [self.order(view.instances[i], operation) for i in view.instances_of.get(reservation_id, ())
+                if view.instances[i].status in statuses and view.instances[i].node]
+
+
+def _visible(table: Mapping[UUID, Visible], what: str, key: Any, userid: str, is_admin: bool) -> Visible:
+    try:
+        found = table.get(key if isinstance(key, UUID) else UUID(str(key)))
+    except ValueError:
+        found = None
+    if found is None or not (is_admin or found.userid == userid):
+        raise NotFound(f"no {what} {str(key)[:64]!r}")
+    return found

@@ -1,0 +1,111 @@
+"""The paper's JSON (Figs. 7-9, Table 2) made from the domain's read models: camelCase names,
+RFC 1123 times, statuses as their names. The only place the wire shapes of answers are made;
+the OpenAPI document (pex/http/openapi.py) describes exactly these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pex.domain.clock import HOUR
+from pex.domain.negotiation import Reply, Terms
+from pex.domain.read_models import (
+    AccountUsage,
+    AccountView,
+    Answer,
+    CapacityStep,
+    InstanceView,
+    NodeView,
+    ReservationView,
+    TemplateView,
+)
+from pex.domain.sizes import InstanceType, Resources
+from pex.http.wire import format_time
+
+Body = dict[str, Any]
+
+
+def proposal(terms: Terms) -> Body:
+    """Terms in the paper's names (Fig. 7)."""
+    return {"duration": terms.duration, "numInstancesFixed": terms.fixed, "numInstancesOption": terms.optional,
+            "startTime": format_time(terms.start), "template": terms.template, "type": terms.instance_type}
+
+
+def answer(found: Answer) -> Body:
+    """A reply to a proposal or to a message about an offer (Figs. 8, 9)."""
+    body: Body = {"reply": found.reply.value,
+                  "proposal": {**proposal(found.terms), "id": str(found.reservation_id), "userid": found.userid}}
+    if found.reply is Reply.REJECT:
+        body["reason"] = found.reason
+    if found.hold_until is not None:
+        body["holdUntil"] = format_time(found.hold_until)
+        if found.alternatives:
+            body["alternatives"] = [proposal(terms) for terms in found.alternatives]
+    return body
+
+
+def reservation(found: ReservationView) -> Body:
+    terms = found.terms
+    body: Body = {
+        "id": str(found.id),
+        "userid": found.userid,
+        "status": found.status.value,
+        "template": terms.template,
+        "type": terms.instance_type,
+        "numInstancesFixed": terms.fixed,
+        "numInstancesOption": terms.optional,
+        "startTime": format_time(terms.start),
+        "endTime": format_time(terms.end),
+        "duration": terms.duration,
+        "instances": [str(i) for i in found.instances],
+    }
+    if found.reason:
+        body["reason"] = found.reason
+    if found.offer:
+        body["offer"] = {"state": found.offer.state.value, "holdUntil": format_time(found.offer.hold_until),
+                         "proposal": proposal(found.offer.terms)}
+    return body
+
+
+def instance(found: InstanceView) -> Body:
+    body: Body = {"vmID": str(found.id), "name": found.name, "status": found.status.value,
+                  "reservationId": str(found.reservation_id), "node": found.node,
+                  "startTime": format_time(found.start), "endTime": format_time(found.end), "ipAddress": None}
+    if found.reason:
+        body["reason"] = found.reason
+    return body
+
+
+def node(found: NodeView) -> Body:
+    body: Body = {"name": found.name, "uri": found.uri, "status": found.status.value, **resources(found.capacity)}
+    if found.load is not None:
+        body["load"] = dict(found.load)
+    return body
+
+
+def resources(amount: Resources) -> Body:
+    return {"cpus": amount.cpus, "memoryMB": amount.memory_mb, "diskGB": amount.disk_gb}
+
+
+def instance_type(kind: InstanceType) -> Body:
+    return {"type": kind.name, **resources(kind.resources)}
+
+
+def template(found: TemplateView) -> Body:
+    return {"name": found.name, "description": found.description, **found.spec}
+
+
+def account(found: AccountView) -> Body:
+    return {"username": found.username, "fullname": found.fullname, "email": found.email, "isAdmin": found.is_admin}
+
+
+def account_usage(found: AccountUsage) -> Body:
+    return {**account(found.account), "quota": found.quota.to_dict(),
+            "usage": {"openOffers": found.open_offers,
+                      "heldInstanceHours": round(found.held_instance_ms / HOUR, 3),
+                      "proposalsAvailable": found.proposals_available},
+            "refusedOverQuota": found.refused_over_quota}
+
+
+def capacity_step(step: CapacityStep) -> Body:
+    return {"from": format_time(step.start), "to": format_time(step.end),
+            "free": resources(step.free), "used": resources(step.used)}
