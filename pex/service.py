@@ -180,7 +180,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         app.close()
         raise
     system.start()
-    http = create_app(system.manager, passwords, cors_origins=config.cors_origins)
+    http = create_app(system, passwords, cors_origins=config.cors_origins)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()

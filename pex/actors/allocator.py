@@ -1,7 +1,10 @@
 """Allocator: the one writer. It owns the OpenPEX application, and with it the event store and
 the in-memory capacity model, so every decision that takes or frees capacity is serialized here.
 
-It runs the domain's commands and queries as they are, and after each batch keeps the one timer
+Callers run the application's commands and queries on it with typed calls (`lambda allocator:
+allocator.app.read.reservation(...)`); those that need the clock's `now` are its own methods.
+Registrations, which rely on the store to refuse a taken name, are sent `alone` and run
+outside any batch. After each batch it keeps the one timer
 the lifecycle needs on the next instant something falls due (an offer lapses, a reservation
 starts or ends), read off the view itself; it asks the EventQueue to send `settle` to the
 ReservationManager then, and tells it only when that instant changed.
@@ -15,67 +18,51 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from pex.actors.calls import Call, CallableActor, answer_all
+from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
+from pex.actors.event_queue import EventQueue
 from pex.domain.clock import Clock, Millis
 from pex.domain.orders import VMOrder
 from pex.domain.read_models import AccountUsage, Answer, NodeView, ReservationView
+
+if TYPE_CHECKING:
+    from pex.actors.reservation_manager import ReservationManager
 
 SETTLE = "settle"  # the EventQueue key of the lifecycle timer
 MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a batch adds)
 RETRY: Millis = 1000  # how soon an overdue settle is tried again
 
-# These rely on the store to refuse a taken name, so they run alone, outside any batch.
-_ALONE = frozenset({"register_account", "register_template", "register_node"})
-
-# The application's commands and queries served as they are (they need no `now`).
-def _served(app: OpenPEX) -> dict[str, Callable[..., Any]]:
-    catalogue, read = app.catalogue, app.read
-    return {
-        "register_account": catalogue.register_account, "account": catalogue.account,
-        "password_hash": catalogue.password_hash, "check_username_free": catalogue.check_username_free,
-        "register_template": catalogue.register_template, "template": catalogue.template,
-        "templates": catalogue.templates, "types": catalogue.types, "register_node": catalogue.register_node,
-        "check_new_node": catalogue.check_new_node, "mark_node": catalogue.mark_node,
-        "reservation": read.reservation, "reservations": read.reservations, "instances": read.instances,
-        "instance": read.instance, "capacity_timeline": read.capacity_timeline,
-        "instance_order": app.operations.order, "record_instance_status": app.operations.record_status,
-        "stray_orders": app.hosts.stray_orders, "reconcile": app.hosts.reconcile,
-    }
-
-
 class Allocator(CallableActor):
-    def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[Any]) -> None:
+    def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[EventQueue]) -> None:
         super().__init__()
         self.app = app
-        self._served = _served(app)
         self.clock = clock
         self.event_queue = event_queue
-        self.manager: pykka.ActorRef[Any] | None = None
+        self.manager: pykka.ActorRef[ReservationManager] | None = None
         self._armed: Millis | None = None
         self._settle_failed = False
+        self._settling = False  # a settle ran in the open batch
         self._loads: dict[str, dict[str, Any]] = {}  # latest load per host (NodeMonitor), not stored
-        self._waiting: list[tuple[Call, Any, BaseException | None]] = []  # answers held until saved
+        self._waiting: list[tuple[Call[Any, Any], Any, BaseException | None]] = []  # answers held until saved
 
     def on_stop(self) -> None:
         self._flush()
         self.app.close()
 
-    def route(self, call: Call) -> None:
-        if call.method in _ALONE:
+    def route(self, call: Call[Any, Any]) -> None:
+        if call.alone:
             self._flush()
             self.run(call)
             self._rearm()
             return
         try:
             self.app.begin_batch()
-            result, error = self.handler(call.method)(*call.args, **call.kwargs), None
+            result, error = call.run(self), None
         except Exception as failure:
             result, error = None, failure
         self._waiting.append((call, result, error))
@@ -95,13 +82,12 @@ class Allocator(CallableActor):
             self._armed = None
         else:
             answer_all(waiting)
-        settles = [error for call, _, error in waiting if call.method == "settle"]
-        if settles:
-            self._armed = None  # the timer that sent it is spent, whatever happened
-            self._settle_failed = not saved or any(error is not None for error in settles)
+        if self._settling:
+            self._settling = False
+            self._settle_failed = self._settle_failed or not saved
         self._rearm()  # what falls due next, from the view itself (cheap: three sorted heads)
 
-    def attach(self, manager: pykka.ActorRef[Any]) -> None:
+    def attach(self, manager: pykka.ActorRef[ReservationManager]) -> None:
         """The actor that `settle` timers go to (started after this one)."""
         self.manager = manager
         self._armed = None
@@ -120,9 +106,10 @@ class Allocator(CallableActor):
             return
         self._armed = due
         if due is None:
-            self.event_queue.tell(Call("disarm", (SETTLE,)))
+            tell(self.event_queue, lambda queue: queue.disarm(SETTLE))
         else:
-            self.event_queue.tell(Call("arm", (SETTLE, due, self.manager, Call("settle"))))
+            manager = self.manager
+            tell(self.event_queue, lambda queue: queue.arm(SETTLE, due, manager, Call(lambda m: m.settle())))
 
     # ------------------------------------------------------------------ commands with `now`
 
@@ -143,7 +130,14 @@ class Allocator(CallableActor):
         return self.app.lifecycle.cancel(reservation_id, userid, is_admin=is_admin), orders
 
     def settle(self) -> list[VMOrder]:
-        return self.app.lifecycle.settle(self.clock.now())
+        """Timer (through the ReservationManager): what has fallen due. The timer that sent it
+        is spent, whatever happens; a settle that fails, or whose batch is not saved, is
+        retried after RETRY rather than at once."""
+        self._armed = None
+        self._settle_failed, self._settling = True, True
+        orders = self.app.lifecycle.settle(self.clock.now())
+        self._settle_failed = False
+        return orders
 
     def accounts(self) -> list[AccountUsage]:
         return self.app.catalogue.accounts(self.clock.now())
@@ -172,8 +166,3 @@ class Allocator(CallableActor):
 
     def recover_node(self, node: str, observed: dict[str, str]) -> list[VMOrder]:
         return self.app.hosts.recover_node(node, observed, self.clock.now())
-
-    def handler(self, method: str) -> Any:
-        if method in self._served:  # the application's own command or query, as it is
-            return self._served[method]
-        return super().handler(method)

@@ -1,9 +1,9 @@
 """Calls that carry their own answer address, so no one waits on an actor's thread.
 
 An HTTP handler must not block the event loop, and an actor must not block on an actor that may
-call it back. Both are met by sending a `Call` with `tell`: the receiving actor runs the method
-and hands the result (or the exception) to `call.reply`, or passes the call on to the actor that
-will finish it. `ask_async` makes such a call from asyncio and awaits the answer as a plain
+call it back. Both are met by sending a `Call` with `tell`: the receiving actor applies the
+call's function to itself and hands the result (or the exception) to `call.reply`, or passes
+the reply on to the actor that will finish the work. `ask_async` makes such a call from asyncio and awaits the answer as a plain
 asyncio future, resolved from the actor's thread with `call_soon_threadsafe`.
 """
 
@@ -12,36 +12,52 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import pykka
 
 log = logging.getLogger(__name__)
 
 Reply = Callable[[Any, "BaseException | None"], None]
+A = TypeVar("A", bound=pykka.Actor)  # the actor a call runs on
+T = TypeVar("T")  # what the call answers
+
+
+class Later(Generic[T]):
+    """What a command returns when it passed its caller's reply on: another actor answers
+    (with a T) once the work is done."""
+
+
+LATER: Later[Any] = Later()
 
 
 @dataclass(frozen=True)
-class Call:
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+class Call(Generic[A, T]):
+    """`run` applied to the receiving actor, typed: a renamed or mistyped command is a type
+    error at the caller, not a message nobody serves. `alone`: the Allocator runs it outside
+    any batch (it relies on the store to refuse a taken name)."""
+
+    run: Callable[[A], T]
     reply: Reply | None = None
+    alone: bool = False
 
     def answer(self, result: Any = None, error: BaseException | None = None) -> None:
         if self.reply is not None:
             try:
                 self.reply(result, error)
             except Exception:  # a listener's failure must not kill the actor answering it
-                log.exception("answering %s failed", self.method)
+                log.exception("answering %s failed", self)
         elif error is not None:
-            log.error("%s failed and nobody was waiting for it: %s", self.method, error, exc_info=error)
+            log.error("%s failed and nobody was waiting for it: %s", self, error, exc_info=error)
 
 
 class CallableActor(pykka.ThreadingActor):
-    """An actor whose public methods may be invoked with `Call` messages as well as through
-    a proxy. Subclasses may override `route` to pass some calls on instead of running them."""
+    """An actor that serves `Call` messages as well as pykka's own. Subclasses may override
+    `route` to batch calls; a command that passes its caller's reply on reads it from
+    `answering` and returns LATER."""
+
+    answering: Call[Any, Any] | None = None  # the call being served
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Call):
@@ -49,22 +65,20 @@ class CallableActor(pykka.ThreadingActor):
             return None
         return super().on_receive(message)
 
-    def route(self, call: Call) -> None:
+    def route(self, call: Call[Any, Any]) -> None:
         self.run(call)
 
-    def handler(self, method: str) -> Callable[..., Any]:
-        """The callable that serves `method`: by default this actor's public method."""
-        if method.startswith("_") or not callable(getattr(self, method, None)):
-            raise AttributeError(f"{type(self).__name__} has no command {method!r}")
-        return getattr(self, method)
-
-    def run(self, call: Call) -> None:
+    def run(self, call: Call[Any, Any]) -> None:
+        self.answering = call
         try:
-            result = self.handler(call.method)(*call.args, **call.kwargs)
+            result = call.run(self)
         except Exception as error:  # handed to whoever waits; the actor lives on
             call.answer(error=error)
         else:
-            call.answer(result)
+            if not isinstance(result, Later):
+                call.answer(result)
+        finally:
+            self.answering = None
 
 
 class LoopReply:
@@ -97,7 +111,7 @@ def _hand_over(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Futu
         pass
 
 
-def answer_all(answers: list[tuple[Call, Any, BaseException | None]]) -> None:
+def answer_all(answers: list[tuple[Call[Any, Any], Any, BaseException | None]]) -> None:
     """Answer many calls, grouping those awaited on the same event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
     for call, result, error in answers:
@@ -112,19 +126,30 @@ def answer_all(answers: list[tuple[Call, Any, BaseException | None]]) -> None:
 ASK_TIMEOUT = 60.0  # seconds an HTTP request waits for the actors before giving up
 
 
-async def ask_async(ref: pykka.ActorRef[Any], method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run `method` on the actor and await its result without blocking the event loop.
+def tell(ref: pykka.ActorRef[A], run: Callable[[A], object]) -> None:
+    """Have the actor run `run`, answering nobody."""
+    ref.tell(Call(run))
+
+
+async def ask_async(ref: pykka.ActorRef[A], run: Callable[[A], T], *, alone: bool = False) -> T:
+    """Run `run` on the actor and await its result without blocking the event loop.
     Raises TimeoutError if no answer comes within ASK_TIMEOUT (a bug, or a stuck hypervisor)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    ref.tell(Call(method, args, kwargs, LoopReply(loop, future)))
+    future: asyncio.Future[T] = loop.create_future()
+    ref.tell(Call(run, LoopReply(loop, future), alone))
     return await asyncio.wait_for(future, ASK_TIMEOUT)
 
 
-def ask_sync(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float | None = 30, **kwargs: Any) -> Any:
-    """Run `method` on the actor and wait for its result on this thread. Only for actors that
+async def ask_passed_on(ref: pykka.ActorRef[A], run: Callable[[A], Later[T]]) -> T:
+    """As ask_async, for a command whose answer another actor sends (it returns LATER)."""
+    answer: Any = await ask_async(ref, run)
+    return answer  # type: ignore[no-any-return]  # (the T of Later[T], sent by whoever finished it)
+
+
+def ask_sync(ref: pykka.ActorRef[A], run: Callable[[A], T], *, timeout: float | None = 30, alone: bool = False) -> T:
+    """Run `run` on the actor and wait for its result on this thread. Only for actors that
     never call back into the waiting one."""
-    future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+    future: pykka.ThreadingFuture[T] = pykka.ThreadingFuture()
 
     def reply(result: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -132,5 +157,6 @@ def ask_sync(ref: pykka.ActorRef[Any], method: str, *args: Any, timeout: float |
         else:
             future.set(result)
 
-    ref.tell(Call(method, args, kwargs, reply))
-    return future.get(timeout=timeout)
+    ref.tell(Call(run, reply, alone))
+    answer: T = future.get(timeout=timeout)
+    return answer

@@ -5,27 +5,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pykka
 
-from pex.actors.calls import Call, CallableActor, Reply
+from pex.actors.calls import CallableActor, Reply, tell
+from pex.actors.event_queue import EventQueue
 from pex.actors.node import NodeActor
 from pex.domain.clock import Clock, Millis
 from pex.domain.errors import NotFound
 from pex.domain.orders import VMOrder
 from pex.drivers.base import Driver
 
+if TYPE_CHECKING:
+    from pex.actors.allocator import Allocator
+
 log = logging.getLogger(__name__)
 
 
 class Dispatcher(CallableActor):
-    def __init__(self, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Any],
-                 event_queue: pykka.ActorRef[Any], clock: Clock, grace: Millis) -> None:
+    def __init__(self, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Allocator],
+                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis) -> None:
         super().__init__()
         self._node_args = {"connect": connect, "recorder": recorder, "event_queue": event_queue,
                            "clock": clock, "grace": grace}
-        self.nodes: dict[str, pykka.ActorRef[Any]] = {}
+        self.nodes: dict[str, pykka.ActorRef[NodeActor]] = {}
 
     def on_stop(self) -> None:
         for name, ref in reversed(list(self.nodes.items())):
@@ -53,17 +57,21 @@ class Dispatcher(CallableActor):
             try:
                 if node is None:
                     raise NotFound(f"node {order.node!r} has no actor")
-                node.tell(Call("carry_out", (order,), {"reply": reply}))
+                _send(node, order, reply)
             except (NotFound, pykka.ActorDeadError) as error:  # one node's trouble stops no other order
                 if reply is not None:
                     reply(None, NotFound(f"node {order.node} cannot take orders: {error}"))
                 else:
                     log.error("cannot %s %s on %s: %s", order.operation.value, order.domain, order.node, error)
 
-    def node_refs(self) -> dict[str, pykka.ActorRef[Any]]:
+    def node_refs(self) -> dict[str, pykka.ActorRef[NodeActor]]:
         return dict(self.nodes)
 
-    def node_ref(self, name: str) -> pykka.ActorRef[Any]:
+    def node_ref(self, name: str) -> pykka.ActorRef[NodeActor]:
         if name not in self.nodes:
             raise NotFound(f"no node {name!r}")
         return self.nodes[name]
+
+
+def _send(node: pykka.ActorRef[NodeActor], order: VMOrder, reply: Reply | None) -> None:
+    tell(node, lambda host: host.carry_out(order, reply))  # (a function of its own: each order bound)

@@ -16,7 +16,7 @@ from typing import Any
 import pykka
 from sortedcontainers import SortedList
 
-from pex.actors.calls import Call, CallableActor
+from pex.actors.calls import A, Call, CallableActor, ask_sync
 from pex.domain.clock import Clock, Millis
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ class EventQueue(CallableActor):
         super().__init__()
         self.clock = clock
         self.poll = poll
-        self._timers: dict[Hashable, tuple[Millis, int, pykka.ActorRef[Any], Call]] = {}
-        self._order: SortedList = SortedList()  # (due, sequence, key)
+        self._timers: dict[Hashable, tuple[Millis, int, pykka.ActorRef[Any], Call[Any, Any]]] = {}
+        self._order: SortedList[tuple[Millis, int, Hashable]] = SortedList()  # (due, sequence, key)
         self._sequence = 0
         self._next_due: Millis | None = None  # read by the ticker thread
         self._wake = threading.Event()
@@ -45,7 +45,7 @@ class EventQueue(CallableActor):
 
     # ------------------------------------------------------------------ commands
 
-    def arm(self, key: Hashable, due: Millis, target: pykka.ActorRef[Any], call: Call) -> None:
+    def arm(self, key: Hashable, due: Millis, target: pykka.ActorRef[A], call: Call[A, object]) -> None:
         """Tell `call` to `target` at `due` (at once if it has passed), replacing any timer
         with the same key."""
         self.disarm(key)
@@ -95,7 +95,7 @@ class EventQueue(CallableActor):
                 self._wake.clear()
                 continue
             try:
-                me.ask(Call("fire_due"), timeout=5)
+                ask_sync(me, lambda queue: queue.fire_due(), timeout=5)
             except pykka.ActorDeadError:
                 return
             except pykka.Timeout:  # the actor is busy; the timers are still there: try again

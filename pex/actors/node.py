@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from pex.actors.calls import Call, CallableActor, Reply
+from pex.actors.calls import Call, CallableActor, Reply, tell
+from pex.actors.event_queue import EventQueue
 from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.reconciling import SHUTTING_DOWN
 from pex.drivers.base import Driver, DriverError, NodeUnreachable, NoSuchVM, VMSpec, VMState
+
+if TYPE_CHECKING:
+    from pex.actors.allocator import Allocator
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,8 @@ CHECK_EVERY: Millis = SECOND  # how often a shutting-down VM is looked at
 
 
 class NodeActor(CallableActor):
-    def __init__(self, name: str, uri: str, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Any],
-                 event_queue: pykka.ActorRef[Any], clock: Clock, grace: Millis) -> None:
+    def __init__(self, name: str, uri: str, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Allocator],
+                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis) -> None:
         super().__init__()
         self.name, self.uri = name, uri
         self.connect = connect
@@ -78,7 +82,7 @@ class NodeActor(CallableActor):
         if not self._reconcile_asked:
             self._reconcile_asked = True
             try:
-                self.actor_ref.tell(Call("reconcile"))
+                tell(self.actor_ref, lambda host: host.reconcile())
             except Exception:  # stopping
                 pass
 
@@ -100,7 +104,8 @@ class NodeActor(CallableActor):
                 log.warning("%s of %s on %s failed: %s", order.operation.value, order.domain, self.name, error)
             return
         if status is None or not order.report:  # deleted, or a stray copy: only the record to show
-            self.recorder.tell(Call("instance", (order.vm_id, ""), {"is_admin": True}, reply))
+            vm_id = order.vm_id
+            self.recorder.tell(Call(lambda allocator: allocator.app.read.instance(vm_id, "", is_admin=True), reply))
         else:
             self._report(order, status, reason, reply)
 
@@ -197,8 +202,8 @@ class NodeActor(CallableActor):
                 self._report(order, status, reason, None)
 
     def _check_later(self) -> None:
-        self.event_queue.tell(Call("arm", (("stopping", self.name), self.clock.now() + CHECK_EVERY,
-                                           self.actor_ref, Call("check_stopping"))))
+        key, due, me = ("stopping", self.name), self.clock.now() + CHECK_EVERY, self.actor_ref
+        tell(self.event_queue, lambda queue: queue.arm(key, due, me, Call(lambda host: host.check_stopping())))
 
     # ------------------------------------------------------------------ reporting
 
@@ -211,7 +216,9 @@ class NodeActor(CallableActor):
             if reply is not None:
                 reply(None, None)
             return
-        self.recorder.tell(Call("record_instance_status", (order.vm_id, status, reason), {"node": self.name}, reply))
+        vm_id, node = order.vm_id, self.name
+        self.recorder.tell(Call(lambda allocator: allocator.app.operations.record_status(vm_id, status, reason, node=node),
+                                reply))
 
     def reconcile(self) -> None:
         """List the host's VMs and have the Allocator judge the list against the record (sent
@@ -230,11 +237,12 @@ class NodeActor(CallableActor):
                 log.warning("reconciling %s failed: %s", self.name, error)
             elif orders:
                 try:
-                    me.tell(Call("carry_out_all", (orders,)))
+                    tell(me, lambda host: host.carry_out_all(orders))
                 except pykka.ActorDeadError:
                     pass  # stopped meanwhile; the next start recovers the host
 
-        self.recorder.tell(Call("reconcile", (self.name, observed), {"busy": busy}, judged))
+        name = self.name
+        self.recorder.tell(Call(lambda allocator: allocator.app.hosts.reconcile(name, observed, busy), judged))
 
     def carry_out_all(self, orders: list[VMOrder]) -> None:
         for order in orders:

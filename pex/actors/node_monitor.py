@@ -16,7 +16,10 @@ from typing import Any
 
 import pykka
 
-from pex.actors.calls import Call, CallableActor, ask_sync
+from pex.actors.allocator import Allocator
+from pex.actors.calls import Call, CallableActor, ask_sync, tell
+from pex.actors.dispatcher import Dispatcher
+from pex.actors.reservation_manager import ReservationManager
 from pex.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,8 @@ PATIENCE = 3  # poll intervals a host's actor may take to answer (it may be busy
 
 
 class NodeMonitor(CallableActor):
-    def __init__(self, allocator: pykka.ActorRef[Any], dispatcher: pykka.ActorRef[Any],
-                 manager: pykka.ActorRef[Any], *, interval: float = 5.0) -> None:
+    def __init__(self, allocator: pykka.ActorRef[Allocator], dispatcher: pykka.ActorRef[Dispatcher],
+                 manager: pykka.ActorRef[ReservationManager], *, interval: float = 5.0) -> None:
         super().__init__()
         self.allocator, self.dispatcher, self.manager = allocator, dispatcher, manager
         self.interval = interval
@@ -39,7 +42,8 @@ class NodeMonitor(CallableActor):
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
-        self._ticker = Ticker(self.actor_ref, Call("poll"), self.interval, "NodeMonitor-ticker").start()
+        self._ticker = Ticker(self.actor_ref, Call(lambda monitor: monitor.poll()), self.interval,
+                              "NodeMonitor-ticker").start()
 
     def on_stop(self) -> None:
         if self._ticker is not None:
@@ -57,23 +61,23 @@ class NodeMonitor(CallableActor):
             if now - sent > PATIENCE * self.interval:
                 self._failed(name, f"did not answer within {PATIENCE * self.interval:.0f} s")
         self._round += 1
-        for node in ask_sync(self.allocator, "nodes"):
+        for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes()):
             name = node.name
             if name in self._waiting:
                 continue  # its actor is busy (a long VM operation): the answer will come
             try:
-                ref = ask_sync(self.dispatcher, "node_ref", name)
+                ref = ask_sync(self.dispatcher, lambda dispatcher: dispatcher.node_ref(name))
             except Exception:
                 continue  # not started yet
             self._waiting[name] = (self._round, now)
 
             def answered(result: Any, error: BaseException | None, name: str = name, round: int = self._round) -> None:
                 try:
-                    me.tell(Call("probed", (name, round, result, None if error is None else str(error))))
+                    tell(me, lambda monitor: monitor.probed(name, round, result, None if error is None else str(error)))
                 except pykka.ActorDeadError:
                     pass  # the monitor has stopped
 
-            ref.tell(Call("info", reply=answered))
+            ref.tell(Call(lambda host: host.info(), answered))
 
     def probed(self, name: str, round: int, info: dict[str, Any] | None, error: str | None) -> None:
         if self._waiting.get(name, (None, 0))[0] != round:
@@ -83,10 +87,11 @@ class NodeMonitor(CallableActor):
             self._failed(name, error)
             return
         self._loads[name] = info or {}
-        self.allocator.tell(Call("note_load", (name, self._loads[name])))
+        load = self._loads[name]
+        tell(self.allocator, lambda allocator: allocator.note_load(name, load))
         if self._failures.pop(name, 0) >= FAILURES_FOR_DOWN or self._status(name) == "DOWN":
             log.info("node %s answers again", name)
-            self.manager.tell(Call("node_up", (name,)))
+            tell(self.manager, lambda manager: manager.node_up(name))
 
     def unanswered(self) -> list[str]:
         return sorted(self._waiting)
@@ -101,11 +106,11 @@ class NodeMonitor(CallableActor):
         # (>=: if reporting it failed, the next failure reports it again)
         if self._failures[name] >= FAILURES_FOR_DOWN and self._status(name) != "DOWN":
             log.warning("node %s is down: %s", name, why)
-            self.manager.tell(Call("node_down", (name, why)))
+            tell(self.manager, lambda manager: manager.node_down(name, why))
 
     def _status(self, name: str) -> str | None:
         try:
-            return ask_sync(self.allocator, "node", name).status
+            return ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.node(name).status)
         except Exception:
             return None
 

@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 
 from pex.actors.allocator import Allocator
-from pex.actors.calls import ask_sync
+from pex.actors.calls import A, ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
 from pex.actors.node_monitor import NodeMonitor
@@ -39,10 +39,12 @@ class System:
         self.poll = poll
         self.default_node = default_node
         self.monitor_interval = monitor_interval  # None: no monitors (tests drive them by hand)
-        self.event_queue: pykka.ActorRef[Any]
-        self.allocator: pykka.ActorRef[Any]
-        self.dispatcher: pykka.ActorRef[Any]
-        self.manager: pykka.ActorRef[Any]
+        self.event_queue: pykka.ActorRef[EventQueue]
+        self.allocator: pykka.ActorRef[Allocator]
+        self.dispatcher: pykka.ActorRef[Dispatcher]
+        self.manager: pykka.ActorRef[ReservationManager]
+        self.node_monitor: pykka.ActorRef[NodeMonitor]
+        self.vm_monitor: pykka.ActorRef[VMMonitor]
         self._started: list[pykka.ActorRef[Any]] = []
 
     def start(self) -> System:
@@ -56,10 +58,11 @@ class System:
                 clock=self.clock, grace=self.grace))
             self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher, files=self.files,
                                                                default_node=self.default_node))
-            for node in ask_sync(self.allocator, "nodes"):
+            for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes()):
                 self.add_node(node.name, node.uri)
-            ask_sync(self.allocator, "attach", self.manager)
-            ask_sync(self.manager, "recover")
+            manager = self.manager
+            ask_sync(self.allocator, lambda allocator: allocator.attach(manager))
+            ask_sync(self.manager, lambda reservations: reservations.recover())
             if self.monitor_interval is not None:
                 self.node_monitor = self._keep(NodeMonitor.start(
                     self.allocator, self.dispatcher, self.manager, interval=self.monitor_interval))
@@ -70,7 +73,7 @@ class System:
         return self
 
     def add_node(self, name: str, uri: str) -> None:
-        ask_sync(self.dispatcher, "add_node", name, uri)
+        ask_sync(self.dispatcher, lambda dispatcher: dispatcher.add_node(name, uri))
 
     def stop(self) -> None:
         """Stop the actors in reverse order; the Allocator closes the store as it stops."""
@@ -86,7 +89,7 @@ class System:
             if ref.actor_class in (EventQueue, Allocator, Dispatcher, ReservationManager, NodeMonitor, VMMonitor):
                 log.error("actor %s was left running after stop", ref)
 
-    def _keep(self, ref: pykka.ActorRef[Any]) -> pykka.ActorRef[Any]:
+    def _keep(self, ref: pykka.ActorRef[A]) -> pykka.ActorRef[A]:
         self._started.append(ref)
         return ref
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import pykka
 
-from pex.actors.calls import Call
+from pex.actors.calls import A, Call
 
 log = logging.getLogger(__name__)
 
 
 class Ticker:
-    def __init__(self, target: pykka.ActorRef[Any], call: Call, interval: float, name: str) -> None:
+    def __init__(self, target: pykka.ActorRef[A], call: Call[A, object], interval: float, name: str) -> None:
         self.target, self.call, self.interval = target, call, interval
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

@@ -11,25 +11,25 @@ to the Dispatcher.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 import pykka
 
-from pex.actors.calls import Call, CallableActor, ask_sync
+from pex.actors.calls import Call, CallableActor, ask_sync, tell
+from pex.actors.dispatcher import Dispatcher
 from pex.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
 
 class VMMonitor(CallableActor):
-    def __init__(self, dispatcher: pykka.ActorRef[Any], *, interval: float = 5.0) -> None:
+    def __init__(self, dispatcher: pykka.ActorRef[Dispatcher], *, interval: float = 5.0) -> None:
         super().__init__()
         self.dispatcher = dispatcher
         self.interval = interval
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
-        self._ticker = Ticker(self.actor_ref, Call("sweep"), self.interval, "VMMonitor-ticker").start()
+        self._ticker = Ticker(self.actor_ref, Call(lambda monitor: monitor.sweep()), self.interval,
+                              "VMMonitor-ticker").start()
 
     def on_stop(self) -> None:
         if self._ticker is not None:
@@ -37,7 +37,7 @@ class VMMonitor(CallableActor):
 
     def sweep(self) -> int:
         """Ask every node to reconcile; returns how many were asked."""
-        refs = ask_sync(self.dispatcher, "node_refs")
+        refs = ask_sync(self.dispatcher, lambda dispatcher: dispatcher.node_refs())
         for ref in refs.values():
-            ref.tell(Call("reconcile"))
+            tell(ref, lambda host: host.reconcile())
         return len(refs)

@@ -88,6 +88,13 @@ class Reservation(Aggregate):
         return self.offer.get("opened") if self.offer else None
 
     @property
+    def open_offer(self) -> dict[str, Any]:
+        """The open offer, where the protocol has already required one."""
+        if self.offer is None:
+            raise ProtocolViolation("no offer is open")
+        return self.offer
+
+    @property
     def is_agreed(self) -> bool:
         return self.status in AGREED
 
@@ -153,7 +160,7 @@ class Reservation(Aggregate):
 
     def lapse(self, now: Millis) -> None:
         self.action_for(Message.LAPSE)
-        if now < self.offer["hold_until"]:
+        if now < self.open_offer["hold_until"]:
             raise ProtocolViolation("the offer is still held")
         self._offer_lapsed()
 
@@ -184,7 +191,7 @@ class Reservation(Aggregate):
         self._expired()
 
     def _check_offer_open(self, now: Millis) -> None:
-        if now >= self.offer["hold_until"]:  # type: ignore[index]
+        if now >= self.open_offer["hold_until"]:
             raise OfferExpired("the offer has expired; send a new proposal")
 
     # ---------------------------------------------------------------- recording
@@ -212,14 +219,14 @@ class Reservation(Aggregate):
 
     @event("CounterAccepted")
     def _counter_accepted(self, hold_until: Millis) -> None:
-        self.offer = {**self.offer, "state": OfferState.ACCEPTED.value, "hold_until": hold_until}
+        self.offer = {**self.open_offer, "state": OfferState.ACCEPTED.value, "hold_until": hold_until}
         if not self.is_agreed:
             self.status = Status.ACCEPTED
 
     @event("Confirmed")
     def _confirmed(self) -> None:
-        self.agreed = self.offer["terms"]
-        self.booking = self.offer["allocation"]
+        self.agreed = self.open_offer["terms"]
+        self.booking = self.open_offer["allocation"]
         self.offer = None
         if not self.is_agreed:
             self.status = Status.CONFIRMED

@@ -170,7 +170,10 @@ class OpenPEX(Application[UUID]):
         return self._batch is not None
 
     def commit_new(self, aggregate: Any, taken: str) -> None:
-        """Commit a named aggregate; AlreadyExists(taken) if the store holds its name already."""
+        """Commit a named aggregate; AlreadyExists(taken) if the store holds its name already.
+        Only outside a batch: inside one, the refusal would come at its end, for all its callers."""
+        if self._batch is not None:
+            raise RuntimeError("a registration must run alone, outside any batch (send it with alone=True)")
         try:
             self.commit(aggregate)
         except IntegrityError:

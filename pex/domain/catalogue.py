@@ -7,7 +7,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pex.domain.aggregates import Account, Node, Template
@@ -25,7 +25,6 @@ from pex.domain.read_models import (
     template_view,
 )
 from pex.domain.sizes import InstanceType, Resources
-from pex.domain.statuses import NodeStatus
 
 if TYPE_CHECKING:
     from pex.domain.application import OpenPEX
@@ -44,6 +43,7 @@ RESERVED_USERNAMES = frozenset({
 # name local files and sockets for libvirt to open.
 URI_PATTERN = re.compile(r"test:///[!-\"$->@-~]*|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?://[!-\"$->@-~]*")
 NODE_SIZES = ("cpus", "memoryMB", "diskGB")  # what a node's size is given in (one of its fields each)
+NodeChange = Literal["DOWN", "UP", "DRAINED", "UNDRAINED"]  # what an operator or a monitor records of a node
 
 
 class Catalogue:
@@ -187,11 +187,11 @@ class Catalogue:
         self.app.commit_new(node, f"a node named {name!r} exists")
         return self.node(name)
 
-    def mark_node(self, name: str, status: NodeStatus | str) -> NodeView:
+    def mark_node(self, name: str, change: NodeChange) -> NodeView:
         """Record a node DOWN, UP (back), DRAINED or UNDRAINED (in service again); only UP
         nodes take new allocations."""
         node = self.load_node(name)
-        {"DOWN": node.go_down, "UP": node.come_back, "DRAINED": node.drain, "UNDRAINED": node.undrain}[status]()
+        {"DOWN": node.go_down, "UP": node.come_back, "DRAINED": node.drain, "UNDRAINED": node.undrain}[change]()
         self.app.commit(node)
         return self.node(name)
 

@@ -120,7 +120,7 @@ class Negotiation:
             held = HeldOffers(held.count - 1, held.instance_ms - mine[renegotiating.id])
 
         def first_lapse() -> Millis | None:
-            return min((app.view.reservations[rid].offer["hold_until"] for rid in mine), default=None)
+            return min((app.view.reservations[rid].open_offer["hold_until"] for rid in mine), default=None)
 
         try:
             check_offers(quota, held, terms.count * terms.duration, first_lapse, now)

@@ -14,12 +14,13 @@ from typing import Any
 import pykka
 from aiohttp import web
 
+from pex.actors.system import System
 from pex.domain.errors import DomainError, NotFound
 from pex.drivers.base import DriverError
 from pex.http import handlers
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
-from pex.http.typedefs import BASE, CORS_ORIGINS, MANAGER, PASSWORDS, PRINCIPAL, call
+from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, PASSWORDS, PRINCIPAL, ask
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,13 @@ PUBLIC = {("POST", f"{BASE}/users"), ("GET", f"{BASE}/health"), ("GET", f"{BASE}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(manager: pykka.ActorRef[Any], passwords: PasswordCheck | None = None, *,
+def create_app(system: System, passwords: PasswordCheck | None = None, *,
                cors_origins: Collection[str] = ()) -> web.Application:
     quiet_client_errors()
     app = web.Application(middlewares=[errors_middleware, cors_middleware, content_type_middleware, auth_middleware],
                           client_max_size=64 * 1024)
-    app[MANAGER] = manager
+    app[MANAGER] = system.manager
+    app[ALLOCATOR] = system.allocator
     app[PASSWORDS] = passwords or PasswordCheck()
     app.on_cleanup.append(stop_hashing)
     app[CORS_ORIGINS] = frozenset(cors_origins)
@@ -93,7 +95,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
     async def account(name: str) -> dict[str, Any] | None:
         try:
-            found, password_hash = await call(request, "password_hash", name)
+            found, password_hash = await ask(request, lambda allocator: allocator.app.catalogue.password_hash(name))
         except NotFound:
             return None
         return {"username": found.username, "isAdmin": found.is_admin, "passwordHash": password_hash}

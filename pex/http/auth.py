@@ -261,8 +261,8 @@ class PasswordCheck:
 
     # -- new passwords
 
-    async def judge_new(self, password: Any, about: Iterable[Any], address: str | None = None) -> None:
-        """Refuse a password an account may not have (pex.http.passwords), judged in the pool:
+    async def judge_new(self, password: Any, about: Iterable[Any], address: str | None = None) -> str:
+        """The password, or refuse one an account may not have (pex.http.passwords), judged in the pool:
         the estimate takes up to tens of milliseconds of pure Python. First, refuse an address
         that has registered too many accounts of late (TooManyAttempts)."""
         try:
@@ -270,7 +270,7 @@ class PasswordCheck:
         except QuotaExceeded as refused:
             raise TooManyAttempts(refused.message, (refused.retry_after or HOUR) / 1000) from None
         async with self._caller(address) as caller:
-            await self._in_pool(caller, policy.judge, password, tuple(about))
+            return await self._in_pool(caller, policy.judge, password, tuple(about))
 
     async def hash(self, password: str, address: str | None = None) -> str:
         async with self._caller(address) as caller:

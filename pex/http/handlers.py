@@ -8,13 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from pex.domain.catalogue import NODE_SIZES, NodeChange
 from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.negotiation import check_proposal
 from pex.domain.orders import Operation
 from pex.http import openapi, presenters
-from pex.http.typedefs import BASE, PASSWORDS, call, principal
+from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
-    NODE_SIZES,
     UUID_PATTERN,
     parse_json,
     proposal_in,
@@ -77,11 +77,11 @@ def path_id(request: web.Request, key: str, what: str) -> str:
     return value
 
 
-async def as_caller(request: web.Request, method: str, *ids: Any, then: tuple[Any, ...] = ()) -> Any:
-    """Call `method` for whoever asks: every reservation and instance call takes the ids, the
-    caller's username, anything `then`, and whether the caller is the admin (who sees all)."""
+def caller(request: web.Request) -> tuple[str, bool]:
+    """Who asks, as every reservation and instance call takes it: the username, and whether
+    they are the admin (who sees all)."""
     user = principal(request)
-    return await call(request, method, *ids, user.username, *then, is_admin=user.is_admin)
+    return user.username, user.is_admin
 
 
 def admin_only(request: web.Request) -> None:
@@ -92,7 +92,7 @@ def admin_only(request: web.Request) -> None:
 # ---------------------------------------------------------------------- public
 
 async def health(request: web.Request) -> web.Response:
-    types = await call(request, "types")  # answers only if the actors do
+    types = await ask(request, lambda allocator: allocator.app.catalogue.types())  # answers only if the actors do
     return reply({"status": "ok", "types": len(types)})
 
 
@@ -102,16 +102,18 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def register(request: web.Request) -> web.Response:
     body = await json_object(request)
-    password, username = body.get("password"), body.get("username")
+    username = body.get("username")
     passwords = request.app[PASSWORDS]
     # A weak password is refused with zxcvbn's advice (pex/http/passwords.py); never quoted.
-    await passwords.judge_new(password, (username, body.get("fullname"), body.get("email")), request.remote)
+    password = await passwords.judge_new(body.get("password"), (username, body.get("fullname"), body.get("email")),
+                                         request.remote)
     # Refuse a taken name before paying for a hash; the store refuses a race at the end.
     if isinstance(username, str):
-        await call(request, "check_username_free", username)
+        await ask(request, lambda allocator: allocator.app.catalogue.check_username_free(username))
     password_hash = await passwords.hash(password, request.remote)
-    account = await call(request, "register_account", username, password_hash,
-                         body.get("fullname", ""), body.get("email", ""))
+    fullname, email = body.get("fullname", ""), body.get("email", "")
+    account = await ask(request, lambda allocator: allocator.app.catalogue.register_account(
+        username, password_hash, fullname, email), alone=True)
     return reply(presenters.account(account), status=201, headers={"Location": f"{BASE}/users/{account.username}"})
 
 
@@ -120,7 +122,7 @@ async def register(request: web.Request) -> web.Response:
 async def accounts(request: web.Request) -> web.Response:
     """Every account with its quota, what it holds and its refusals over quota (admin)."""
     admin_only(request)
-    return reply([presenters.account_usage(usage) for usage in await call(request, "accounts")])
+    return reply([presenters.account_usage(usage) for usage in await ask(request, lambda a: a.accounts())])
 
 
 async def account(request: web.Request) -> web.Response:
@@ -131,30 +133,34 @@ async def account(request: web.Request) -> web.Response:
         if name.casefold() != user.username.casefold():
             raise NotFound(f"no account {name[:64]!r}")
         name = user.username  # one's own, even where an older store holds a look-alike
-    return reply(presenters.account_usage(await call(request, "account_usage", name)))
+    return reply(presenters.account_usage(await ask(request, lambda a: a.account_usage(name))))
 
 
 async def set_quota(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
-    return reply(presenters.account_usage(await call(request, "set_quota", request.match_info["name"], body)))
+    name = request.match_info["name"]
+    return reply(presenters.account_usage(await ask(request, lambda a: a.set_quota(name, body))))
 
 
 # ---------------------------------------------------------------------- catalogue
 
 async def types(request: web.Request) -> web.Response:
-    return reply([presenters.instance_type(kind) for kind in await call(request, "types")])
+    kinds = await ask(request, lambda allocator: allocator.app.catalogue.types())
+    return reply([presenters.instance_type(kind) for kind in kinds])
 
 
 async def templates(request: web.Request) -> web.Response:
-    return reply([presenters.template(template) for template in await call(request, "templates")])
+    found = await ask(request, lambda allocator: allocator.app.catalogue.templates())
+    return reply([presenters.template(template) for template in found])
 
 
 async def add_template(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
     spec = {key: value for key, value in body.items() if key not in ("name", "description")}
-    added = await call(request, "add_template", body.get("name"), body.get("description", ""), spec)
+    name, description = body.get("name"), body.get("description", "")
+    added = await ask_manager(request, lambda manager: manager.add_template(name, description, spec))
     return reply(presenters.template(added), status=201)
 
 
@@ -162,86 +168,111 @@ async def add_template(request: web.Request) -> web.Response:
 
 async def propose(request: web.Request) -> web.Response:
     body = await json_object(request)
-    proposal = body.get("proposal", body)  # the bare Fig. 7 body, or wrapped as in a reply
-    answer = await call(request, "propose", principal(request).username, proposal_in(proposal))
+    proposal = proposal_in(body.get("proposal", body))  # the bare Fig. 7 body, or wrapped as in a reply
+    username = principal(request).username
+    answer = await ask(request, lambda allocator: allocator.propose(username, proposal))
     location = f"{BASE}/reservations/{answer.reservation_id}"
     return reply(presenters.answer(answer), status=201, headers={"Location": location})
 
 
 async def respond(request: web.Request) -> web.Response:
     body = await json_object(request)
-    if body.get("reply") not in USER_REPLIES:  # the body is judged before the id is looked up
+    message = body.get("reply")
+    if message not in USER_REPLIES:  # the body is judged before the id is looked up
         raise InvalidField("reply", f"is required: one of {', '.join(USER_REPLIES)}")
     proposal = body.get("proposal")
     if proposal is not None:  # checked whatever the reply: one that is not a COUNTER may echo terms
         proposal = proposal_in(proposal)
         check_proposal(proposal)
-    return reply(presenters.answer(await as_caller(request, "respond", path_id(request, "id", "reservation"),
-                                                   then=(body["reply"], proposal))))
+    rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
+    answer = await ask(request, lambda allocator: allocator.respond(rid, username, message, proposal, is_admin=is_admin))
+    return reply(presenters.answer(answer))
 
 
 async def reservations(request: web.Request) -> web.Response:
-    return reply([presenters.reservation(found) for found in await as_caller(request, "reservations")])
+    username, is_admin = caller(request)
+    found = await ask(request, lambda allocator: allocator.app.read.reservations(username, is_admin=is_admin))
+    return reply([presenters.reservation(reservation) for reservation in found])
 
 
 async def reservation(request: web.Request) -> web.Response:
-    return reply(presenters.reservation(await as_caller(request, "reservation", path_id(request, "id", "reservation"))))
+    rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
+    found = await ask(request, lambda allocator: allocator.app.read.reservation(rid, username, is_admin=is_admin))
+    return reply(presenters.reservation(found))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    return reply(presenters.reservation(await as_caller(request, "cancel", path_id(request, "id", "reservation"))))
+    rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
+    cancelled = await ask_manager(request, lambda manager: manager.cancel(rid, username, is_admin=is_admin))
+    return reply(presenters.reservation(cancelled))
 
 
 async def activate(request: web.Request) -> web.Response:
-    return reply(presenters.reservation(await as_caller(request, "activate", path_id(request, "id", "reservation"))))
+    rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
+    activated = await ask(request, lambda allocator: allocator.app.lifecycle.activate(rid, username, is_admin=is_admin))
+    return reply(presenters.reservation(activated))
 
 
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
-    return reply([presenters.instance(found) for found in await as_caller(request, "instances")])
+    username, is_admin = caller(request)
+    found = await ask(request, lambda allocator: allocator.app.read.instances(username, is_admin=is_admin))
+    return reply([presenters.instance(instance) for instance in found])
 
 
 async def instance(request: web.Request) -> web.Response:
-    return reply(presenters.instance(await as_caller(request, "instance", path_id(request, "vm_id", "instance"))))
+    vm_id, (username, is_admin) = path_id(request, "vm_id", "instance"), caller(request)
+    found = await ask(request, lambda allocator: allocator.app.read.instance(vm_id, username, is_admin=is_admin))
+    return reply(presenters.instance(found))
 
 
 async def operate(request: web.Request) -> web.Response:
-    operation = Operation(request.match_info["operation"])
-    return reply(presenters.instance(
-        await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(operation.value,))))
+    return await _operate(request, Operation(request.match_info["operation"]))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
-    return reply(presenters.instance(
-        await as_caller(request, "operate", path_id(request, "vm_id", "instance"), then=(Operation.DELETE.value,))))
+    return await _operate(request, Operation.DELETE)
+
+
+async def _operate(request: web.Request, operation: Operation) -> web.Response:
+    vm_id, (username, is_admin) = path_id(request, "vm_id", "instance"), caller(request)
+    done = await ask_manager_later(request, lambda manager: manager.operate(vm_id, username, operation,
+                                                                            is_admin=is_admin))
+    return reply(presenters.instance(done))
 
 
 # ---------------------------------------------------------------------- nodes (admin)
 
 async def nodes(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply([presenters.node(found) for found in await call(request, "nodes")])
+    return reply([presenters.node(found) for found in await ask(request, lambda allocator: allocator.nodes())])
 
 
 async def node(request: web.Request) -> web.Response:
     admin_only(request)
-    return reply(presenters.node(await call(request, "node", request.match_info["name"])))
+    name = request.match_info["name"]
+    return reply(presenters.node(await ask(request, lambda allocator: allocator.node(name))))
 
 
 async def add_node(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
     size = {key: body[key] for key in NODE_SIZES if key in body}  # (checked before anything connects)
-    added = await call(request, "add_node", body.get("name"), body.get("uri"), size)
+    name, uri = body.get("name"), body.get("uri")
+    added = await ask_manager(request, lambda manager: manager.add_node(name, uri, size))
     return reply(presenters.node(added), status=201, headers={"Location": f"{BASE}/nodes/{added.name}"})
 
 
 async def drain(request: web.Request) -> web.Response:
-    admin_only(request)
-    return reply(presenters.node(await call(request, "drain", request.match_info["name"])))
+    return await _mark(request, "DRAINED")
 
 
 async def undrain(request: web.Request) -> web.Response:
+    return await _mark(request, "UNDRAINED")
+
+
+async def _mark(request: web.Request, change: NodeChange) -> web.Response:
     admin_only(request)
-    return reply(presenters.node(await call(request, "undrain", request.match_info["name"])))
+    name = request.match_info["name"]
+    return reply(presenters.node(await ask(request, lambda allocator: allocator.app.catalogue.mark_node(name, change))))

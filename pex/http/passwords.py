@@ -29,8 +29,8 @@ ENOUGH = 2  # zxcvbn's score: 0 too guessable ... 4 very unguessable
 _ONE_AT_A_TIME = threading.Lock()
 
 
-def judge(password: Any, about: Iterable[Any] = ()) -> None:
-    """Nothing if an account may have this password; else InvalidField on "password". `about`
+def judge(password: Any, about: Iterable[Any] = ()) -> str:
+    """The password, if an account may have it; else InvalidField on "password". `about`
     are the account's own words (username, full name, e-mail): a password made of them is easy
     to guess for this account."""
     if not isinstance(password, str) or not SHORTEST <= len(password) <= LONGEST:
@@ -44,6 +44,7 @@ def judge(password: Any, about: Iterable[Any] = ()) -> None:
         feedback = verdict["feedback"]
         advice = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])]))
         raise InvalidField("password", f"is too easy to guess. {advice}".strip())
+    return password
 
 
 def own_words(about: Iterable[Any]) -> list[str]:

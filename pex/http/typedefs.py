@@ -4,24 +4,41 @@ that the app and its handlers do not import each other (aiohttp-demos keep them 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import pykka
 from aiohttp import web
 
-from pex.actors.calls import ask_async
+from pex.actors.allocator import Allocator
+from pex.actors.calls import Later, ask_async, ask_passed_on
+from pex.actors.reservation_manager import ReservationManager
 from pex.http.auth import PasswordCheck, Principal
 
+T = TypeVar("T")
+
 BASE = "/OpenPEX"
-MANAGER = web.AppKey("manager", pykka.ActorRef)
+ALLOCATOR = web.AppKey("allocator", pykka.ActorRef[Allocator])
+MANAGER = web.AppKey("manager", pykka.ActorRef[ReservationManager])
 PASSWORDS = web.AppKey("passwords", PasswordCheck)
-CORS_ORIGINS = web.AppKey("cors_origins", frozenset)  # origins allowed to call the API from a browser
+CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])  # origins allowed to call the API from a browser
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request
 
 
-async def call(request: web.Request, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run `method` on the ReservationManager and await its answer (the loop never blocks)."""
-    return await ask_async(request.app[MANAGER], method, *args, **kwargs)
+async def ask(request: web.Request, run: Callable[[Allocator], T], *, alone: bool = False) -> T:
+    """Run `run` on the Allocator (negotiation, queries, the catalogue) and await its answer;
+    the loop never blocks."""
+    return await ask_async(request.app[ALLOCATOR], run, alone=alone)
+
+
+async def ask_manager(request: web.Request, run: Callable[[ReservationManager], T]) -> T:
+    """Run `run` on the ReservationManager (what also needs the hypervisors)."""
+    return await ask_async(request.app[MANAGER], run)
+
+
+async def ask_manager_later(request: web.Request, run: Callable[[ReservationManager], Later[T]]) -> T:
+    """As ask_manager, for a command a NodeActor answers once its VM's outcome is recorded."""
+    return await ask_passed_on(request.app[MANAGER], run)
 
 
 def principal(request: web.Request) -> Principal:

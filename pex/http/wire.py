@@ -21,7 +21,6 @@ DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
 # case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
 UUID_PATTERN = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-NODE_SIZES = ("cpus", "memoryMB", "diskGB")  # what a new node may say of its size
 LARGEST_SIZE = 2**31 - 1
 
 

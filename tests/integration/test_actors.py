@@ -49,27 +49,27 @@ def test_an_activated_reservation_boots_its_vms_at_its_start_and_stops_them_at_i
 
     service.advance_to(T0 + 3 * HOUR)
     eventually(lambda: statuses(service, "alice") == ["HALTED"] * 3, what="all three VMs halted")
-    assert service("reservation", rid, "alice").status == "EXPIRED"
+    assert service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "EXPIRED"
     assert service.all_domains() == {}, "an ended reservation leaves nothing on its hosts"
     assert service.app.capacity.held(rid) is None
 
 
 def test_an_offer_lapses_when_its_hold_runs_out_and_frees_its_capacity(service):
-    answer = service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 8,
-                                          "startTime": T0 + HOUR, "duration": HOUR})
+    answer = service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 8,
+                                          "startTime": T0 + HOUR, "duration": HOUR}))
     assert answer.reply == "ACCEPT"
     rid = answer.reservation_id
     # Both 4-CPU hosts are held for alice, so bob is countered to after her slot.
-    other = service("propose", "bob", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                       "startTime": T0 + HOUR, "duration": HOUR})
+    other = service.ask(lambda a: a.propose("bob", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                       "startTime": T0 + HOUR, "duration": HOUR}))
     assert other.reply == "COUNTER" and other.terms.start == T0 + 2 * HOUR
 
     service.advance_to(T0 + 5 * MINUTE)
-    eventually(lambda: service("reservation", rid, "alice").status == "OFFER_EXPIRED", what="the lapse")
+    eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "OFFER_EXPIRED", what="the lapse")
     with pytest.raises(ProtocolViolation):
-        service("respond", rid, "alice", "CONFIRM")
-    again = service("propose", "carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                         "startTime": T0 + HOUR, "duration": HOUR})
+        service.ask(lambda a: a.respond(rid, "alice", "CONFIRM"))
+    again = service.ask(lambda a: a.propose("carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                         "startTime": T0 + HOUR, "duration": HOUR}))
     assert again.reply == "ACCEPT"
 
 
@@ -77,7 +77,7 @@ def test_activating_after_the_start_has_passed_boots_at_once(service, clock):
     rid = book(service, "alice", start=T0 + MINUTE, duration=HOUR, activate=False)
     service.advance_to(T0 + 10 * MINUTE)
     assert statuses(service, "alice") == ["PENDING"], "a confirmed but not activated reservation does not boot"
-    service("activate", rid, "alice")
+    service.ask(lambda a: a.app.lifecycle.activate(rid, "alice"))
     eventually(lambda: statuses(service, "alice") == ["RUNNING"], what="the late boot")
 
 
@@ -85,7 +85,7 @@ def test_cancelling_a_running_reservation_removes_its_vms_and_frees_its_capacity
     rid = book(service, "alice", start=T0 + MINUTE, duration=HOUR, count=2)
     service.advance_to(T0 + MINUTE)
     eventually(lambda: statuses(service, "alice") == ["RUNNING"] * 2)
-    assert service("cancel", rid, "alice").status == "CANCELLED"
+    assert service.manage(lambda m: m.cancel(rid, "alice")).status == "CANCELLED"
     eventually(lambda: service.all_domains() == {}, what="the VMs removed")
     assert service.instances("alice") and all(i.status == "DELETED" for i in service.instances("alice"))
     assert service.app.capacity.held(rid) is None
@@ -97,29 +97,29 @@ def test_users_stop_start_reboot_and_delete_only_their_own_instances(service):
     eventually(lambda: statuses(service, "alice") == ["RUNNING"] * 2)
     first, second = (i.id for i in service.instances("alice"))
 
-    assert service("operate", first, "alice", "stop").status == "HALTED"
+    assert service.operate(first, "alice", "stop").status == "HALTED"
     with pytest.raises(ProtocolViolation):
-        service("operate", first, "alice", "reboot")  # not running
-    assert service("operate", first, "alice", "start").status == "RUNNING"
-    assert service("operate", first, "alice", "reboot").status == "RUNNING"
+        service.operate(first, "alice", "reboot")  # not running
+    assert service.operate(first, "alice", "start").status == "RUNNING"
+    assert service.operate(first, "alice", "reboot").status == "RUNNING"
     with pytest.raises(NotFound):
-        service("operate", first, "mallory", "stop")
+        service.operate(first, "mallory", "stop")
     with pytest.raises(NotFound):
-        service("instance", first, "mallory")
-    assert service("instance", first, "admin", is_admin=True).id == first
+        service.ask(lambda a: a.app.read.instance(first, "mallory"))
+    assert service.ask(lambda a: a.app.read.instance(first, "admin", is_admin=True)).id == first
 
-    assert service("operate", second, "alice", "delete").status == "DELETED"
+    assert service.operate(second, "alice", "delete").status == "DELETED"
     assert domain_name(second) not in service.all_domains()
     assert domain_name(first) in service.all_domains()
     with pytest.raises(ProtocolViolation):
-        service("operate", second, "alice", "start")
+        service.operate(second, "alice", "start")
 
 
 def test_instances_cannot_be_operated_before_their_reservation_starts(service):
     book(service, "alice", start=T0 + HOUR, duration=HOUR)
     (vm,) = service.instances("alice")
     with pytest.raises(ProtocolViolation, match="only while its reservation runs"):
-        service("operate", vm.id, "alice", "start")
+        service.operate(vm.id, "alice", "start")
     assert service.all_domains() == {}
 
 
@@ -130,8 +130,8 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
         ends_while_down = book(first, "bob", start=T0 + MINUTE, duration=30 * MINUTE, count=1)
         first.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(first, "bob") == ["RUNNING"])
-        held = first("propose", "carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                          "startTime": T0 + 2 * HOUR, "duration": HOUR}).reservation_id
+        held = first.ask(lambda a: a.propose("carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                          "startTime": T0 + 2 * HOUR, "duration": HOUR})).reservation_id
     finally:
         first.stop()  # as good as a crash for timers: they lived only in memory
 
@@ -139,9 +139,9 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
     second = Service(tmp_path, clock, database=database)
     try:
         eventually(lambda: statuses(second, "alice") == ["RUNNING"], what="alice's VM booted after the restart")
-        assert second("reservation", ends_while_down, "bob").status == "EXPIRED"
-        assert second("reservation", held, "carol").status == "OFFER_EXPIRED"
-        assert second("reservation", started, "alice").status == "ACTIVATED"
+        assert second.ask(lambda a: a.app.read.reservation(ends_while_down, "bob")).status == "EXPIRED"
+        assert second.ask(lambda a: a.app.read.reservation(held, "carol")).status == "OFFER_EXPIRED"
+        assert second.ask(lambda a: a.app.read.reservation(started, "alice")).status == "ACTIVATED"
         # The simulated hosts lost their VMs with the process; what should run was booted again.
         assert set(second.all_domains().values()) == {"RUNNING"}
         assert len(second.all_domains()) == 1
@@ -166,7 +166,7 @@ def test_a_guest_that_ignores_shutdown_is_forced_off_after_the_grace_period(tmp_
         service.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(service, "alice") == ["RUNNING"])
         service.advance_to(T0 + MINUTE + HOUR)
-        assert eventually(lambda: service("reservation", rid, "alice").status == "EXPIRED")
+        assert eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "EXPIRED")
         eventually(lambda: service.instances("alice")[0].reason == "shutting down", what="the shutdown sent")
         assert set(service.all_domains().values()) == {"RUNNING"}, "still in its grace period"
 
@@ -202,7 +202,7 @@ def test_a_user_stop_that_had_to_be_forced_stays_recorded_as_a_stop(tmp_path, cl
         service.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(service, "alice") == ["RUNNING"])
         (vm,) = service.instances("alice")
-        service("operate", vm.id, "alice", "stop")
+        service.operate(vm.id, "alice", "stop")
         service.advance_to(T0 + MINUTE + 31 * SECOND)
         service.advance_to(T0 + MINUTE + 32 * SECOND)
         eventually(lambda: service.instances("alice")[0].reason == "forced off after the grace period")

@@ -340,6 +340,15 @@ def test_a_batch_is_saved_in_one_transaction_and_later_commands_see_earlier_ones
         reopened.close()
 
 
+def test_a_registration_refuses_to_run_inside_a_batch(app):
+    """Its refusal of a taken name would come at the batch's end, for every caller in it."""
+    app.begin_batch()
+    with pytest.raises(RuntimeError, match="alone"):
+        app.catalogue.register_template("inside", "a batch")
+    app.end_batch()
+    assert app.catalogue.register_template("outside", "a batch").name == "outside"
+
+
 def test_a_batch_that_cannot_be_saved_leaves_nothing_behind(app, monkeypatch):
     held_before = dict(app.capacity.holders())
     app.begin_batch()

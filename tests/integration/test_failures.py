@@ -35,7 +35,7 @@ def test_a_settle_whose_save_fails_is_retried_and_the_vms_still_start(tmp_path, 
         service.advance_to(T0 + HOUR)
         eventually(lambda: failures, what="the failing save")
         assert statuses(service, "alice") == ["PENDING"]
-        pending = eventually(lambda: ask_sync(service.system.event_queue, "pending"), what="a new timer")
+        pending = eventually(lambda: ask_sync(service.system.event_queue, lambda queue: queue.pending()), what="a new timer")
         assert T0 + HOUR < pending["settle"] <= T0 + HOUR + SECOND, "retried a second later, not lost"
         service.advance_to(T0 + HOUR + SECOND)
         eventually(lambda: statuses(service, "alice") == ["RUNNING"], what="the retried start")
@@ -54,7 +54,7 @@ def test_an_unreachable_host_fails_only_its_own_orders(tmp_path, clock, hosts):
         failed = [i for i in service.instances("alice") if i.status == "CRASHED"]
         assert all(i.node == "sim01" and "could not boot on sim01" in i.reason for i in failed)
         with pytest.raises(DriverError):
-            service("operate", failed[0].id, "alice", "start")  # answered, not left hanging
+            service.operate(failed[0].id, "alice", "start")  # answered, not left hanging
     finally:
         service.stop()
 
@@ -66,7 +66,7 @@ def test_a_vm_whose_delete_failed_is_removed_at_the_next_start(tmp_path, clock, 
         first.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(first, "alice") == ["RUNNING"])
         hosts.failing_undefine = 1
-        first("cancel", rid, "alice")
+        first.manage(lambda m: m.cancel(rid, "alice"))
         eventually(lambda: statuses(first, "alice") == ["DELETED"])
         (vm,) = first.instances("alice")
         assert domain_name(vm.id) in hosts.domains(), "the host kept the VM: the delete failed"
@@ -102,7 +102,7 @@ def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, h
     clock.set(T0 + 2 * HOUR)
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
-        eventually(lambda: second("reservation", rid, "alice").status == "EXPIRED")
+        eventually(lambda: second.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "EXPIRED")
         assert booted == [] and hosts.domains() == {}
     finally:
         second.stop()
@@ -140,7 +140,7 @@ def test_a_vm_that_outlived_its_reservation_while_openpex_was_down_is_stopped_at
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:
         eventually(lambda: hosts.domains() == {}, what="the VM stopped and removed at the restart")
-        assert second("reservation", rid, "alice").status == "EXPIRED"
+        assert second.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "EXPIRED"
         assert statuses(second, "alice") == ["HALTED"]
     finally:
         second.stop()
@@ -154,7 +154,7 @@ def test_a_stop_cut_short_by_a_restart_is_carried_on(tmp_path, clock, hosts, mon
         eventually(lambda: statuses(first, "alice") == ["RUNNING"])
         (vm,) = first.instances("alice")
         monkeypatch.setattr(LibvirtDriver, "shutdown", lambda self, name: None)  # the guest ignores it
-        first("operate", vm.id, "alice", "stop")
+        first.operate(vm.id, "alice", "stop")
         assert first.instances("alice")[0].reason == "shutting down"
     finally:
         first.stop()

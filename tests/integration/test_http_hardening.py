@@ -101,7 +101,7 @@ async def test_a_configured_origin_gets_its_preflight_and_may_read_the_answers(a
     monkeypatch.setenv("OPENPEX_ADMIN_PASSWORD", ADMIN_PASSWORD)
     service = Service(tmp_path, clock)
     try:
-        client = await aiohttp_client(create_app(service.system.manager, cors_origins=["https://portal.example"]))
+        client = await aiohttp_client(create_app(service.system, cors_origins=["https://portal.example"]))
         ask = {"Origin": "https://portal.example", "Access-Control-Request-Method": "POST"}
         preflight = await client.options("/OpenPEX/reservations", headers=ask)
         assert preflight.status == 204
@@ -405,8 +405,8 @@ def test_the_data_dir_and_store_are_private_to_their_owner(tmp_path, clock, monk
     data = tmp_path / "data"
     service = Service(data, clock)
     try:
-        service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                     "startTime": T0 + HOUR, "duration": HOUR})
+        service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                     "startTime": T0 + HOUR, "duration": HOUR}))
         assert os.stat(data).st_mode & 0o777 == 0o700
         for name in ("events.db", "events.db-wal", "events.db-shm"):
             if (data / name).exists() or name == "events.db":

@@ -29,7 +29,7 @@ def by_node(service: Service, userid: str) -> dict[str, list[str]]:
 
 
 def node_status(service: Service, name: str) -> str:
-    return service("node", name).status
+    return service.ask(lambda a: a.node(name)).status
 
 
 def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(service, hosts):
@@ -46,7 +46,7 @@ def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(s
     eventually(lambda: node_status(service, "sim02") == "UP", what="UP once it answers")
     loads = service.system.node_monitor.proxy().loads().get()
     assert loads["sim02"]["cpus"] == 4
-    shown = eventually(lambda: service("node", "sim02").load, what="the load in the node's view")
+    shown = eventually(lambda: service.ask(lambda a: a.node("sim02")).load, what="the load in the node's view")
     assert shown["runningVMs"] == 0 and shown["usedCpus"] == 0
 
 
@@ -63,10 +63,10 @@ def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move
     eventually(lambda: lost not in by_node(service, "alice")
                and all(s == ["RUNNING"] * 4 for s in by_node(service, "alice").values()),
                what="alice's VMs restarted on another host")
-    assert service("reservation", running, "alice").status == "ACTIVATED"
-    assert lost not in by_node(service, "bob") or service("reservation", later, "bob").status == "DEGRADED"
+    assert service.ask(lambda a: a.app.read.reservation(running, "alice")).status == "ACTIVATED"
+    assert lost not in by_node(service, "bob") or service.ask(lambda a: a.app.read.reservation(later, "bob")).status == "DEGRADED"
     # Everything moved fits: three hosts of 4 CPUs, one lost, 4 + 4 instances at different times.
-    assert service("reservation", later, "bob").status == "ACTIVATED"
+    assert service.ask(lambda a: a.app.read.reservation(later, "bob")).status == "ACTIVATED"
     assert service.app.capacity.within_capacity()
     running_on = {d for d, state in hosts.domains().items() if state == "RUNNING"}
     assert {domain_name(i.id) for i in service.instances("alice")} == running_on
@@ -80,7 +80,7 @@ def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reas
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        reservation = eventually(lambda: (r := service("reservation", rid, "alice")).status == "DEGRADED" and r,
+        reservation = eventually(lambda: (r := service.ask(lambda a: a.app.read.reservation(rid, "alice"))).status == "DEGRADED" and r,
                                  what="the reservation degraded")
         assert reservation.reason == f"node {full} was lost and 2 instances could not be placed on another node"
         placement = by_node(service, "alice")
@@ -121,7 +121,7 @@ def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hos
     service.advance_to(T0 + MINUTE)
     eventually(lambda: [i.status for i in service.instances("alice")] == ["RUNNING"])
     (vm,) = service.instances("alice")
-    service("cancel", rid, "alice")
+    service.manage(lambda m: m.cancel(rid, "alice"))
     eventually(lambda: hosts.domains() == {})
     # Someone starts it again by hand on the host.
     from pex.drivers.base import VMSpec
@@ -143,14 +143,14 @@ def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(ser
 
 
 def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts):
-    answer = service("propose", "alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
-                                          "startTime": T0 + HOUR, "duration": HOUR})  # all three hosts
+    answer = service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
+                                          "startTime": T0 + HOUR, "duration": HOUR}))  # all three hosts
     assert answer.reply == "ACCEPT"
     rid = answer.reservation_id
     hosts.unreachable.add("sim03")
     service.poll_nodes()
     service.poll_nodes()
-    reservation = eventually(lambda: (r := service("reservation", rid, "alice")).status == "REJECTED" and r)
+    reservation = eventually(lambda: (r := service.ask(lambda a: a.app.read.reservation(rid, "alice"))).status == "REJECTED" and r)
     assert reservation.reason == "node sim03 was lost after this offer was made; send the proposal again"
     assert service.app.capacity.held(rid) is None
 
@@ -163,7 +163,7 @@ def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        eventually(lambda: service("reservation", rid, "alice").status == "DEGRADED")
+        eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "DEGRADED")
         hosts.unreachable.clear()
         service.poll_nodes()
         eventually(lambda: node_status(service, full) == "UP")
@@ -187,8 +187,8 @@ def test_a_degraded_reservation_can_still_be_activated_and_boots_what_was_placed
         hosts.unreachable.add(full)
         service.poll_nodes()
         service.poll_nodes()
-        eventually(lambda: service("reservation", rid, "alice").status == "DEGRADED")
-        assert service("activate", rid, "alice").status == "DEGRADED"  # activated, still degraded
+        eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "DEGRADED")
+        assert service.ask(lambda a: a.app.lifecycle.activate(rid, "alice")).status == "DEGRADED"  # activated, still degraded
         service.advance_to(T0 + HOUR)
         eventually(lambda: sorted(s for n, v in by_node(service, "alice").items() if n for s in v) == ["RUNNING"] * 4)
     finally:
@@ -204,7 +204,7 @@ def test_after_a_loss_running_instances_get_the_room_first_and_stopped_ones_stay
         eventually(lambda: [s for v in by_node(service, "alice").values() for s in v] == ["RUNNING"] * 2)
         (lost,) = by_node(service, "alice")
         first, second = service.instances("alice")
-        service("operate", first.id, "alice", "stop")  # stored first, stopped by its user
+        service.operate(first.id, "alice", "stop")  # stored first, stopped by its user
         hosts.unreachable.add(lost)
         service.poll_nodes()
         service.poll_nodes()

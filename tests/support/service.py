@@ -8,8 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pex.actors.allocator import Allocator
 from pex.actors.calls import ask_sync
+from pex.actors.reservation_manager import ReservationManager
 from pex.domain.clock import ManualClock, from_datetime
+from pex.domain.orders import Operation
+from pex.domain.read_models import InstanceView
 from pex.domain.sizes import Resources
 from pex.service import Config, build
 
@@ -48,12 +52,23 @@ class Service:
     def app(self):
         return self.system.app
 
-    def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return ask_sync(self.system.manager, method, *args, **kwargs)
+    def ask(self, run: Callable[[Allocator], T]) -> T:
+        """Run `run` on the Allocator and wait for its answer (as the HTTP layer does)."""
+        return ask_sync(self.system.allocator, run)
+
+    def manage(self, run: Callable[[ReservationManager], T]) -> T:
+        """Run `run` on the ReservationManager and wait for its answer."""
+        return ask_sync(self.system.manager, run)
+
+    def operate(self, vm_id: Any, userid: str, operation: str, *, is_admin: bool = False) -> InstanceView:
+        """A user's operation on one VM, answered by its NodeActor once the outcome is recorded."""
+        done: Any = ask_sync(self.system.manager, lambda manager: manager.operate(
+            vm_id, userid, Operation(operation), is_admin=is_admin))
+        return done  # type: ignore[no-any-return]
 
     def fire(self) -> None:
         """Deliver the timers that are due on the manual clock now (without waiting for the ticker)."""
-        ask_sync(self.system.event_queue, "fire_due")
+        ask_sync(self.system.event_queue, lambda queue: queue.fire_due())
 
     def advance_to(self, instant: int) -> None:
         self.clock.set(instant)
@@ -61,24 +76,26 @@ class Service:
 
     def poll_nodes(self) -> None:
         """One poll of every host, its answers in (a real interval gives them seconds)."""
-        ask_sync(self.system.node_monitor, "forget_last_poll")
-        ask_sync(self.system.node_monitor, "poll")
-        eventually(lambda: not ask_sync(self.system.node_monitor, "unanswered"), what="the hosts' answers")
+        ask_sync(self.system.node_monitor, lambda monitor: monitor.forget_last_poll())
+        ask_sync(self.system.node_monitor, lambda monitor: monitor.poll())
+        eventually(lambda: not ask_sync(self.system.node_monitor, lambda monitor: monitor.unanswered()),
+                   what="the hosts' answers")
 
     def sweep_vms(self) -> None:
-        ask_sync(self.system.vm_monitor, "sweep")
+        ask_sync(self.system.vm_monitor, lambda monitor: monitor.sweep())
 
     def domains(self, node: str) -> dict[str, str]:
-        return ask_sync(ask_sync(self.system.dispatcher, "node_ref", node), "domains")
+        host = ask_sync(self.system.dispatcher, lambda dispatcher: dispatcher.node_ref(node))
+        return ask_sync(host, lambda actor: actor.domains())
 
     def all_domains(self) -> dict[str, str]:
         found: dict[str, str] = {}
-        for node in self("nodes"):
+        for node in self.ask(lambda a: a.nodes()):
             found.update(self.domains(node.name))
         return found
 
-    def instances(self, userid: str) -> list[dict[str, Any]]:
-        return self("instances", userid)
+    def instances(self, userid: str) -> list[InstanceView]:
+        return self.ask(lambda a: a.app.read.instances(userid))
 
     def events(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -90,11 +107,11 @@ class Service:
 def book(service: Service, userid: str, *, start: int, duration: int, count: int = 1, size: str = "SMALL",
          activate: bool = True) -> str:
     """Propose, confirm (and activate) a reservation; returns its id."""
-    answer = service("propose", userid, {"type": size, "template": "debian-12", "numInstancesFixed": count,
-                                         "startTime": start, "duration": duration})
+    answer = service.ask(lambda a: a.propose(userid, {"type": size, "template": "debian-12", "numInstancesFixed": count,
+                                         "startTime": start, "duration": duration}))
     assert answer.reply == "ACCEPT", answer
     rid = answer.reservation_id
-    assert service("respond", rid, userid, "CONFIRM").reply == "REQUEST_SUCCESS"
+    assert service.ask(lambda a: a.respond(rid, userid, "CONFIRM")).reply == "REQUEST_SUCCESS"
     if activate:
-        assert service("activate", rid, userid).status == "ACTIVATED"
+        assert service.ask(lambda a: a.app.lifecycle.activate(rid, userid)).status == "ACTIVATED"
     return rid
