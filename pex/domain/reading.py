@@ -15,6 +15,7 @@ from pex.domain.aggregates import Instance, Reservation
 from pex.domain.clock import Millis
 from pex.domain.errors import NotFound
 from pex.domain.orders import Operation, VMOrder, domain_name
+from pex.domain.listing import Listing
 from pex.domain.read_models import InstanceView, ReservationView, instance_view, reservation_view
 from pex.domain.sizes import InstanceType, Resources
 from pex.domain.statuses import InstanceStatus
@@ -32,16 +33,25 @@ class Reading:
     def reservation(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
         return self.view_of(self.visible_reservation(reservation_id, userid, is_admin))
 
-    def reservations(self, userid: str, *, is_admin: bool = False) -> list[ReservationView]:
+    def reservations(self, userid: str, *, is_admin: bool = False, listing: Listing = Listing()) -> list[ReservationView]:
+        """The caller's reservations (all, for the admin) in the order they were made, as
+        `listing` selects them: after a cursor, of some statuses, meeting a period, at most so many."""
         view = self.app.view
         ids = view.reservations.keys() if is_admin else view.reservations_of.get(userid, ())
-        return [self.view_of(view.reservations[i]) for i in ids]
+        chosen = listing.select(ids, view.reservations, "reservation",
+                                lambda r: listing.keeps(r.status, r.terms_in_force.start, r.terms_in_force.end))
+        return [self.view_of(reservation) for reservation in chosen]
 
     def instance(self, vm_id: Any, userid: str, *, is_admin: bool = False) -> InstanceView:
         return instance_view(self.visible_instance(vm_id, userid, is_admin))
 
-    def instances(self, userid: str, *, is_admin: bool = False) -> list[InstanceView]:
-        return [instance_view(i) for i in self.app.view.instances.values() if is_admin or i.userid == userid]
+    def instances(self, userid: str, *, is_admin: bool = False, listing: Listing = Listing()) -> list[InstanceView]:
+        """The caller's instances (all, for the admin) in the order they were planned, as
+        `listing` selects them."""
+        instances = self.app.view.instances
+        chosen = listing.select(instances.keys(), instances, "instance",
+                                lambda i: (is_admin or i.userid == userid) and listing.keeps(i.status, i.start, i.end))
+        return [instance_view(instance) for instance in chosen]
 
     def capacity_timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
         """A node's free capacity from `start` to `end`: (instant, free from then on) steps."""

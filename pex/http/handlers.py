@@ -10,12 +10,15 @@ from aiohttp import web
 
 from pex.domain.catalogue import NODE_SIZES, NodeChange
 from pex.domain.errors import DomainError, InvalidField, NotFound
-from pex.domain.negotiation import check_proposal
+from pex.domain.listing import Listing
+from pex.domain.negotiation import Status, check_proposal
 from pex.domain.orders import Operation
+from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
 from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
     UUID_PATTERN,
+    listing_in,
     parse_json,
     proposal_in,
 )
@@ -75,6 +78,15 @@ def path_id(request: web.Request, key: str, what: str) -> str:
     if not _UUID.fullmatch(value):
         raise NotFound(f"no {what} {value[:64]!r}")
     return value
+
+
+def paged(request: web.Request, listing: Listing, page: list[dict[str, Any]], key: str) -> web.Response:
+    """A page of a list; a full one links to the next (RFC 8288), which may be empty."""
+    headers = {}
+    if len(page) == listing.limit:
+        following = request.rel_url.update_query(after=page[-1][key])
+        headers["Link"] = f'<{following}>; rel="next"'
+    return reply(page, headers=headers)
 
 
 def caller(request: web.Request) -> tuple[str, bool]:
@@ -190,9 +202,12 @@ async def respond(request: web.Request) -> web.Response:
 
 
 async def reservations(request: web.Request) -> web.Response:
+    """A page of the caller's reservations (see wire.listing_in), and a Link to the next."""
     username, is_admin = caller(request)
-    found = await ask(request, lambda allocator: allocator.app.read.reservations(username, is_admin=is_admin))
-    return reply([presenters.reservation(reservation) for reservation in found])
+    listing = listing_in(request.query, [status.value for status in Status])
+    found = await ask(request, lambda allocator: allocator.app.read.reservations(
+        username, is_admin=is_admin, listing=listing))
+    return paged(request, listing, [presenters.reservation(reservation) for reservation in found], "id")
 
 
 async def reservation(request: web.Request) -> web.Response:
@@ -216,9 +231,12 @@ async def activate(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
+    """A page of the caller's instances (see wire.listing_in), and a Link to the next."""
     username, is_admin = caller(request)
-    found = await ask(request, lambda allocator: allocator.app.read.instances(username, is_admin=is_admin))
-    return reply([presenters.instance(instance) for instance in found])
+    listing = listing_in(request.query, [status.value for status in InstanceStatus])
+    found = await ask(request, lambda allocator: allocator.app.read.instances(
+        username, is_admin=is_admin, listing=listing))
+    return paged(request, listing, [presenters.instance(instance) for instance in found], "vmID")
 
 
 async def instance(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pex.actors.reservation_manager import SERVICE_KEYS
 from pex.domain.catalogue import NAME_PATTERN, RESERVED_USERNAMES, URI_PATTERN
+from pex.domain.listing import LONGEST_PAGE
 from pex.domain.statuses import InstanceStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
 from pex.domain.quotas import LARGEST_LIMIT, Quota
@@ -307,6 +308,8 @@ HEADERS: dict[str, Any] = {
                     "description": "seconds; always with TOO_MANY_ATTEMPTS"},
     "WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": 'Basic realm="OpenPEX", charset="UTF-8"'}},
     "Allow": {"required": True, "schema": {"type": "string"}, "description": "the methods the path serves"},
+    "Link": {"required": False, "schema": {"type": "string", "pattern": '^<[^>]+>; rel="next"$'},
+             "description": 'on a full page: <the next page>; rel="next" (it may be empty)'},
 }
 _ALWAYS = {name: {"$ref": f"#/components/headers/{name}"} for name in SECURITY_HEADERS}
 
@@ -349,12 +352,13 @@ RESPONSES: dict[str, Any] = {
 def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[str, Any] | None, *,
         body: str | None = None, public: bool = False, throttled: bool = False, admin: bool = False, path: bool = False,
         conflict: bool = False, hypervisor: bool = False, actors: bool = True, headers: tuple[str, ...] = (),
-        links: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
+        links: dict[str, Any] | None = None, description: str | None = None,
+        query: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An operation with every status it can answer: what it does, and what anything it passes
     through (authentication, content types, cross-origin rules, body limits, actors) can."""
     unsafe = method in ("post", "put", "delete")
     errors = {
-        "400": body is not None, "401": not public, "403": admin or unsafe, "404": path, "409": conflict,
+        "400": body is not None or bool(query), "401": not public, "403": admin or unsafe, "404": path, "409": conflict,
         "413": body is not None, "415": unsafe, "429": throttled or not public, "502": hypervisor, "503": actors,
         "504": actors,
     }
@@ -365,11 +369,32 @@ def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[
         status: success, **{code: {"$ref": f"#/components/responses/{code}"} for code, on in errors.items() if on}}}
     if description:
         operation["description"] = description
+    if query:
+        operation["parameters"] = query
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     if public:
         operation["security"] = []
     return operation
+
+
+def _listing(statuses: list[str]) -> list[dict[str, Any]]:
+    """A list's query parameters (pex.http.wire.listing_in)."""
+    one = "|".join(statuses)
+    period = {"anyOf": [{"type": "string", "pattern": _anchored(RFC1123_IN["endTime"])},
+                        {"type": "string", "pattern": _anchored(ISO8601_IN["endTime"])},
+                        {"type": "string", "pattern": "^[0-9]{1,15}$", "description": "epoch milliseconds"}]}
+    return [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LONGEST_PAGE},
+         "description": f"items in the page (default and most: {LONGEST_PAGE})"},
+        {"name": "after", "in": "query", "schema": {"type": "string", "format": "uuid", "pattern": UUID},
+         "description": "the id of the last item of the previous page (else 400)"},
+        {"name": "status", "in": "query", "style": "form", "explode": False,
+         "schema": {"type": "array", "items": {"type": "string", "enum": statuses}, "minItems": 1},
+         "description": f"only these statuses (comma-separated): {one.replace('|', ', ')}"},
+        {"name": "from", "in": "query", "schema": period, "description": "only those that end after this time"},
+        {"name": "to", "in": "query", "schema": period, "description": "only those that start before this time"},
+    ]
 
 
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
@@ -440,8 +465,9 @@ PATHS: dict[str, Any] = {
         "post": _op("propose", "post", "Propose a reservation: answered ACCEPT, COUNTER or REJECT", "201",
                     _ref("Reply"), body="NewReservation", headers=("Location",),
                     links=_reservation_links("$response.body#/proposal/id")),
-        "get": _op("listReservations", "get", "Your reservations (all, for the admin)", "200", _list("Reservation"),
-                   links=_reservation_links("$response.body#/0/id"))},
+        "get": _op("listReservations", "get", "Your reservations (all, for the admin), a page at a time", "200",
+                   _list("Reservation"), links=_reservation_links("$response.body#/0/id"), headers=("Link",),
+                   query=_listing(_RESERVATION_STATUSES))},
     "/OpenPEX/reservations/{id}": {
         "parameters": _ID,
         "get": _op("getReservation", "get", "One reservation", "200", _ref("Reservation"), path=True,
@@ -459,8 +485,9 @@ PATHS: dict[str, Any] = {
         "put": _op("activateReservation", "put", "Activate a confirmed reservation: its VMs start at its start time",
                    "200", _ref("Reservation"), path=True, conflict=True,
                    links={"GetReservation": _link("getReservation", id="$request.path.id")})},
-    "/OpenPEX/instances": {"get": _op("listInstances", "get", "Your instances (all, for the admin)", "200",
-                                      _list("Instance"), links=_instance_links("$response.body#/0/vmID"))},
+    "/OpenPEX/instances": {"get": _op("listInstances", "get", "Your instances (all, for the admin), a page at a time",
+                                      "200", _list("Instance"), links=_instance_links("$response.body#/0/vmID"),
+                                      headers=("Link",), query=_listing(_INSTANCE_STATUSES))},
     "/OpenPEX/instances/{vm_id}": {
         "parameters": _VM,
         "get": _op("getInstance", "get", "One instance", "200", _ref("Instance"), path=True,

@@ -11,10 +11,15 @@ import re
 from datetime import date, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
+from collections.abc import Collection
 from typing import Any
+from uuid import UUID
+
+from multidict import MultiMapping
 
 from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
+from pex.domain.listing import LONGEST_PAGE, Listing, statuses_named
 from pex.domain.negotiation import LATEST_INSTANT, LATEST_START
 
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
@@ -301,3 +306,24 @@ def proposal_in(body: Any) -> Any:
         return body
     return {key: parse_time(key, value) if key in ("startTime", "endTime") and value is not None else value
             for key, value in body.items()}
+
+
+def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:
+    """A list's query string: `limit`, `after` (the last id of the previous page), `status`
+    (one or more, comma-separated) and `from`/`to` (a period the items meet)."""
+    limit = query.get("limit", str(LONGEST_PAGE))
+    if not re.fullmatch(r"[0-9]{1,4}", limit):
+        raise InvalidField("limit", f"must be a whole number from 1 to {LONGEST_PAGE}")
+    after = query.get("after")
+    if after is not None and not re.fullmatch(UUID_PATTERN, after):
+        raise InvalidField("after", "must be the id of the last item of the previous page")
+    names = [name for given in query.getall("status", []) for name in given.split(",")]
+    return Listing(after=UUID(after) if after else None, limit=int(limit),
+                   statuses=statuses_named(names, statuses),
+                   start=_query_time("from", query["from"]) if "from" in query else None,
+                   end=_query_time("to", query["to"]) if "to" in query else None)
+
+
+def _query_time(field: str, value: str) -> Millis:
+    """A time in a query string, where epoch milliseconds are written in digits."""
+    return int(value) if re.fullmatch(r"[0-9]{1,15}", value) else parse_time(field, value)
