@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pex.actors.system import System
 from pex.domain.application import OpenPEX, Settings
+from pex.domain.catalogue import node_size
 from pex.domain.clock import SECOND, Clock, SystemClock
 from pex.domain.errors import DomainError, NotFound
 from pex.domain.quotas import Quota
@@ -153,14 +154,14 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
     for name, uri in config.nodes:
         if name not in known:
             app.catalogue.check_new_node(name, uri)  # before anything connects to it
+            reported: Resources | None = None
             try:
                 with LibvirtDriver(uri) as driver:
                     info = driver.node_info()
+                reported = Resources(info.cpus, info.memory_mb, 0)
             except DriverError as error:  # registered all the same, DOWN, until it answers
                 log.warning("node %s (%s) cannot be reached: %s; registered DOWN", name, uri, error)
-                app.catalogue.register_node(name, uri, size, reachable=False)
-            else:
-                app.catalogue.register_node(name, uri, Resources(info.cpus, info.memory_mb, size.disk_gb))
+            app.catalogue.register_node(name, uri, node_size({}, reported, size), reachable=reported is not None)
     return generated
 
 

@@ -21,6 +21,7 @@ from pex.actors.allocator import Allocator
 from pex.actors.calls import LATER, CallableActor, Later, Reply, ask_sync, tell
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.node import NodeActor
+from pex.domain.catalogue import node_size
 from pex.domain.errors import InvalidField
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.read_models import InstanceView, NodeView, ReservationView, TemplateView
@@ -132,11 +133,8 @@ class ReservationManager(CallableActor):
             except DriverError as error:
                 info = None  # accepted, recorded DOWN, and UP once a poll gets an answer
                 log.warning("node %s cannot be reached (%s): registered DOWN", name, _one_line(error))
-            if info is not None:
-                size = {"cpus": info["cpus"], "memoryMB": info["memoryMB"], **size}
-            default = self.default_node
-            capacity = Resources(size.get("cpus", default.cpus), size.get("memoryMB", default.memory_mb),
-                                 size.get("diskGB", default.disk_gb))
+            reported = Resources(info["cpus"], info["memoryMB"], 0) if info is not None else None
+            capacity = node_size(size, reported, self.default_node)
             reachable = info is not None
             return ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.register_node(
                 name, uri, capacity, reachable=reachable), alone=True)

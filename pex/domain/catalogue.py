@@ -211,6 +211,14 @@ class Catalogue:
         return node
 
 
+def node_size(given: Mapping[str, int], reported: Resources | None, default: Resources) -> Resources:
+    """A new node's size: what the admin gave (cpus, memoryMB, diskGB), else what the host
+    reported of its CPUs and memory (libvirt never reports disk), else `default`. A host that
+    did not answer reports nothing, and is registered DOWN (`register_node(reachable=False)`)."""
+    cpus, memory_mb = (reported.cpus, reported.memory_mb) if reported else (default.cpus, default.memory_mb)
+    return Resources(given.get("cpus", cpus), given.get("memoryMB", memory_mb), given.get("diskGB", default.disk_gb))
+
+
 def _host_key(uri: str) -> str:
     """A URI as the host it names: scheme and host name in any case, the path normalised
     ('test:///a/./b.xml' and 'test:///a//b.xml' are one file)."""
