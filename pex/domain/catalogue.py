@@ -104,8 +104,8 @@ class Catalogue:
     def accounts(self, now: Millis) -> list[AccountUsage]:
         return [self.account_usage(name, now) for name in sorted(self.app.view.accounts)]
 
-    def set_quota(self, username: Any, limits: Any, now: Millis) -> AccountUsage:
-        """The admin changes a user's limits (those not given are kept)."""
+    def set_quota(self, username: Any, limits: Mapping[str, Any], now: Millis) -> AccountUsage:
+        """The admin changes a user's limits (those not given are kept; see quotas.limits_given)."""
         account = self.app.load(self._account(username).id)
         # Only the limits the admin gave are the account's own; the others follow the defaults.
         account.set_quota({**(getattr(account, "quota", None) or {}), **limits_given(limits)})

@@ -17,21 +17,16 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_dict(self) -> dict[str, str]:
-        return {"error": self.code, "message": self.message}
-
 
 class InvalidField(DomainError):
     """A field is missing, of the wrong type, or out of range."""
 
     code = "INVALID_FIELD"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-    def to_dict(self) -> dict[str, str]:
-        return {**super().to_dict(), "field": self.field}
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field  # in the domain's words (pex/http/presenters.py names it as a client did)
+        self.reason = reason
 
 
 class NotFound(DomainError):

@@ -10,8 +10,8 @@ again. Pure rules: the application feeds them what its projections know.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pex.domain.clock import HOUR, MINUTE, SECOND, Millis
@@ -26,39 +26,30 @@ class Quota:
     held_instance_hours: int = 2_000  # e.g. 20 instances for 4 days, held while deciding
     proposals_per_minute: int = 60
 
-    # The paper's style of names, as the API shows them.
-    NAMES = {"open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
-             "proposals_per_minute": "proposalsPerMinute"}
-
-    def to_dict(self) -> dict[str, int]:
-        return {Quota.NAMES[key]: value for key, value in asdict(self).items()}
-
     @classmethod
     def from_stored(cls, stored: dict[str, int] | None, default: Quota) -> Quota:
         """The defaults with the limits an admin set for one account (asked on every proposal)."""
         return replace(default, **stored) if stored else default
 
-    def changed(self, body: Any) -> Quota:
-        """This quota with the limits `body` gives (in the API's names); others are kept."""
-        return replace(self, **limits_given(body))
+    def changed(self, limits: Mapping[str, Any]) -> Quota:
+        """This quota with the limits given (see limits_given); others are kept."""
+        return replace(self, **limits_given(limits))
 
 
-def limits_given(body: Any) -> dict[str, int]:
-    """The limits an admin's `body` sets (API names in, the domain's names out), or InvalidField."""
-    if not isinstance(body, dict) or not body:
-        raise InvalidField("quota", f"must be an object with one or more of {', '.join(Quota.NAMES.values())}")
-    by_name = {name: key for key, name in Quota.NAMES.items()}
-    given = {}
-    for name, value in body.items():
-        if name not in by_name:
-            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(Quota.NAMES.values())}")
+LIMITS = tuple(f.name for f in fields(Quota))
+
+
+def limits_given(limits: Mapping[str, Any]) -> dict[str, int]:
+    """Limits an admin sets (one or more of LIMITS), each a whole number from 0 to
+    LARGEST_LIMIT, or InvalidField."""
+    if not limits:
+        raise InvalidField("quota", f"must set one or more of {', '.join(LIMITS)}")
+    for name, value in limits.items():
+        if name not in LIMITS:
+            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(LIMITS)}")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LARGEST_LIMIT:
             raise InvalidField(name, f"must be an integer from 0 to {LARGEST_LIMIT}")
-        given[by_name[name]] = value
-    return given
-
-
-assert set(Quota.NAMES) == {f.name for f in fields(Quota)}
+    return dict(limits)
 
 
 class QuotaExceeded(DomainError):
@@ -70,13 +61,6 @@ class QuotaExceeded(DomainError):
         super().__init__(message)
         self.retry_after = None if retry_after is None else max(SECOND, retry_after)
 
-    @property
-    def retry_after_seconds(self) -> int | None:
-        return None if self.retry_after is None else math.ceil(self.retry_after / SECOND)
-
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        return body if self.retry_after is None else {**body, "retryAfter": self.retry_after_seconds}
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from aiohttp import web
 from pex.actors.system import System
 from pex.domain.errors import DomainError, NotFound
 from pex.drivers.base import DriverError
-from pex.http import handlers
+from pex.http import handlers, presenters
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
 from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, PASSWORDS, PRINCIPAL, ask
@@ -61,10 +61,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except DomainError as error:
-        body = error.to_dict()
+        body, retry_after = presenters.error(error)
         response = error_response(error.status, body.pop("error"), body.pop("message"), **body)
-        retry_after = getattr(error, "retry_after_seconds", None)
-        if retry_after is not None:  # 429 and 503 say when to come back
+        if retry_after is not None:  # 429 says when to come back
             response.headers["Retry-After"] = str(retry_after)
         return response
     except web.HTTPException as error:

@@ -71,13 +71,6 @@ class TooManyAttempts(DomainError):
         super().__init__(message)
         self.retry_after = max(1, math.ceil(retry_after))
 
-    @property
-    def retry_after_seconds(self) -> int:  # the errors middleware sends it as Retry-After
-        return self.retry_after
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retryAfter": self.retry_after}
-
 
 @dataclass(frozen=True)
 class Principal:

@@ -19,6 +19,7 @@ from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_lat
 from pex.http.wire import (
     UUID_PATTERN,
     listing_in,
+    quota_in,
     parse_json,
     proposal_in,
 )
@@ -150,9 +151,9 @@ async def account(request: web.Request) -> web.Response:
 
 async def set_quota(request: web.Request) -> web.Response:
     admin_only(request)
-    body = await json_object(request)
+    limits = quota_in(await json_object(request))
     name = request.match_info["name"]
-    return reply(presenters.account_usage(await ask(request, lambda a: a.set_quota(name, body))))
+    return reply(presenters.account_usage(await ask(request, lambda a: a.set_quota(name, limits))))
 
 
 # ---------------------------------------------------------------------- catalogue

@@ -24,7 +24,7 @@ from pex.domain.statuses import InstanceStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
-from pex.http import passwords
+from pex.http import passwords, presenters
 from pex.http.auth import REGISTRATIONS_PER_HOUR
 from pex.http.protection import SECURITY_HEADERS
 from pex.http.wire import (
@@ -144,7 +144,7 @@ def _terms_out(*extra: str) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "required": sorted(properties), "properties": properties}
 
 
-_QUOTA_NAMES = list(Quota.NAMES.values())
+_QUOTA_NAMES = list(presenters.quota(Quota()))
 
 SCHEMAS: dict[str, Any] = {
     "Proposal": {

@@ -4,9 +4,12 @@ the OpenAPI document (pex/http/openapi.py) describes exactly these."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from typing import Any
 
-from pex.domain.clock import HOUR
+from pex.domain.clock import HOUR, SECOND
+from pex.domain.errors import DomainError, InvalidField
 from pex.domain.negotiation import Reply, Terms
 from pex.domain.read_models import (
     AccountUsage,
@@ -18,10 +21,19 @@ from pex.domain.read_models import (
     ReservationView,
     TemplateView,
 )
+from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
+from pex.http.auth import TooManyAttempts
 from pex.http.wire import format_time
 
 Body = dict[str, Any]
+
+# The domain's field names as the API writes them (the others are the same in both).
+WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional": "numInstancesOption",
+              "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
+              "open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
+              "proposals_per_minute": "proposalsPerMinute"}
+DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
 
 
 def proposal(terms: Terms) -> Body:
@@ -98,8 +110,12 @@ def account(found: AccountView) -> Body:
     return {"username": found.username, "fullname": found.fullname, "email": found.email, "isAdmin": found.is_admin}
 
 
+def quota(limits: Quota) -> Body:
+    return {WIRE_NAMES[f.name]: getattr(limits, f.name) for f in fields(limits)}
+
+
 def account_usage(found: AccountUsage) -> Body:
-    return {**account(found.account), "quota": found.quota.to_dict(),
+    return {**account(found.account), "quota": quota(found.quota),
             "usage": {"openOffers": found.open_offers,
                       "heldInstanceHours": round(found.held_instance_ms / HOUR, 3),
                       "proposalsAvailable": found.proposals_available},
@@ -109,3 +125,20 @@ def account_usage(found: AccountUsage) -> Body:
 def capacity_step(step: CapacityStep) -> Body:
     return {"from": format_time(step.start), "to": format_time(step.end),
             "free": resources(step.free), "used": resources(step.used)}
+
+
+def error(refused: DomainError) -> tuple[Body, int | None]:
+    """The error body (`error`, `message`, and `field` or `retryAfter` where they apply) and
+    the seconds to send as Retry-After, if waiting helps."""
+    body: Body = {"error": refused.code, "message": refused.message}
+    if isinstance(refused, InvalidField):
+        field = WIRE_NAMES.get(refused.field, refused.field)
+        body.update(field=field, message=f"{field}: {refused.reason}")
+    retry_after = None
+    if isinstance(refused, QuotaExceeded) and refused.retry_after is not None:
+        retry_after = math.ceil(refused.retry_after / SECOND)
+    elif isinstance(refused, TooManyAttempts):
+        retry_after = refused.retry_after
+    if retry_after is not None:
+        body["retryAfter"] = retry_after
+    return body, retry_after

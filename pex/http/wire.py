@@ -20,6 +20,7 @@ from multidict import MultiMapping
 from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.listing import LONGEST_PAGE, Listing, statuses_named
+from pex.domain.quotas import Quota
 from pex.domain.negotiation import LATEST_INSTANT, LATEST_START
 
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
@@ -327,3 +328,17 @@ def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:
 def _query_time(field: str, value: str) -> Millis:
     """A time in a query string, where epoch milliseconds are written in digits."""
     return int(value) if re.fullmatch(r"[0-9]{1,15}", value) else parse_time(field, value)
+
+
+def quota_in(body: Any) -> dict[str, Any]:
+    """An admin's quota change in the API's names (openOffers, ...) as the domain's, values as
+    given (the domain judges them)."""
+    from pex.http.presenters import DOMAIN_NAMES, quota  # (the names the answers use)
+
+    names = list(quota(Quota()))
+    if not isinstance(body, dict) or not body:
+        raise InvalidField("quota", f"must be an object with one or more of {', '.join(names)}")
+    for name in body:
+        if name not in names:
+            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}")
+    return {DOMAIN_NAMES[name]: value for name, value in body.items()}

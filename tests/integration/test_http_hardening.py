@@ -373,8 +373,11 @@ async def test_only_the_admin_sets_quotas_and_bad_ones_are_a_400(client, service
     alice = await register(client, "alice")
     await expect_error(await client.put("/OpenPEX/users/alice/quota", json={"openOffers": 50}, headers=alice), 403)
     before = service.events()
-    for body in ({}, {"openOffers": -1}, {"openOffers": True}, {"offers": 3}, {"openOffers": 10**10}):
-        await expect_error(await client.put("/OpenPEX/users/alice/quota", json=body, headers=ADMIN), 400)
+    for body, field in (({}, "quota"), ({"openOffers": -1}, "openOffers"), ({"openOffers": True}, "openOffers"),
+                        ({"offers": 3}, "offers"), ({"open_offers": 3}, "open_offers"),
+                        ({"heldInstanceHours": 10**10}, "heldInstanceHours")):
+        refused = await expect_error(await client.put("/OpenPEX/users/alice/quota", json=body, headers=ADMIN), 400)
+        assert refused["field"] == field and refused["message"].startswith(f"{field}: "), refused
     await expect_error(await client.put("/OpenPEX/users/nobody/quota", json={"openOffers": 1}, headers=ADMIN), 404)
     assert service.events() == before
     changed = await set_quota(client, "ALICE", openOffers=50)

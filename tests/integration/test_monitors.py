@@ -4,7 +4,6 @@ back are recorded; VMs that must not run are removed. Polls are driven by hand."
 
 from __future__ import annotations
 
-from uuid import UUID
 
 import pytest
 
