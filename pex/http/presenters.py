@@ -24,7 +24,7 @@ from pex.domain.read_models import (
 from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
 from pex.http.auth import TooManyAttempts
-from pex.http.wire import format_time
+from pex.http.wire import AsSent, format_time
 
 Body = dict[str, Any]
 
@@ -132,7 +132,7 @@ def error(refused: DomainError) -> tuple[Body, int | None]:
     the seconds to send as Retry-After, if waiting helps."""
     body: Body = {"error": refused.code, "message": refused.message}
     if isinstance(refused, InvalidField):
-        field = WIRE_NAMES.get(refused.field, refused.field)
+        field = refused.field if isinstance(refused, AsSent) else WIRE_NAMES.get(refused.field, refused.field)
         body.update(field=field, message=f"{field}: {refused.reason}")
     retry_after = None
     if isinstance(refused, QuotaExceeded) and refused.retry_after is not None:

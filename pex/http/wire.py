@@ -330,6 +330,10 @@ def _query_time(field: str, value: str) -> Millis:
     return int(value) if re.fullmatch(r"[0-9]{1,15}", value) else parse_time(field, value)
 
 
+class AsSent(InvalidField):
+    """A bad field named as the client sent it (never renamed, even where a domain name is alike)."""
+
+
 def quota_in(body: Any) -> dict[str, Any]:
     """An admin's quota change in the API's names (openOffers, ...) as the domain's, values as
     given (the domain judges them)."""
@@ -340,5 +344,5 @@ def quota_in(body: Any) -> dict[str, Any]:
         raise InvalidField("quota", f"must be an object with one or more of {', '.join(names)}")
     for name in body:
         if name not in names:
-            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}")
+            raise AsSent(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}")
     return {DOMAIN_NAMES[name]: value for name, value in body.items()}
