@@ -41,7 +41,7 @@ from pex.domain.aggregates import Reservation
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.capacity import Allocation
 from pex.domain.clock import DAY, HOUR, from_datetime
-from pex.domain.negotiation import Reply, Terms
+from pex.domain.negotiation import Reply, Terms, TermsChange
 from pex.domain.quotas import Quota
 from pex.domain.sizes import InstanceType, Resources
 
@@ -149,7 +149,7 @@ def time_proposals(app: OpenPEX, rng: random.Random, nodes: int, count: int) -> 
     timings = []
     for _ in range(count):
         terms = typical(rng, nodes)
-        body = terms.to_proposal()
+        body = TermsChange.of(terms)
         started = time.perf_counter_ns()
         reply = app.negotiation.propose("sampler", body, now)
         timings.append((time.perf_counter_ns() - started) / 1e6)

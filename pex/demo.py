@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import HOUR, MINUTE, SystemClock, to_datetime
+from pex.domain.negotiation import Terms, TermsChange
 from pex.domain.sizes import DEFAULT_NODE
 from pex.http import presenters
 
@@ -47,18 +49,17 @@ def run(data_dir: str | None = None) -> int:
         _say("operator", "two nodes of 8 CPUs, 16 GiB, 200 GB; XLARGE is 4 CPUs, so 4 fit at once")
 
         start = now + HOUR
-        ask = {"duration": 2 * HOUR, "numInstancesFixed": 3, "numInstancesOption": 0,
-               "startTime": start, "template": "Debian 12", "type": "XLARGE"}
-        _say("alice", f"3 XLARGE from {_when(start)} for 2 hours", ask)
-        reply = app.negotiation.propose("alice", ask, now)
+        ask = Terms("XLARGE", "Debian 12", 3, 0, start, 2 * HOUR)
+        _say("alice", f"3 XLARGE from {_when(start)} for 2 hours", presenters.proposal(ask))
+        reply = app.negotiation.propose("alice", TermsChange.of(ask), now)
         _say("OpenPEX", reply.reply, presenters.answer(reply))
         alice = reply.reservation_id
         _say("alice", "CONFIRM")
         _say("OpenPEX", app.negotiation.respond(alice, "alice", "CONFIRM", now).reply)
 
-        ask = {**ask, "numInstancesFixed": 2}
-        _say("bob", "2 XLARGE at the same time (only 1 slot is left)", ask)
-        reply = app.negotiation.propose("bob", ask, now)
+        ask = replace(ask, fixed=2)
+        _say("bob", "2 XLARGE at the same time (only 1 slot is left)", presenters.proposal(ask))
+        reply = app.negotiation.propose("bob", TermsChange.of(ask), now)
         _say("OpenPEX", f"{reply.reply}: start moved to {_when(reply.terms.start)}", presenters.answer(reply))
         bob = reply.reservation_id
         _say("bob", "ACCEPT")
@@ -66,13 +67,13 @@ def run(data_dir: str | None = None) -> int:
         _say("bob", "CONFIRM")
         _say("OpenPEX", app.negotiation.respond(bob, "bob", "CONFIRM", now).reply)
 
-        ask = {**ask, "numInstancesFixed": 1, "numInstancesOption": 3, "duration": 6 * HOUR}
-        _say("carol", "1 XLARGE, up to 3 more if possible, 6 hours", ask)
-        reply = app.negotiation.propose("carol", ask, now)
+        ask = replace(ask, fixed=1, optional=3, duration=6 * HOUR)
+        _say("carol", "1 XLARGE, up to 3 more if possible, 6 hours", presenters.proposal(ask))
+        reply = app.negotiation.propose("carol", TermsChange.of(ask), now)
         _say("OpenPEX", reply.reply, presenters.answer(reply))
 
         _say("alice", "renegotiate: extend to 3 hours")
-        reply = app.negotiation.respond(alice, "alice", "COUNTER", now, {"duration": 3 * HOUR})
+        reply = app.negotiation.respond(alice, "alice", "COUNTER", now, TermsChange(duration=3 * HOUR))
         _say("OpenPEX", reply.reply, presenters.answer(reply))
         shown = app.read.reservation(alice, "alice")
         _say("OpenPEX", f"alice's reservation is {shown.status} with duration "

@@ -27,6 +27,7 @@ from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
 from pex.domain.clock import Clock, Millis
+from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
 from pex.domain.read_models import AccountUsage, Answer, NodeView, ReservationView
 
@@ -113,10 +114,10 @@ class Allocator(CallableActor):
 
     # ------------------------------------------------------------------ commands with `now`
 
-    def propose(self, userid: str, proposal: Any) -> Answer:
+    def propose(self, userid: str, proposal: TermsChange) -> Answer:
         return self.app.negotiation.propose(userid, proposal, self.clock.now())
 
-    def respond(self, reservation_id: Any, userid: str, reply: Any, proposal: Any = None, *,
+    def respond(self, reservation_id: Any, userid: str, reply: Any, proposal: TermsChange | None = None, *,
                 is_admin: bool = False) -> Answer:
         return self.app.negotiation.respond(reservation_id, userid, reply, self.clock.now(), proposal,
                                             is_admin=is_admin)

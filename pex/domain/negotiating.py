@@ -13,7 +13,7 @@ from pex.domain.bookings import decide_running_change
 from pex.domain.capacity import Allocation
 from pex.domain.clock import Millis
 from pex.domain.errors import InvalidField
-from pex.domain.negotiation import Action, Message, Reply, Terms, rejection_reason
+from pex.domain.negotiation import Action, Message, Reply, Terms, TermsChange, rejection_reason
 from pex.domain.planning import PlannedInstance, plan_instances
 from pex.domain.quotas import HeldOffers, QuotaExceeded, check_offers
 from pex.domain.read_models import Answer, offer_view
@@ -29,9 +29,9 @@ class Negotiation:
     def __init__(self, app: OpenPEX) -> None:
         self.app = app
 
-    def propose(self, userid: str, proposal: Any, now: Millis) -> Answer:
+    def propose(self, userid: str, proposal: TermsChange, now: Millis) -> Answer:
         """A new proposal (POST /reservations): answered ACCEPT, COUNTER or REJECT."""
-        terms = Terms.from_proposal(proposal)
+        terms = proposal.applied_to(None)
         self.app.lifecycle.lapse_due(now)
         self._check_quota(userid, terms, now)
         reservation = Reservation(userid, terms.to_dict())
@@ -39,14 +39,14 @@ class Negotiation:
         return _answer(reservation, _reply_of(reservation))
 
     def respond(self, reservation_id: Any, userid: str, reply: Any, now: Millis,
-                proposal: Any = None, *, is_admin: bool = False) -> Answer:
+                proposal: TermsChange | None = None, *, is_admin: bool = False) -> Answer:
         """The user's reply to an offer (PUT /reservations/{id}): ACCEPT, COUNTER, CONFIRM or
         REJECT; COUNTER carries a proposal and also renegotiates agreed terms."""
         message = user_message(reply)
         visible = self.app.read.visible_reservation(reservation_id, userid, is_admin)
         terms = None
         if message is Message.COUNTER:  # parse before anything is recorded
-            terms = Terms.from_proposal(proposal if proposal is not None else {}, defaults=visible.latest_terms)
+            terms = (proposal or TermsChange()).applied_to(visible.latest_terms)
         self.app.lifecycle.lapse_due(now)
         reservation: Reservation = self.app.load(visible.id)
         action = reservation.action_for(message)
@@ -98,7 +98,7 @@ class Negotiation:
                 terms=decision.offer.terms,
                 allocation=decision.offer.allocation,
                 hold_until=self._hold_until(reservation, now),
-                alternatives=[alt.terms.to_proposal() for alt in decision.alternatives],
+                alternatives=[alt.terms.to_dict() for alt in decision.alternatives],
                 opened=reservation.negotiation_opened or now,
             )
         app.commit(reservation)

@@ -8,13 +8,12 @@ looks at capacity: the action NEGOTIATE means "run admission and answer".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pex.domain.clock import Millis, from_datetime, to_datetime
+from pex.domain.clock import Millis, to_datetime
 from pex.domain.errors import InvalidField, ProtocolViolation
 from pex.domain.sizes import InstanceType
 
@@ -180,42 +179,6 @@ class Terms:
     def from_dict(cls, data: Mapping[str, Any]) -> Terms:
         return cls(**data)
 
-    @classmethod
-    def from_proposal(cls, body: Any, *, defaults: Terms | None = None) -> Terms:
-        """Parse a proposal in the paper's names (Fig. 7); `startTime` is a datetime or epoch ms.
-
-        Missing fields are taken from `defaults` when given (a renegotiation may send only what
-        changes). Raises InvalidField naming the first bad field.
-        """
-        given = _given(body)
-        base = defaults.to_proposal() if defaults is not None else {}
-        merged = {**base, **given}
-        instance_type = _instance_type(merged)
-        template = _string(merged, "template")
-        fixed = _integer(merged, "numInstancesFixed", minimum=1)
-        optional = _integer(merged, "numInstancesOption", minimum=0, default=0)
-        start = _instant(merged, "startTime", latest=LATEST_START)
-        # An end may stand for the duration; given both, the duration counts (the end is checked).
-        end = _instant(given, "endTime", latest=LATEST_INSTANT) if "endTime" in given else None
-        if end is not None and "duration" not in given:
-            duration = end - start
-            if duration <= 0:
-                raise InvalidField("endTime", "must be after startTime")
-        else:
-            duration = _integer(merged, "duration", minimum=1)
-        return cls(instance_type, template, fixed, optional, start, duration)
-
-    def to_proposal(self) -> dict[str, Any]:
-        """The paper's field names, times as epoch ms (the HTTP layer formats them)."""
-        return {
-            "duration": self.duration,
-            "numInstancesFixed": self.fixed,
-            "numInstancesOption": self.optional,
-            "startTime": self.start,
-            "template": self.template,
-            "type": self.instance_type,
-        }
-
 
 # Bounds that keep every stored number inside what msgpack, datetime and RFC 1123 can carry.
 LATEST_INSTANT: Millis = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -224,49 +187,84 @@ LONGEST: Millis = 100 * 365 * 86_400_000  # a duration longer than this is not a
 LATEST_START: Millis = LATEST_INSTANT - LONGEST  # so that every end can still be written as a date
 
 
-def _given(body: Any) -> dict[str, Any]:
-    """The fields a proposal gives: null is the same as leaving a field out."""
-    if not isinstance(body, Mapping):
-        raise InvalidField("proposal", "must be a JSON object")
-    return {key: value for key, value in body.items() if value is not None}
+@dataclass(frozen=True, slots=True)
+class TermsChange:
+    """The terms a proposal gives, each valid on its own (None: not given). A new proposal
+    gives them all (the optional count may be left out); a renegotiation gives what changes.
+    An end may stand for the duration; given both, the duration counts."""
+
+    instance_type: str | None = None
+    template: str | None = None
+    fixed: int | None = None
+    optional: int | None = None
+    start: Millis | None = None
+    duration: Millis | None = None
+    end: Millis | None = None
+
+    def __post_init__(self) -> None:
+        if self.instance_type is not None and InstanceType.named(self.instance_type) is None:
+            raise InvalidField("instance_type", f"must be one of {', '.join(InstanceType.__members__)}")
+        if self.template is not None:
+            if not isinstance(self.template, str) or not self.template.strip():
+                raise InvalidField("template", "must be a non-empty string")
+            check_text("template", self.template)
+        _check_integer("fixed", self.fixed, 1, LARGEST_COUNT)
+        _check_integer("optional", self.optional, 0, LARGEST_COUNT)
+        _check_integer("duration", self.duration, 1, LONGEST)
+        _check_instant("start", self.start, LATEST_START)
+        _check_instant("end", self.end, LATEST_INSTANT)
+
+    def applied_to(self, base: Terms | None) -> Terms:
+        """The terms this change makes of `base` (None: a new proposal), or InvalidField naming
+        what is missing or does not fit."""
+        start = _given_or(self.start, base.start if base else None, "start")
+        duration = self.duration
+        if duration is None and self.end is not None:
+            duration = self.end - start
+            if duration <= 0:
+                raise InvalidField("end", "must be after the start")
+        return Terms(
+            _given_or(self.instance_type, base.instance_type if base else None, "instance_type"),
+            _given_or(self.template, base.template if base else None, "template"),
+            _given_or(self.fixed, base.fixed if base else None, "fixed"),
+            _given_or(self.optional, base.optional if base else 0, "optional"),
+            start,
+            _given_or(duration, base.duration if base else None, "duration"),
+        )
+
+    @classmethod
+    def of(cls, terms: Terms) -> TermsChange:
+        """A change that gives every one of `terms` (a proposal of exactly them)."""
+        return cls(terms.instance_type, terms.template, terms.fixed, terms.optional, terms.start, terms.duration)
 
 
-def check_proposal(body: Any) -> None:
-    """Refuse (InvalidField) a proposal any given field of which is not valid on its own; the
-    rules between fields (an end after the start) are from_proposal's, which alone knows the
-    terms a partial proposal changes."""
-    given = _given(body)
-    checks: dict[str, Callable[[], object]] = {
-        "type": lambda: _instance_type(given), "template": lambda: _string(given, "template"),
-        "numInstancesFixed": lambda: _integer(given, "numInstancesFixed", minimum=1),
-        "numInstancesOption": lambda: _integer(given, "numInstancesOption", minimum=0),
-        "duration": lambda: _integer(given, "duration", minimum=1),
-        "startTime": lambda: _instant(given, "startTime", latest=LATEST_START),
-        "endTime": lambda: _instant(given, "endTime", latest=LATEST_INSTANT)}
-    for field, check in checks.items():
-        if field in given:
-            check()
+G = TypeVar("G")
 
 
-def _instance_type(body: Mapping[str, Any]) -> str:
-    """The size's name as the paper writes it (upper case); a known size in any mix of cases
-    (ASCII letters only, nothing around it) is taken as that size, and anything else is refused
-    (the schema gives the pattern)."""
-    value = _string(body, "type")
-    known = InstanceType.named(value.upper()) if value.isascii() else None
-    if known is None:
-        raise InvalidField("type", f"must be one of {', '.join(InstanceType.__members__)}")
-    return known.name
-
-
-def _string(body: Mapping[str, Any], field: str) -> str:
-    if field not in body or body[field] is None:
+def _given_or(given: G | None, base: G | None, field: str) -> G:
+    if given is not None:
+        return given
+    if base is None:
         raise InvalidField(field, "is required")
-    value = body[field]
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidField(field, "must be a non-empty string")
-    check_text(field, value)
-    return value
+    return base
+
+
+def _check_integer(field: str, value: int | None, least: int, most: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidField(field, "must be an integer")
+    if not least <= value <= most:
+        raise InvalidField(field, f"must be at least {least}" if value < least else f"must be at most {most}")
+
+
+def _check_instant(field: str, value: Millis | None, latest: Millis) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidField(field, "must be a time")
+    if not 0 <= value <= latest:
+        raise InvalidField(field, f"must be between 1970 and {to_year(latest)}")
 
 
 def check_text(field: str, value: str, *, longest: int = 256) -> None:
@@ -277,35 +275,6 @@ def check_text(field: str, value: str, *, longest: int = 256) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidField(field, "must be valid Unicode text") from None
-
-
-def _integer(body: Mapping[str, Any], field: str, *, minimum: int, default: int | None = None) -> int:
-    if field not in body or body[field] is None:
-        if default is None:
-            raise InvalidField(field, "is required")
-        return default
-    value = body[field]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidField(field, "must be an integer")
-    if value < minimum:
-        raise InvalidField(field, f"must be at least {minimum}")
-    largest = LONGEST if field == "duration" else LARGEST_COUNT
-    if value > largest:
-        raise InvalidField(field, f"must be at most {largest}")
-    return value
-
-
-def _instant(body: Mapping[str, Any], field: str, *, latest: Millis) -> Millis:
-    if field not in body or body[field] is None:
-        raise InvalidField(field, "is required")
-    value = body[field]
-    if isinstance(value, datetime):
-        value = from_datetime(value)
-    elif isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidField(field, "must be a time")
-    if not 0 <= value <= latest:
-        raise InvalidField(field, f"must be between 1970 and {to_year(latest)}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,9 +127,11 @@ def offer_view(offer: Mapping[str, Any]) -> OfferView:
 
 
 def _alternative(stored: Mapping[str, Any]) -> Terms:
-    """Alternatives were recorded in the paper's names (as they were sent)."""
-    return Terms(stored["type"], stored["template"], stored["numInstancesFixed"], stored["numInstancesOption"],
-                 stored["startTime"], stored["duration"])
+    """An alternative as recorded: in the domain's names, or (before 2026-11) in the paper's."""
+    if "type" in stored:
+        return Terms(stored["type"], stored["template"], stored["numInstancesFixed"], stored["numInstancesOption"],
+                     stored["startTime"], stored["duration"])
+    return Terms.from_dict(stored)
 
 
 def reservation_view(reservation: Reservation, instances: tuple[UUID, ...]) -> ReservationView:
@@ -157,3 +159,16 @@ def template_view(template: Template) -> TemplateView:
 
 def account_view(account: Account) -> AccountView:
     return AccountView(account.username, account.fullname, account.email, account.is_admin)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One stored event as `pex.query` shows it: where it is in the log, whose it is, and what
+    it recorded, in the stored names (an audit shows what was written, not a reading of it)."""
+
+    position: int  # its notification id: its place in the log
+    originator_id: UUID
+    version: int  # its place in its aggregate's own sequence
+    kind: str  # its class, e.g. "Reservation.Offered"
+    timestamp: Millis  # when it was recorded
+    fields: Mapping[str, Any]  # its own fields, as stored

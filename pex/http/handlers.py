@@ -11,7 +11,7 @@ from aiohttp import web
 from pex.domain.catalogue import NODE_SIZES, NodeChange
 from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.listing import Listing
-from pex.domain.negotiation import Status, check_proposal
+from pex.domain.negotiation import Status
 from pex.domain.orders import Operation
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
@@ -193,10 +193,9 @@ async def respond(request: web.Request) -> web.Response:
     message = body.get("reply")
     if message not in USER_REPLIES:  # the body is judged before the id is looked up
         raise InvalidField("reply", f"is required: one of {', '.join(USER_REPLIES)}")
-    proposal = body.get("proposal")
-    if proposal is not None:  # checked whatever the reply: one that is not a COUNTER may echo terms
-        proposal = proposal_in(proposal)
-        check_proposal(proposal)
+    given = body.get("proposal")
+    # (checked whatever the reply: one that is not a COUNTER may echo terms)
+    proposal = proposal_in(given) if given is not None else None
     rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
     answer = await ask(request, lambda allocator: allocator.respond(rid, username, message, proposal, is_admin=is_admin))
     return reply(presenters.answer(answer))

@@ -21,7 +21,7 @@ from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.listing import LONGEST_PAGE, Listing, statuses_named
 from pex.domain.quotas import Quota
-from pex.domain.negotiation import LATEST_INSTANT, LATEST_START
+from pex.domain.negotiation import LATEST_INSTANT, LATEST_START, TermsChange
 
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
@@ -300,13 +300,24 @@ def parse_time(field: str, value: Any) -> Millis:
                               "milliseconds")
 
 
-def proposal_in(body: Any) -> Any:
-    """An incoming proposal with its times in epoch ms (anything else is left for the domain
-    to judge, so it names the field)."""
+def proposal_in(body: Any) -> TermsChange:
+    """A proposal in the paper's names (Fig. 7) as the terms it gives; null is the same as
+    leaving a field out. Each field is judged on its own here and in TermsChange; the rules
+    between fields are TermsChange.applied_to's, which alone knows the terms a partial
+    proposal changes."""
     if not isinstance(body, dict):
-        return body
-    return {key: parse_time(key, value) if key in ("startTime", "endTime") and value is not None else value
-            for key, value in body.items()}
+        raise InvalidField("proposal", "must be a JSON object")
+    given = {key: value for key, value in body.items() if value is not None}
+    kind = given.get("type")
+    if kind is not None:
+        if not isinstance(kind, str):
+            raise InvalidField("type", "must be a string")
+        kind = kind.upper() if kind.isascii() else kind  # a known size in any mix of cases
+    return TermsChange(
+        instance_type=kind, template=given.get("template"), fixed=given.get("numInstancesFixed"),
+        optional=given.get("numInstancesOption"), duration=given.get("duration"),
+        start=parse_time("startTime", given["startTime"]) if "startTime" in given else None,
+        end=parse_time("endTime", given["endTime"]) if "endTime" in given else None)
 
 
 def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pex.http.wire import proposal_in
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.domain.errors import NotFound, ProtocolViolation
 from pex.domain.orders import domain_name
@@ -55,21 +56,21 @@ def test_an_activated_reservation_boots_its_vms_at_its_start_and_stops_them_at_i
 
 
 def test_an_offer_lapses_when_its_hold_runs_out_and_frees_its_capacity(service):
-    answer = service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 8,
-                                          "startTime": T0 + HOUR, "duration": HOUR}))
+    answer = service.ask(lambda a: a.propose("alice", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 8,
+                                          "startTime": T0 + HOUR, "duration": HOUR})))
     assert answer.reply == "ACCEPT"
     rid = answer.reservation_id
     # Both 4-CPU hosts are held for alice, so bob is countered to after her slot.
-    other = service.ask(lambda a: a.propose("bob", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                       "startTime": T0 + HOUR, "duration": HOUR}))
+    other = service.ask(lambda a: a.propose("bob", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                       "startTime": T0 + HOUR, "duration": HOUR})))
     assert other.reply == "COUNTER" and other.terms.start == T0 + 2 * HOUR
 
     service.advance_to(T0 + 5 * MINUTE)
     eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "OFFER_EXPIRED", what="the lapse")
     with pytest.raises(ProtocolViolation):
         service.ask(lambda a: a.respond(rid, "alice", "CONFIRM"))
-    again = service.ask(lambda a: a.propose("carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                         "startTime": T0 + HOUR, "duration": HOUR}))
+    again = service.ask(lambda a: a.propose("carol", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                         "startTime": T0 + HOUR, "duration": HOUR})))
     assert again.reply == "ACCEPT"
 
 
@@ -130,8 +131,8 @@ def test_timers_are_rearmed_from_the_store_after_a_restart_and_missed_ones_fire_
         ends_while_down = book(first, "bob", start=T0 + MINUTE, duration=30 * MINUTE, count=1)
         first.advance_to(T0 + MINUTE)
         eventually(lambda: statuses(first, "bob") == ["RUNNING"])
-        held = first.ask(lambda a: a.propose("carol", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                          "startTime": T0 + 2 * HOUR, "duration": HOUR})).reservation_id
+        held = first.ask(lambda a: a.propose("carol", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                          "startTime": T0 + 2 * HOUR, "duration": HOUR}))).reservation_id
     finally:
         first.stop()  # as good as a crash for timers: they lived only in memory
 

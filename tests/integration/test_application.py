@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 
 import pytest
 
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import DAY, HOUR, MINUTE
+from pex.domain.negotiation import TermsChange
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, OfferExpired, ProtocolViolation
 from pex.domain.sizes import Resources
 
@@ -14,8 +17,8 @@ NOW = 1_900_000_000_000  # a fixed "now" in 2030; the tests pass time explicitly
 
 
 def proposal(fixed=1, optional=0, start=NOW + HOUR, duration=HOUR, type_="XLARGE", template="debian"):
-    return {"duration": duration, "numInstancesFixed": fixed, "numInstancesOption": optional,
-            "startTime": start, "template": template, "type": type_}
+    return TermsChange(instance_type=type_, template=template, fixed=fixed, optional=optional, start=start,
+                       duration=duration)
 
 
 def opening(env):
@@ -104,7 +107,7 @@ def test_a_counter_to_a_counter_is_negotiated_afresh(app):
     app.negotiation.respond(app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id, "alice", "CONFIRM", NOW)
     counter = app.negotiation.propose("bob", proposal(fixed=1), NOW)
     rid = counter.reservation_id
-    again = app.negotiation.respond(rid, "bob", "COUNTER", NOW, {"startTime": NOW + 3 * HOUR})
+    again = app.negotiation.respond(rid, "bob", "COUNTER", NOW, TermsChange(start=NOW + 3 * HOUR))
     assert again.reply == "ACCEPT" and again.terms.start == NOW + 3 * HOUR
     assert again.reservation_id == rid
 
@@ -166,7 +169,7 @@ def test_a_reservation_expires_at_its_end_and_frees_its_capacity(app):
 def test_renegotiation_keeps_the_old_terms_until_the_new_ones_are_confirmed(app):
     rid = app.negotiation.propose("alice", proposal(fixed=2, duration=HOUR), NOW).reservation_id
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
-    offer = app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"duration": 3 * HOUR})
+    offer = app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(duration=3 * HOUR))
     assert offer.reply == "ACCEPT" and offer.terms.duration == 3 * HOUR
     shown = app.read.reservation(rid, "alice")
     assert shown.status == "CONFIRMED" and shown.terms.duration == HOUR  # old terms in force
@@ -183,7 +186,7 @@ def test_a_confirmed_renegotiation_keeps_every_instance_id_its_placement_allows(
     rid = app.negotiation.propose("alice", proposal(fixed=3), NOW).reservation_id
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     before = app.read.reservation(rid, "alice").instances
-    for change in ({"duration": 2 * HOUR}, {"startTime": NOW + 3 * HOUR}, {"numInstancesFixed": 4}):
+    for change in (TermsChange(duration=2 * HOUR), TermsChange(start=NOW + 3 * HOUR), TermsChange(fixed=4)):
         app.negotiation.respond(rid, "alice", "COUNTER", NOW, change)
         app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
         now = app.read.reservation(rid, "alice").instances
@@ -196,8 +199,8 @@ def test_a_rejected_renegotiation_leaves_the_booking_as_it_was(app):
     rid = app.negotiation.propose("alice", proposal(fixed=2), NOW).reservation_id
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     before = app.capacity.held(app.view.reservations[next(iter(app.view.reservations))].id)
-    assert app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"numInstancesFixed": 9}).reply == "REJECT"
-    app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"startTime": NOW + 5 * HOUR})
+    assert app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(fixed=9)).reply == "REJECT"
+    app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(start=NOW + 5 * HOUR))
     assert app.negotiation.respond(rid, "alice", "REJECT", NOW).reply == "REQUEST_SUCCESS"
     shown = app.read.reservation(rid, "alice")
     assert shown.status == "CONFIRMED" and shown.terms.start == NOW + HOUR
@@ -208,8 +211,8 @@ def test_a_started_reservation_may_only_change_its_end(app):
     rid = app.negotiation.propose("alice", proposal(fixed=1, start=NOW + HOUR), NOW).reservation_id
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     later = NOW + HOUR + MINUTE
-    assert app.negotiation.respond(rid, "alice", "COUNTER", later, {"startTime": NOW + 5 * HOUR}).reply == "REJECT"
-    extended = app.negotiation.respond(rid, "alice", "COUNTER", later, {"duration": 2 * HOUR})
+    assert app.negotiation.respond(rid, "alice", "COUNTER", later, TermsChange(start=NOW + 5 * HOUR)).reply == "REJECT"
+    extended = app.negotiation.respond(rid, "alice", "COUNTER", later, TermsChange(duration=2 * HOUR))
     assert extended.reply == "ACCEPT"
     app.negotiation.respond(rid, "alice", "CONFIRM", later)
     assert app.read.reservation(rid, "alice").terms.end == NOW + 3 * HOUR
@@ -234,12 +237,12 @@ def test_a_command_that_fails_appends_no_event(app):
     rid = app.negotiation.propose("alice", proposal(), NOW).reservation_id
     before = last_position(app)
     failures = [
-        (InvalidField, lambda: app.negotiation.propose("alice", {**proposal(), "duration": -1}, NOW)),
-        (InvalidField, lambda: app.negotiation.propose("alice", "not a dict", NOW)),
+        (InvalidField, lambda: app.negotiation.propose("alice", replace(proposal(), duration=-1), NOW)),
+        (InvalidField, lambda: app.negotiation.propose("alice", TermsChange(template="debian"), NOW)),
         (InvalidField, lambda: app.negotiation.propose("alice", proposal(type_="HUGE"), NOW)),
         (InvalidField, lambda: app.negotiation.respond(rid, "alice", "MAYBE", NOW)),
-        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW, {"duration": "long"})),
-        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW + 6 * MINUTE, {"duration": 0})),
+        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(duration="long"))),
+        (InvalidField, lambda: app.negotiation.respond(rid, "alice", "COUNTER", NOW + 6 * MINUTE, TermsChange(duration=0))),
         (ProtocolViolation, lambda: app.negotiation.respond(rid, "alice", "ACCEPT", NOW)),
         (ProtocolViolation, lambda: app.lifecycle.activate(rid, "alice")),
         (NotFound, lambda: app.negotiation.respond(rid, "bob", "CONFIRM", NOW)),
@@ -283,7 +286,7 @@ def test_after_a_restart_everything_is_rebuilt_and_decides_the_same(durable_app,
     held = app.negotiation.propose("bob", proposal(fixed=1, start=NOW + 3 * HOUR), NOW).reservation_id
     renegotiating = app.negotiation.propose("bob", proposal(fixed=1, start=NOW + 5 * HOUR), NOW).reservation_id
     app.negotiation.respond(renegotiating, "bob", "CONFIRM", NOW)
-    app.negotiation.respond(renegotiating, "bob", "COUNTER", NOW, {"duration": 2 * HOUR})
+    app.negotiation.respond(renegotiating, "bob", "COUNTER", NOW, TermsChange(duration=2 * HOUR))
     app.negotiation.propose("alice", proposal(start=NOW - 5), NOW)  # a REJECT is history too
 
     probes = [proposal(fixed=f, start=NOW + h * HOUR) for f in (1, 2, 4) for h in (1, 3, 5)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pex.http.wire import proposal_in
 from pex.domain.clock import HOUR, MINUTE, SECOND
 from pex.drivers.simulated import write_host
 from pex.http.typedefs import PASSWORDS
@@ -408,8 +409,8 @@ def test_the_data_dir_and_store_are_private_to_their_owner(tmp_path, clock, monk
     data = tmp_path / "data"
     service = Service(data, clock)
     try:
-        service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
-                                     "startTime": T0 + HOUR, "duration": HOUR}))
+        service.ask(lambda a: a.propose("alice", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 1,
+                                     "startTime": T0 + HOUR, "duration": HOUR})))
         assert os.stat(data).st_mode & 0o777 == 0o700
         for name in ("events.db", "events.db-wal", "events.db-shm"):
             if (data / name).exists() or name == "events.db":

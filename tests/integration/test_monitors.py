@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from pex.http.wire import proposal_in
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.orders import domain_name
 from pex.domain.sizes import Resources
@@ -142,8 +143,8 @@ def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(ser
 
 
 def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts):
-    answer = service.ask(lambda a: a.propose("alice", {"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
-                                          "startTime": T0 + HOUR, "duration": HOUR}))  # all three hosts
+    answer = service.ask(lambda a: a.propose("alice", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
+                                          "startTime": T0 + HOUR, "duration": HOUR})))  # all three hosts
     assert answer.reply == "ACCEPT"
     rid = answer.reservation_id
     hosts.unreachable.add("sim03")

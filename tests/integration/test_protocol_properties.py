@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pex.domain.application import OpenPEX, Settings
+from pex.domain.negotiation import TermsChange
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.errors import DomainError
 from pex.domain.sizes import Resources
@@ -84,10 +85,9 @@ def run_session(steps, *, batch_every: int) -> None:
                 try:
                     if kind == "propose":
                         _, user, type_, fixed, optional, start_h, hours = s
-                        reply = app.negotiation.propose(user, {
-                            "type": type_, "template": "debian", "numInstancesFixed": fixed,
-                            "numInstancesOption": optional, "startTime": now + start_h * HOUR,
-                            "duration": hours * HOUR}, now)
+                        reply = app.negotiation.propose(user, TermsChange(
+                            instance_type=type_, template="debian", fixed=fixed, optional=optional,
+                            start=now + start_h * HOUR, duration=hours * HOUR), now)
                         ids.append(reply.reservation_id)
                     elif kind == "wait":
                         now += s[1] * MINUTE
@@ -113,7 +113,8 @@ def run_session(steps, *, batch_every: int) -> None:
                         elif kind == "activate":
                             app.lifecycle.activate(rid, owner)
                         elif kind == "COUNTER":
-                            app.negotiation.respond(rid, owner, kind, now, {"startTime": now + start_h * HOUR, "duration": hours * HOUR})
+                            app.negotiation.respond(rid, owner, kind, now, TermsChange(start=now + start_h * HOUR,
+                                                                                      duration=hours * HOUR))
                         else:
                             app.negotiation.respond(rid, owner, kind, now)
                 except DomainError:

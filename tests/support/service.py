@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pex.http.wire import proposal_in
 from pex.actors.allocator import Allocator
 from pex.actors.calls import ask_sync
 from pex.actors.reservation_manager import ReservationManager
@@ -107,8 +108,8 @@ class Service:
 def book(service: Service, userid: str, *, start: int, duration: int, count: int = 1, size: str = "SMALL",
          activate: bool = True) -> str:
     """Propose, confirm (and activate) a reservation; returns its id."""
-    answer = service.ask(lambda a: a.propose(userid, {"type": size, "template": "debian-12", "numInstancesFixed": count,
-                                         "startTime": start, "duration": duration}))
+    answer = service.ask(lambda a: a.propose(userid, proposal_in({"type": size, "template": "debian-12", "numInstancesFixed": count,
+                                         "startTime": start, "duration": duration})))
     assert answer.reply == "ACCEPT", answer
     rid = answer.reservation_id
     assert service.ask(lambda a: a.respond(rid, userid, "CONFIRM")).reply == "REQUEST_SUCCESS"

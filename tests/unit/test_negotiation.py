@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +13,7 @@ from pex.domain.negotiation import (
     LATEST_START,
     LONGEST,
     TRANSITIONS,
+    TermsChange,
     Action,
     Limits,
     Message as M,
@@ -80,67 +81,60 @@ def test_nothing_leaves_a_closed_reservation(closed):
             next_action(closed, None, message)
 
 
-GOOD = {"duration": 3_600_000, "numInstancesFixed": 1, "numInstancesOption": 0,
-        "startTime": 1_000_000, "template": "debian", "type": "XLARGE"}
+GOOD = TermsChange(instance_type="XLARGE", template="debian", fixed=1, optional=0, start=1_000_000, duration=3_600_000)
+TERMS = Terms("XLARGE", "debian", 1, 0, 1_000_000, 3_600_000)
 
 
-def test_a_proposal_in_the_papers_names_parses():
-    terms = Terms.from_proposal(GOOD)
-    assert terms == Terms("XLARGE", "debian", 1, 0, 1_000_000, 3_600_000)
-    assert terms.end == 4_600_000 and terms.to_proposal() == GOOD
+def test_a_full_change_makes_new_terms_and_of_gives_them_back():
+    assert GOOD.applied_to(None) == TERMS and TERMS.end == 4_600_000
+    assert TermsChange.of(TERMS) == GOOD
 
 
-def test_start_time_may_be_a_datetime_and_end_time_may_replace_duration():
-    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
-    body = {**GOOD, "startTime": start, "endTime": datetime(2030, 1, 1, 2, tzinfo=timezone.utc)}
-    del body["duration"]
-    terms = Terms.from_proposal(body)
-    assert terms.duration == 2 * 3_600_000 and terms.start == int(start.timestamp() * 1000)
+def test_an_end_may_stand_for_the_duration_and_given_both_the_duration_counts():
+    assert replace(GOOD, duration=None, end=1_000_000 + 7_200_000).applied_to(None).duration == 7_200_000
+    assert replace(GOOD, end=9_000_000).applied_to(None).duration == 3_600_000
+    assert TermsChange(optional=None, **{k: getattr(GOOD, k) for k in ("instance_type", "template", "fixed",
+                                                                       "start", "duration")}).applied_to(None).optional == 0
 
 
 BAD = [
-    ({k: v for k, v in GOOD.items() if k != "type"}, "type"),
-    ({k: v for k, v in GOOD.items() if k != "duration"}, "duration"),
-    ({k: v for k, v in GOOD.items() if k != "startTime"}, "startTime"),
-    ({k: v for k, v in GOOD.items() if k != "numInstancesFixed"}, "numInstancesFixed"),
-    ({**GOOD, "type": 3}, "type"),
-    ({**GOOD, "type": "HUGE"}, "type"),
-    ({**GOOD, "startTime": 9900 * 365 * 86_400_000}, "startTime"),  # could never end by 9999
-    ({**GOOD, "template": ""}, "template"),
-    ({**GOOD, "duration": "1h"}, "duration"),
-    ({**GOOD, "duration": 0}, "duration"),
-    ({**GOOD, "duration": -5}, "duration"),
-    ({**GOOD, "numInstancesFixed": 0}, "numInstancesFixed"),
-    ({**GOOD, "numInstancesFixed": True}, "numInstancesFixed"),
-    ({**GOOD, "numInstancesFixed": 1.5}, "numInstancesFixed"),
-    ({**GOOD, "numInstancesOption": -1}, "numInstancesOption"),
-    ({**GOOD, "startTime": "tomorrow"}, "startTime"),
-    ({**{k: v for k, v in GOOD.items() if k != "duration"}, "endTime": 999_999}, "endTime"),
-    ([1, 2], "proposal"),
+    (lambda: replace(GOOD, instance_type=None).applied_to(None), "instance_type"),
+    (lambda: replace(GOOD, duration=None).applied_to(None), "duration"),
+    (lambda: replace(GOOD, start=None).applied_to(None), "start"),
+    (lambda: replace(GOOD, fixed=None).applied_to(None), "fixed"),
+    (lambda: replace(GOOD, instance_type="HUGE"), "instance_type"),
+    (lambda: replace(GOOD, instance_type="small"), "instance_type"),  # the API's leniency is the API's
+    (lambda: replace(GOOD, start=9900 * 365 * 86_400_000), "start"),  # could never end by 9999
+    (lambda: replace(GOOD, template=""), "template"),
+    (lambda: replace(GOOD, template=" "), "template"),
+    (lambda: replace(GOOD, duration="1h"), "duration"),  # type: ignore[arg-type]
+    (lambda: replace(GOOD, duration=0), "duration"),
+    (lambda: replace(GOOD, duration=LONGEST + 1), "duration"),
+    (lambda: replace(GOOD, fixed=0), "fixed"),
+    (lambda: replace(GOOD, fixed=True), "fixed"),
+    (lambda: replace(GOOD, fixed=1.5), "fixed"),  # type: ignore[arg-type]
+    (lambda: replace(GOOD, optional=-1), "optional"),
+    (lambda: replace(GOOD, start=-1), "start"),
+    (lambda: replace(GOOD, duration=None, end=999_999).applied_to(None), "end"),
 ]
 
 
-@pytest.mark.parametrize(("body", "field"), BAD, ids=[f for _, f in BAD])
-def test_a_bad_proposal_names_the_field(body, field):
+@pytest.mark.parametrize(("make", "field"), BAD, ids=[f"{i}-{f}" for i, (_, f) in enumerate(BAD)])
+def test_a_bad_change_names_the_field_in_the_domains_words(make, field):
     with pytest.raises(InvalidField) as raised:
-        Terms.from_proposal(body)
+        make()
     assert raised.value.field == field and raised.value.status == 400
 
 
-def test_a_size_is_known_by_any_spelling_and_answered_in_the_papers():
-    assert Terms.from_proposal({**GOOD, "type": "small"}).instance_type == "SMALL"
-
-
 def test_the_latest_start_leaves_room_for_the_longest_duration_to_end_in_a_writable_year():
-    latest = Terms.from_proposal({**GOOD, "startTime": LATEST_START, "duration": LONGEST})
+    latest = replace(GOOD, start=LATEST_START, duration=LONGEST).applied_to(None)
     assert latest.end <= LATEST_INSTANT
 
 
 def test_a_renegotiation_may_send_only_what_changes():
-    agreed = Terms.from_proposal(GOOD)
-    assert Terms.from_proposal({"duration": 7_200_000}, defaults=agreed) == Terms(
-        "XLARGE", "debian", 1, 0, 1_000_000, 7_200_000
-    )
+    assert TermsChange(duration=7_200_000).applied_to(TERMS) == replace(TERMS, duration=7_200_000)
+    assert TermsChange(end=1_000_000 + 600_000).applied_to(TERMS).duration == 600_000
+    assert TermsChange().applied_to(TERMS) == TERMS
 
 
 LIMITS = Limits(max_advance=10 * 86_400_000, max_duration=2 * 86_400_000)
@@ -150,16 +144,16 @@ LIMITS = Limits(max_advance=10 * 86_400_000, max_duration=2 * 86_400_000)
     ("change", "reason"),
     [
         ({"template": "windows"}, "unknown template 'windows'"),
-        ({"startTime": 999_999}, "startTime is in the past"),
-        ({"startTime": 1_000_000 + 11 * 86_400_000}, "more than 10 days ahead"),
+        ({"start": 999_999}, "startTime is in the past"),
+        ({"start": 1_000_000 + 11 * 86_400_000}, "more than 10 days ahead"),
         ({"duration": 3 * 86_400_000}, "longer than 2 days"),
     ],
 )
 def test_terms_that_can_never_be_accepted_get_a_reason(change, reason):
-    terms = Terms.from_proposal({**GOOD, **change})
+    terms = replace(TERMS, **change)
     assert reason in rejection_reason(terms, now=1_000_000, templates={"debian"}, limits=LIMITS)
 
 
 def test_acceptable_terms_have_no_rejection_reason():
-    terms = Terms.from_proposal(GOOD)
+    terms = TERMS
     assert rejection_reason(terms, now=1_000_000, templates={"debian"}, limits=LIMITS) is None
