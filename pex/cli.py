@@ -40,7 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--quota-instance-hours", type=_count, metavar="N",
                        help="instance-hours a user's open offers may hold (default 2000)")
     serve.add_argument("--quota-proposals", type=_count, metavar="N", help="proposals a user may send a minute (default 60)")
+    project = commands.add_parser("project", help="materialise the projections into SQL tables (docs/sql-read-model.md)")
+    project.add_argument("--database", required=True, metavar="STORE",
+                         help="the event store, read only: a SQLite file or postgresql://user:password@host:port/db")
+    project.add_argument("--into", required=True, metavar="TARGET",
+                         help="the read model: a SQLite file (created if missing) or a postgresql:// URL")
+    project.add_argument("--schema", help="the PostgreSQL schema of the tables (created if missing; default public)")
+    project.add_argument("--follow", action="store_true",
+                         help="keep applying new events as they are recorded, until SIGINT or SIGTERM")
+    project.add_argument("--batch-size", type=_count, default=None, metavar="N",
+                         help="events written per transaction (default 20000)")
     args = parser.parse_args(argv)
+    if args.command == "project":
+        return _project(args)
     if args.command == "serve":
         return _serve(parser, args)
     if args.command == "demo":
@@ -81,8 +93,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for origin in args.cors_origin:
         if not _ORIGIN.fullmatch(origin):
             parser.error(f"--cors-origin {origin!r}: expected an origin such as https://portal.example.org:8443")
-    limits = {"openOffers": args.quota_open_offers, "heldInstanceHours": args.quota_instance_hours,
-              "proposalsPerMinute": args.quota_proposals}
+    limits = {"open_offers": args.quota_open_offers, "held_instance_hours": args.quota_instance_hours,
+              "proposals_per_minute": args.quota_proposals}
     given = {name: value for name, value in limits.items() if value is not None}
     try:
         quota = Quota().changed(given) if given else Quota()
@@ -92,6 +104,35 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace,
                         monitor_interval=args.monitor_interval, cors_origins=tuple(args.cors_origin), quota=quota,
                         image_dir=Path(args.image_dir) if args.image_dir else None))
+
+
+def _project(args: argparse.Namespace) -> int:
+    """Exit 2 with one line for input that cannot be used, 1 if a database fails on the way
+    or a catch-up is stopped before the end; the view stays consistent and resumable."""
+    import signal
+    import threading
+
+    from eventsourcing.persistence import PersistenceError
+
+    from pex.sql_read_model import ProjectionError, project
+    from pex.sql_read_model.projection import BATCH
+    from pex.stores import StoreError
+
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    try:
+        outcome = project(args.database, args.into, schema=args.schema, follow=args.follow, stop=stop,
+                          batch_size=args.batch_size or BATCH)
+    except (StoreError, ProjectionError) as error:
+        print(f"openpex project: {error}", file=sys.stderr)
+        return 2
+    except PersistenceError as error:
+        print(f"openpex project: a database failed: {' '.join(str(error).split())[:300]}", file=sys.stderr)
+        return 1
+    print(f"openpex project: the read model is at position {outcome.position} (the store's last: {outcome.head}); "
+          f"{outcome.applied} events applied in {outcome.seconds:.2f} s")
+    return 0 if args.follow or outcome.caught_up else 1
 
 
 if __name__ == "__main__":
