@@ -4,7 +4,9 @@ ReservationManager, JSON out in the paper's names."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -13,6 +15,7 @@ from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.listing import Listing
 from pex.domain.negotiation import Status
 from pex.domain.orders import Operation
+from pex.domain.reading import Reading
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
 from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_later, principal
@@ -25,6 +28,7 @@ from pex.http.wire import (
 )
 
 _UUID = re.compile(UUID_PATTERN)
+Item = TypeVar("Item")
 USER_REPLIES = ("ACCEPT", "COUNTER", "CONFIRM", "REJECT")
 
 
@@ -81,8 +85,15 @@ def path_id(request: web.Request, key: str, what: str) -> str:
     return value
 
 
-def paged(request: web.Request, listing: Listing, page: list[dict[str, Any]], key: str) -> web.Response:
-    """A page of a list; a full one links to the next (RFC 8288), which may be empty."""
+async def listed(request: web.Request, statuses: Iterable[StrEnum],
+                 read: Callable[[Reading, str, bool, Listing], list[Item]], present: Callable[[Item], dict[str, Any]],
+                 key: str) -> web.Response:
+    """A page of a list, as the query string asks (wire.listing_in), for whoever asks; a full
+    page links to the next (RFC 8288), which may be empty."""
+    username, is_admin = caller(request)
+    listing = listing_in(request.query, [status.value for status in statuses])
+    found = await ask(request, lambda allocator: read(allocator.app.read, username, is_admin, listing))
+    page = [present(item) for item in found]
     headers = {}
     if len(page) == listing.limit:
         following = request.rel_url.update_query(after=page[-1][key])
@@ -202,12 +213,9 @@ async def respond(request: web.Request) -> web.Response:
 
 
 async def reservations(request: web.Request) -> web.Response:
-    """A page of the caller's reservations (see wire.listing_in), and a Link to the next."""
-    username, is_admin = caller(request)
-    listing = listing_in(request.query, [status.value for status in Status])
-    found = await ask(request, lambda allocator: allocator.app.read.reservations(
-        username, is_admin=is_admin, listing=listing))
-    return paged(request, listing, [presenters.reservation(reservation) for reservation in found], "id")
+    """A page of the caller's reservations, and a Link to the next."""
+    return await listed(request, Status, lambda read, username, is_admin, listing: read.reservations(
+        username, is_admin=is_admin, listing=listing), presenters.reservation, "id")
 
 
 async def reservation(request: web.Request) -> web.Response:
@@ -231,12 +239,9 @@ async def activate(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
-    """A page of the caller's instances (see wire.listing_in), and a Link to the next."""
-    username, is_admin = caller(request)
-    listing = listing_in(request.query, [status.value for status in InstanceStatus])
-    found = await ask(request, lambda allocator: allocator.app.read.instances(
-        username, is_admin=is_admin, listing=listing))
-    return paged(request, listing, [presenters.instance(instance) for instance in found], "vmID")
+    """A page of the caller's instances, and a Link to the next."""
+    return await listed(request, InstanceStatus, lambda read, username, is_admin, listing: read.instances(
+        username, is_admin=is_admin, listing=listing), presenters.instance, "vmID")
 
 
 async def instance(request: web.Request) -> web.Response:

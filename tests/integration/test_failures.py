@@ -80,7 +80,8 @@ def test_a_vm_whose_delete_failed_is_removed_at_the_next_start(tmp_path, clock, 
         second.stop()
 
 
-def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, hosts, monkeypatch):
+def ran_one_vm_then_stopped(tmp_path, clock, hosts) -> str:
+    """A service that booked one VM for an hour, saw it RUNNING, and stopped; its reservation."""
     first = Service(tmp_path, clock, connect=hosts.connect)
     try:
         rid = book(first, "alice", start=T0 + MINUTE, duration=HOUR)
@@ -88,6 +89,11 @@ def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, h
         eventually(lambda: statuses(first, "alice") == ["RUNNING"])
     finally:
         first.stop()
+    return rid
+
+
+def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, hosts, monkeypatch):
+    rid = ran_one_vm_then_stopped(tmp_path, clock, hosts)
     for driver in hosts.drivers.values():  # the hosts lost their VMs while openpex was down
         for name in driver.domains():
             driver.undefine(name)
@@ -128,13 +134,7 @@ def test_after_a_restart_vms_that_kept_running_are_left_alone_and_one_that_died_
 
 
 def test_a_vm_that_outlived_its_reservation_while_openpex_was_down_is_stopped_at_the_restart(tmp_path, clock, hosts):
-    first = Service(tmp_path, clock, connect=hosts.connect)
-    try:
-        rid = book(first, "alice", start=T0 + MINUTE, duration=HOUR)
-        first.advance_to(T0 + MINUTE)
-        eventually(lambda: statuses(first, "alice") == ["RUNNING"])
-    finally:
-        first.stop()
+    rid = ran_one_vm_then_stopped(tmp_path, clock, hosts)
     assert list(hosts.domains().values()) == ["RUNNING"], "the VM runs on while openpex is down"
     clock.set(T0 + 2 * HOUR)
     second = Service(tmp_path, clock, connect=hosts.connect)

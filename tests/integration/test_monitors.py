@@ -72,14 +72,21 @@ def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move
     assert {domain_name(i.id) for i in service.instances("alice")} == running_on
 
 
+def lost_the_full_host(service, hosts) -> tuple[str, str]:
+    """Six VMs booked on two hosts of four (4 + 2), and the full host lost: the reservation
+    and that host."""
+    rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6)
+    (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
+    hosts.unreachable.add(full)
+    service.poll_nodes()
+    service.poll_nodes()
+    return rid, full
+
+
 def test_what_cannot_be_placed_after_a_loss_degrades_the_reservation_with_a_reason(tmp_path, clock, hosts):
     service = Service(tmp_path, clock, nodes=2, node_spec=Resources(4, 8192, 100), connect=hosts.connect)
     try:
-        rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6)  # 4 + 2
-        (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
-        hosts.unreachable.add(full)
-        service.poll_nodes()
-        service.poll_nodes()
+        rid, full = lost_the_full_host(service, hosts)
         reservation = eventually(lambda: (r := service.ask(lambda a: a.app.read.reservation(rid, "alice"))).status == "DEGRADED" and r,
                                  what="the reservation degraded")
         assert reservation.reason == f"node {full} was lost and 2 instances could not be placed on another node"
@@ -158,11 +165,7 @@ def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts
 def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path, clock, hosts):
     service = Service(tmp_path, clock, nodes=2, node_spec=Resources(4, 8192, 100), connect=hosts.connect)
     try:
-        rid = book(service, "alice", start=T0 + HOUR, duration=HOUR, count=6)  # 4 + 2
-        (full,) = [n for n, s in by_node(service, "alice").items() if len(s) == 4]
-        hosts.unreachable.add(full)
-        service.poll_nodes()
-        service.poll_nodes()
+        rid, full = lost_the_full_host(service, hosts)
         eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "DEGRADED")
         hosts.unreachable.clear()
         service.poll_nodes()
