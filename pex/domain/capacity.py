@@ -226,6 +226,7 @@ class CapacityModel:
         self._held: dict[Hashable, Allocation] = {}
         self._ends: SortedList = SortedList()  # end of every held share: candidate starts
         self._changes: SortedList = SortedList()  # (instant, node) of every share start and end
+        self._followers: list[list[tuple[Allocation, int]]] = []  # journals of readers (follow)
 
     @property
     def origin(self) -> Millis:
@@ -289,6 +290,14 @@ class CapacityModel:
             raise
         self._held[key] = allocation
 
+    def follow(self) -> list[tuple[Allocation, int]]:
+        """A journal the model appends to every allocation it takes (-1) or gives back (+1)
+        from now on, for a reader that keeps a view of its own in step (ClusterTimeline) at the
+        cost of what changed; the reader empties it as it takes the entries in."""
+        journal: list[tuple[Allocation, int]] = []
+        self._followers.append(journal)
+        return journal
+
     def release(self, key: Hashable) -> None:
         previous = self._held.pop(key, None)
         if previous is not None:
@@ -323,6 +332,8 @@ class CapacityModel:
                     )
             self._change(allocation.size, share, sign)
             done.append(share)
+        for journal in self._followers:
+            journal.append((allocation, sign))
 
     def _change(self, size: Resources, share: Share, sign: int) -> None:
         n = self._node(share.node)
@@ -370,6 +381,9 @@ class CapacityModel:
                 changes.append((share.start, n))
                 changes.append((share.end, n))
         self._index.grow_to(max(ends, default=self.origin))
+        for journal in self._followers:
+            journal.extend((allocation, +1) for allocation in self._held.values())
+            journal.extend((allocation, -1) for allocation in held.values())
         self._held = dict(held)
         self._ends = SortedList(ends)
         self._changes = SortedList(changes)
@@ -384,14 +398,9 @@ class CapacityModel:
     def _bucket_levels(self, profile: AvailabilityProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per bucket: the least free amounts, and those at its first and last instant."""
         index = self._index
-        times = np.asarray(profile.times, dtype=np.int64)
         levels = profile.levels()
         bounds = index.origin + index.width * np.arange(index.buckets + 1, dtype=np.int64)
-        first = np.searchsorted(times, bounds[:-1], side="right") - 1
-        last = np.searchsorted(times, bounds[1:] - 1, side="right") - 1
-        # reduceat covers segments first[j]..first[j+1]-1; the segment at the bucket's last
-        # instant may be first[j+1] itself, so fold it in as well.
-        minima = np.minimum(np.minimum.reduceat(levels, first, axis=1), levels[:, last])
+        minima, first, last = least_in_steps(np.asarray(profile.times, dtype=np.int64), levels, bounds)
         return minima, levels[:, first], levels[:, last]
 
     # ----------------------------------------------------------------- bounds
@@ -649,8 +658,86 @@ class CapacityModel:
     def timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
         return self._profiles[self._node(node)].steps(start, end)
 
+    def least_free(self, node: str, bounds: np.ndarray) -> np.ndarray:
+        """The node's least free amount of each resource in each step [bounds[k], bounds[k+1])
+        (3 x steps): what a reader charting a node's capacity asks for."""
+        profile = self._profiles[self._node(node)]
+        return least_in_steps(np.asarray(profile.times, dtype=np.int64), profile.levels(), bounds)[0]
+
     def within_capacity(self) -> bool:
         return all(p.is_within_capacity() for p in self._profiles)
+
+
+def least_in_steps(times: np.ndarray, levels: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a step function whose level i (a column of `levels`) holds on [times[i], times[i+1])
+    and increasing `bounds` from times[0] on: per step [bounds[k], bounds[k+1]) the least level
+    (3 x steps), and the indices of the levels at each step's first and last instant."""
+    first = np.searchsorted(times, bounds[:-1], side="right") - 1
+    last = np.searchsorted(times, bounds[1:] - 1, side="right") - 1
+    # reduceat covers segments first[k]..first[k+1]-1 (the last one up to the last step's last
+    # level); the level at a step's last instant may be first[k+1] itself, so fold it in too.
+    minima = np.minimum(np.minimum.reduceat(levels[:, : last[-1] + 1], first, axis=1), levels[:, last])
+    return minima, first, last
+
+
+class ClusterTimeline:
+    """The whole cluster's free capacity as one step function, for readers who ask about many
+    instants at once (pex.query): summing 1,000 node profiles for every question would cost a
+    pass over every node, so this keeps one merged list of the instants the total changes at.
+
+    It follows the model's journal (CapacityModel.follow), so bringing it up to date costs what
+    changed since, not what is held. `sync` before asking, once the model has changed.
+    """
+
+    def __init__(self, model: CapacityModel) -> None:
+        self._model = model
+        self._journal = model.follow()
+        self._times = np.zeros(0, dtype=np.int64)  # instants at which the total changes
+        self._deltas = np.zeros((3, 0), dtype=np.int64)  # by how much, at each
+        self.capacity = Resources(0, 0, 0)  # of every node in the model
+        self._steps = (np.array([NEVER], dtype=np.int64), np.zeros((3, 1), dtype=np.int64))
+        self._journal.extend((allocation, -1) for allocation in model.holders().values())
+        self.sync()
+
+    def sync(self) -> None:
+        """Take in every allocation taken or given back, and every node added, since the last sync."""
+        changes: list[tuple[Millis, int, int, int]] = []
+        for allocation, sign in self._journal:
+            _free_changes(allocation, sign, changes)
+        self._journal.clear()
+        if changes:
+            self._merge(np.array(changes, dtype=np.int64).T)
+        model = self._model
+        self.capacity = sum((model.capacity_of(n) for n in model.nodes()), Resources(0, 0, 0))
+        base = np.array(self.capacity.as_tuple(), dtype=np.int64)[:, None]
+        levels = np.concatenate([base, base + np.cumsum(self._deltas, axis=1)], axis=1)
+        self._steps = (np.concatenate([[NEVER], self._times]), levels)
+
+    def _merge(self, new: np.ndarray) -> None:
+        """Add (instant, cpus, memory, disk) changes (4 x n), one column per instant that changes."""
+        times = np.concatenate([self._times, new[0]])
+        deltas = np.concatenate([self._deltas, new[1:]], axis=1)
+        order = np.argsort(times, kind="stable")
+        times, deltas = times[order], deltas[:, order]
+        starts = np.flatnonzero(np.concatenate([[True], times[1:] != times[:-1]]))
+        times, deltas = times[starts], np.add.reduceat(deltas, starts, axis=1)
+        changing = deltas.any(axis=0)
+        self._times, self._deltas = times[changing], deltas[:, changing]
+
+    def least_free(self, bounds: np.ndarray) -> np.ndarray:
+        """The cluster's least free total of each resource in each step [bounds[k], bounds[k+1])
+        (3 x steps), as of the last sync."""
+        times, levels = self._steps
+        return least_in_steps(times, levels, bounds)[0]
+
+
+def _free_changes(allocation: Allocation, sign: int, into: list[tuple[Millis, int, int, int]]) -> None:
+    """The changes of free capacity an allocation makes: taken (sign -1) or given back (+1)."""
+    c, m, d = allocation.size.as_tuple()
+    for share in allocation.shares:
+        k = sign * share.count
+        into.append((share.start, c * k, m * k, d * k))
+        into.append((share.end, -c * k, -m * k, -d * k))
 
 
 def _profile_from_changes(

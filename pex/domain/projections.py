@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -86,9 +87,14 @@ class Projections:
 
     # ------------------------------------------------------------------ following the log
 
-    def catch_up(self, recorder: Any, mapper: Any) -> int:
+    def catch_up(self, recorder: Any, mapper: Any, *, until: int | None = None,
+                 as_of: datetime | None = None) -> int:
         """Apply every notification after `position`; the first call rebuilds everything, with
-        the capacity model loaded in bulk at the end rather than one hold at a time."""
+        the capacity model loaded in bulk at the end rather than one hold at a time.
+
+        A reader of the past (pex.query) bounds the log: no notification after `until`, and
+        none from the first event recorded after `as_of` on (a prefix of the log, so the state
+        is one the writer really had)."""
         bulk = self.position == 0
         if bulk:
             self._bulk = set()
@@ -97,21 +103,25 @@ class Projections:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._read_log(recorder, mapper, bulk)
+            return self._read_log(recorder, mapper, bulk, until, as_of)
         finally:
             if collecting:
                 gc.enable()
 
-    def _read_log(self, recorder: Any, mapper: Any, bulk: bool) -> int:
+    def _read_log(self, recorder: Any, mapper: Any, bulk: bool, until: int | None, as_of: datetime | None) -> int:
         applied = 0
-        while True:
-            page = recorder.select_notifications(self.position + 1, PAGE)
+        reading = True
+        while reading:
+            page = recorder.select_notifications(self.position + 1, PAGE, stop=until)
             for notification in page:
-                self._apply(mapper.to_domain_event(notification))
+                event = mapper.to_domain_event(notification)
+                if as_of is not None and event.timestamp > as_of:
+                    reading = False
+                    break
+                self._apply(event)
                 self.position = notification.id
-            applied += len(page)
-            if len(page) < PAGE:
-                break
+                applied += 1
+            reading = reading and len(page) == PAGE
         if bulk:
             touched, self._bulk = self._bulk, None
             self._finish_rebuild(touched)
