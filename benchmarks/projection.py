@@ -42,7 +42,8 @@ from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import DAY
 from pex.domain.quotas import Quota
 from pex.sql_read_model import Outcome, project
-from pex.sql_read_model.sources import EventLog, source_env
+from pex.sql_read_model.sources import source_env
+from pex.stores import EventLog
 from pex.stores import writer_env
 
 

@@ -36,7 +36,6 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Persist
 from eventsourcing.utils import get_topic
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
-from pex.domain.application import OpenPEX
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
 from pex.domain.clock import DAY, HOUR, Millis
 from pex.domain.listing import Listing
@@ -54,7 +53,8 @@ from pex.domain.read_models import (
 )
 from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
-from pex.stores import StoreError, is_postgres, reader_env, writer_env
+from pex.domain.errors import one_line
+from pex.stores import EventLog, StoreError, reader_env
 
 Instant = datetime | int  # an aware datetime, or milliseconds since the Unix epoch
 Duration = timedelta | int  # milliseconds, if an int
@@ -64,7 +64,6 @@ PAGE = 5_000  # notifications read per query of the log
 # The capacity model's bucket index serves admission only; a reader asks it nothing, so one
 # bucket a year keeps it a few rows long however far the store's bookings reach.
 READER_BUCKET = 366 * DAY
-EVENTS_TABLE = f"{OpenPEX.name.lower()}_events"  # eventsourcing's name for it on PostgreSQL
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -94,14 +93,6 @@ def _event_kinds() -> dict[str, tuple[str, ...]]:
 
 
 KINDS = _event_kinds()
-
-
-class _EventLog(Application[UUID]):
-    """The store for reading, under the writer's application name (eventsourcing names the
-    PostgreSQL table after it) and with the writer's encoding of events."""
-
-    name = OpenPEX.name
-    env = {"TRANSCODER_TOPIC": OpenPEX.env["TRANSCODER_TOPIC"]}
 
 
 class _NotingPositions:
@@ -369,29 +360,12 @@ class Query:
 
 # ---------------------------------------------------------------------- opening a store
 
-def _open_log(store: object) -> Application[UUID]:
+def _open_log(store: object) -> EventLog:
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
-    env = _postgres_env(store) if isinstance(store, str) and is_postgres(store) else reader_env(store)
+    env = reader_env(store)
     with _reading_store():
-        return _EventLog(env=env)
-
-
-def _postgres_env(store: str) -> dict[str, str]:
-    """Settings to read a PostgreSQL store, never writing it. (pex.stores.reader_env looks for
-    `stored_events`, SQLite's name for the table; on PostgreSQL it is named after the
-    application, so the check is made here.)"""
-    env = {**writer_env(store), "CREATE_TABLE": "false", "POSTGRES_CONNECT_TIMEOUT": "5"}
-    where = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"
-    try:
-        with psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), dbname=env["POSTGRES_DBNAME"],
-                             user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], connect_timeout=5) as db:
-            found = db.execute("SELECT to_regclass(%s) IS NOT NULL", (EVENTS_TABLE,)).fetchone()
-    except psycopg.Error as error:
-        raise StoreError(f"cannot reach the event store at {where}: {_one_line(error)}") from None
-    if not found or not found[0]:
-        raise StoreError(f"{where} is not an OpenPEX event store (it has no {EVENTS_TABLE} table)")
-    return env
+        return EventLog(env=env)
 
 
 @contextmanager
@@ -400,11 +374,7 @@ def _reading_store() -> Iterator[None]:
     try:
         yield
     except (PersistenceError, psycopg.Error) as error:
-        raise StoreError(f"the event store cannot be read: {_one_line(error)}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
+        raise StoreError(f"the event store cannot be read: {one_line(error)}") from None
 
 
 # ---------------------------------------------------------------------- reading arguments

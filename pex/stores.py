@@ -9,19 +9,46 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, unquote, urlparse
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
 
+from pex.domain.application import OpenPEX
+from pex.domain.errors import one_line
+
+# The writer's application: eventsourcing names the PostgreSQL table after it (SQLite's is
+# always `stored_events`), and its transcoder is how the events are encoded.
+WRITER = OpenPEX.name
+TRANSCODER = OpenPEX.env["TRANSCODER_TOPIC"]
+POSTGRES_TABLE = f"{WRITER.lower()}_events"
+SQLITE_TABLE = "stored_events"
+
 
 class StoreError(Exception):
     """An event store cannot be opened as asked (one line, fit for a user)."""
 
 
+class EventLog(Application[UUID]):
+    """An OpenPEX store opened for reading: its recorder, mapper and repository, under the
+    writer's name and with the writer's encoding."""
+
+    name = WRITER
+    env: ClassVar[dict[str, str]] = {"TRANSCODER_TOPIC": TRANSCODER}
+
+
 def is_postgres(store: str) -> bool:
     return store.startswith(("postgres://", "postgresql://"))
+
+
+def location(store: str) -> str:
+    """Where a store is, without its password."""
+    if is_postgres(store):
+        url = urlparse(store)
+        return f"postgresql://{url.hostname}:{url.port or 5432}{url.path}"
+    return str(Path(store).resolve())
 
 
 def writer_env(store: str) -> dict[str, str]:
@@ -42,8 +69,9 @@ def reader_env(store: object) -> dict[str, str]:
         raise StoreError("the store must be a SQLite file's path or a postgresql:// URL")
     store = str(store)
     if is_postgres(store):
-        env = writer_env(store)
-        _check_postgres(env)
+        env = {**writer_env(store), "POSTGRES_CONNECT_TIMEOUT": "5"}
+        if not postgres_has(env, POSTGRES_TABLE, f"the event store at {location(store)}"):
+            raise StoreError(f"{location(store)} is not an OpenPEX event store (it has no {POSTGRES_TABLE} table)")
     else:
         path = Path(store)
         if not path.is_file():
@@ -60,24 +88,21 @@ def _check_sqlite(path: Path) -> None:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as error:
         raise StoreError(f"{path} is not an event store: {error}") from None
-    if "stored_events" not in tables:
-        raise StoreError(f"{path} is not an OpenPEX event store (it has no stored_events table)")
+    if SQLITE_TABLE not in tables:
+        raise StoreError(f"{path} is not an OpenPEX event store (it has no {SQLITE_TABLE} table)")
 
 
-def _check_postgres(env: dict[str, str]) -> None:
-    where = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"
+def postgres_has(env: dict[str, str], table: str, what: str, error: type[Exception] = StoreError) -> bool:
+    """Whether the database holds `table` (`error`, with one line, if it cannot be reached)."""
     try:
         with psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), dbname=env["POSTGRES_DBNAME"],
                              user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], connect_timeout=5) as db:
-            found = db.execute("SELECT to_regclass('stored_events') IS NOT NULL").fetchone()
-    except psycopg.Error as error:
-        raise StoreError(f"cannot reach the event store at {where}: {' '.join(str(error).split())[:200]}") from None
-    if not found or not found[0]:
-        raise StoreError(f"{where} is not an OpenPEX event store (it has no stored_events table)")
+            found = db.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    except psycopg.Error as failure:
+        raise error(f"cannot reach {what}: {one_line(failure)}") from None
+    return bool(found and found[0])
 
 
-def open_reader(store: object) -> Application[UUID]:
-    """An eventsourcing Application on the store, for reading its recorder and mapper only."""
-    from pex.domain.application import OpenPEX  # (its transcoder: the events' own encoding)
-
-    return Application(env={**reader_env(store), "TRANSCODER_TOPIC": OpenPEX.env["TRANSCODER_TOPIC"]})
+def open_reader(store: object) -> EventLog:
+    """The store, for reading only (see reader_env)."""
+    return EventLog(env=reader_env(store))

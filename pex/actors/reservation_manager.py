@@ -22,7 +22,7 @@ from pex.actors.calls import LATER, CallableActor, Later, Reply, ask_sync, tell
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.node import NodeActor
 from pex.domain.catalogue import node_size
-from pex.domain.errors import InvalidField
+from pex.domain.errors import InvalidField, one_line
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.read_models import InstanceView, NodeView, ReservationView, TemplateView
 from pex.domain.sizes import DEFAULT_NODE, Resources
@@ -132,7 +132,7 @@ class ReservationManager(CallableActor):
                 info: dict[str, Any] | None = ask_sync(self._node_ref(name), lambda host: host.info())
             except DriverError as error:
                 info = None  # accepted, recorded DOWN, and UP once a poll gets an answer
-                log.warning("node %s cannot be reached (%s): registered DOWN", name, _one_line(error))
+                log.warning("node %s cannot be reached (%s): registered DOWN", name, one_line(error))
             reported = Resources(info["cpus"], info["memoryMB"], 0) if info is not None else None
             capacity = node_size(size, reported, self.default_node)
             reachable = info is not None
@@ -142,7 +142,3 @@ class ReservationManager(CallableActor):
             if started:
                 ask_sync(self.dispatcher, lambda dispatcher: dispatcher.remove_node(name))
             raise
-
-def _one_line(error: BaseException) -> str:
-    """A hypervisor's message as one line of the log (it may quote what it was given)."""
-    return " ".join(str(error).split())[:300]

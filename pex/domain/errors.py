@@ -65,3 +65,9 @@ class StoreUnavailable(DomainError):
 
     status = 503
     code = "STORE_UNAVAILABLE"
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message as one line of at most 300 characters, for a log or a user: what a
+    library or a hypervisor says may quote what it was given, newlines and all."""
+    return " ".join(str(error).split())[:300] or type(error).__name__

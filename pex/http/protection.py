@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp.web_response
 from aiohttp import http_exceptions, web
 
-from pex.domain.errors import DomainError
+from pex.domain.errors import DomainError, one_line
 from pex.http.typedefs import CORS_ORIGINS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -135,7 +135,8 @@ class QuietClientErrors(logging.Filter):
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(getattr(error, "message", "") or error).split())[:200]
+    """aiohttp's parse errors keep what the client sent in `message` (str() adds a prefix)."""
+    return one_line(getattr(error, "message", "") or error)
 
 
 def quiet_client_errors() -> None:

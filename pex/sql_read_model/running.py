@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from eventsourcing.projection import BaseProjectionRunner
 
 from pex.sql_read_model.projection import BATCH, CACHED, ReadModelProjection
-from pex.sql_read_model.sources import EventLog, location, source_env
+from pex.sql_read_model.sources import source_env
+from pex.stores import EventLog, location
 from pex.sql_read_model.targets import check_belongs, open_target
 
 FREEZE_EVERY = 1.0  # seconds between collect-and-freeze steps of the heap

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import urlparse
-from uuid import UUID
+from typing import Any
 
-import psycopg
-from eventsourcing.application import Application
 from eventsourcing.persistence import (
     ApplicationRecorder,
     ListenNotifySubscription,
@@ -22,19 +17,10 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from pex.domain.application import OpenPEX
-from pex.stores import StoreError, is_postgres, reader_env, writer_env
+from pex.stores import is_postgres, reader_env
 
-EVENTS_TABLE = "openpex_events"  # the OpenPEX application's events on PostgreSQL
 POLL = 0.2  # seconds between looks at a SQLite source for new events
 PAGE = 1_000  # notifications read per query
-
-
-class EventLog(Application[UUID]):
-    """The OpenPEX event store, for reading: its recorder, mapper and repository."""
-
-    name = "OpenPEX"  # the application name in tracking records
-    env: ClassVar[dict[str, str]] = {"TRANSCODER_TOPIC": OpenPEX.env["TRANSCODER_TOPIC"]}
 
 
 class PollingSQLiteRecorder(SQLiteApplicationRecorder):
@@ -71,35 +57,7 @@ class _PollingSubscription(ListenNotifySubscription[SQLiteApplicationRecorder]):
 
 def source_env(store: str) -> dict[str, str]:
     """eventsourcing's settings to read `store` and follow it, never writing it."""
-    if not is_postgres(store):
-        return {**reader_env(store), "APPLICATION_RECORDER_TOPIC": f"{__name__}:{PollingSQLiteRecorder.__name__}"}
-    # (Not pex.stores.reader_env: it looks for `stored_events`, SQLite's name for the table;
-    # on PostgreSQL eventsourcing names it after the application.)
-    env = {**writer_env(store), "CREATE_TABLE": "false", "POSTGRES_CONNECT_TIMEOUT": "5"}
-    where = location(store)
-    if not postgres_has(env, f"public.{EVENTS_TABLE}", f"the event store at {where}", StoreError):
-        raise StoreError(f"{where} is not an OpenPEX event store (it has no {EVENTS_TABLE} table)")
+    env = reader_env(store)
+    if not is_postgres(store):  # (SQLite cannot notify another process: its recorder polls)
+        env["APPLICATION_RECORDER_TOPIC"] = f"{__name__}:{PollingSQLiteRecorder.__name__}"
     return env
-
-
-def location(store: str) -> str:
-    """Where a store is, without its password."""
-    if is_postgres(store):
-        url = urlparse(store)
-        return f"postgresql://{url.hostname}:{url.port or 5432}{url.path}"
-    return str(Path(store).resolve())
-
-
-def postgres_has(env: dict[str, str], table: str, what: str, error: type[Exception]) -> bool:
-    """Whether the database holds `table` (error, with one line, if it cannot be reached)."""
-    try:
-        with psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), dbname=env["POSTGRES_DBNAME"],
-                             user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], connect_timeout=5) as db:
-            found = db.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    except psycopg.Error as failure:
-        raise error(f"cannot reach {what}: {one_line(failure)}") from None
-    return bool(found and found[0])
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__

@@ -13,16 +13,10 @@ import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError
 
 from pex.sql_read_model.projection import identity_of
-from pex.sql_read_model.sources import (
-    EVENTS_TABLE,
-    EventLog,
-    location,
-    one_line,
-    postgres_has,
-)
 from pex.sql_read_model.tables import quote
 from pex.sql_read_model.views import PostgresReadModel, ReadModel, SQLiteReadModel
-from pex.stores import is_postgres, writer_env
+from pex.domain.errors import one_line
+from pex.stores import POSTGRES_TABLE, SQLITE_TABLE, EventLog, is_postgres, location, postgres_has, writer_env
 
 
 class ProjectionError(Exception):
@@ -80,7 +74,7 @@ def _check_sqlite_target(path: Path) -> Path:
 def _check_postgres_target(env: dict[str, str], where: str) -> None:
     schema = quote(env["POSTGRES_SCHEMA"])
     reach = f"the read model's database ({where})"
-    if any(postgres_has(env, f"{schema}.{table}", reach, ProjectionError) for table in (EVENTS_TABLE, "stored_events")):
+    if any(postgres_has(env, f"{schema}.{table}", reach, ProjectionError) for table in (POSTGRES_TABLE, SQLITE_TABLE)):
         raise ProjectionError(f"{where} holds an event store: give the read model a schema of its own (--schema NAME)")
 
 

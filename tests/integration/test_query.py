@@ -24,7 +24,8 @@ from pex.domain.negotiation import Status, TermsChange
 from pex.domain.read_models import CapacityStep
 from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
-from pex.query import EVENTS_TABLE, NotFoundError, Query, QueryError
+from pex.query import NotFoundError, Query, QueryError
+from pex.stores import POSTGRES_TABLE as EVENTS_TABLE
 from pex.stores import StoreError
 from tests.unit.reference import BruteForceCluster
 
@@ -377,7 +378,7 @@ def test_an_unreachable_or_empty_postgres_store_is_refused(postgres_env):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    with pytest.raises(StoreError, match="cannot reach the event store at 127.0.0.1:"):
+    with pytest.raises(StoreError, match="cannot reach the event store at postgresql://127.0.0.1:"):
         Query.open(url.replace(f":{postgres_env['POSTGRES_PORT']}/", f":{closed_port}/"))
     with pytest.raises(StoreError, match='cannot reach the event store.*role "nobody" does not exist'):
         Query.open(url.replace(f"//{postgres_env['POSTGRES_USER']}:", "//nobody:"))  # (the server trusts passwords)
