@@ -80,7 +80,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         spec = parse_node_spec(args.node_spec)
     except ValueError as error:
         parser.error(str(error))
-    nodes = []
+    nodes: list[tuple[str, str]] = []
     for item in args.node:
         name, eq, uri = item.partition("=")
         if not eq or not name or "://" not in uri:

@@ -252,7 +252,7 @@ class Query:
         self._check_open()
         moment = None if at is None else _instant(at, "at")
         view = self._view
-        held = [self._reservation_view(view.reservations[cast(UUID, rid)]) for rid in view.offers_due.due(LATEST_INSTANT)]
+        held = [self._reservation_view(view.reservations[rid]) for rid in view.offers_due.due(LATEST_INSTANT)]
         return [r for r in held if moment is None or (r.offer is not None and r.offer.hold_until > moment)]
 
     def instances(self, *, user: str | None = None, reservation: UUID | str | None = None, node: str | None = None,

@@ -46,7 +46,7 @@ class Share(NamedTuple):
     node: str
     start: Millis
     end: Millis
-    count: int
+    count: int  # type: ignore[assignment]  # (shadows tuple.count, which no share needs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +224,8 @@ class CapacityModel:
         self._profiles: list[AvailabilityProfile] = []
         self._eligible = np.zeros(0, dtype=bool)
         self._held: dict[Hashable, Allocation] = {}
-        self._ends: SortedList = SortedList()  # end of every held share: candidate starts
-        self._changes: SortedList = SortedList()  # (instant, node) of every share start and end
+        self._ends: SortedList[Millis] = SortedList()  # end of every held share: candidate starts
+        self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
         self._followers: list[list[tuple[Allocation, int]]] = []  # journals of readers (follow)
 
     @property
@@ -366,7 +366,7 @@ class CapacityModel:
 
     # ----------------------------------------------------------------- bulk load
 
-    def load(self, held: Mapping[Hashable, Allocation]) -> None:
+    def load(self, held: Mapping[Any, Allocation]) -> None:
         """Replace everything held with `held`, building profiles and index in bulk (rebuild)."""
         deltas: dict[int, list[tuple[Millis, int, int, int]]] = defaultdict(list)
         ends: list[Millis] = []
@@ -407,7 +407,7 @@ class CapacityModel:
 
     def _fits(self, minima: np.ndarray, size: Resources) -> np.ndarray:
         """Instances of `size` that fit in each node's free amounts (3 x nodes), 0 if ineligible."""
-        fits = (minima // np.array(size.as_tuple(), dtype=np.int64)[:, None]).min(axis=0)
+        fits: np.ndarray = (minima // np.array(size.as_tuple(), dtype=np.int64)[:, None]).min(axis=0)
         np.maximum(fits, 0, out=fits)
         fits[~self._eligible] = 0
         return fits

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
 from sortedcontainers import SortedList
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
@@ -27,13 +28,13 @@ PAGE = 5_000  # notifications read per query while catching up
 
 
 class DueTimes:
-    """Instants at which something falls due, one per key, soonest first."""
+    """Instants at which something falls due, one per reservation, soonest first."""
 
     def __init__(self) -> None:
-        self._by_key: dict[Hashable, Millis] = {}
-        self._queue: SortedList = SortedList()
+        self._by_key: dict[UUID, Millis] = {}
+        self._queue: SortedList[tuple[Millis, Any]] = SortedList()
 
-    def set(self, key: Hashable, when: Millis | None) -> None:
+    def set(self, key: UUID, when: Millis | None) -> None:
         old = self._by_key.pop(key, None)
         if old is not None:
             self._queue.remove((old, key))
@@ -41,11 +42,14 @@ class DueTimes:
             self._by_key[key] = when
             self._queue.add((when, key))
 
-    def due(self, now: Millis) -> list[Hashable]:
+    def due(self, now: Millis) -> list[UUID]:
         return [key for _, key in self._queue.irange(maximum=(now, _LAST))]
 
     def next(self) -> Millis | None:
-        return self._queue[0][0] if self._queue else None
+        if not self._queue:
+            return None
+        soonest: Millis = self._queue[0][0]
+        return soonest
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -123,7 +127,7 @@ class Projections:
                 applied += 1
             reading = reading and len(page) == PAGE
         if bulk:
-            touched, self._bulk = self._bulk, None
+            touched, self._bulk = self._bulk or set(), None
             self._finish_rebuild(touched)
         return applied
 
@@ -165,7 +169,7 @@ class Projections:
         elif isinstance(event, Instance.Event):
             known = self.instances.get(event.originator_id)
             was_on = known.node if known is not None else None  # mutate changes it in place
-            instance = event.mutate(known)
+            instance = _advanced(event, known)
             if known is None:
                 self.instances_of[instance.reservation_id].append(instance.id)
             if instance.node != was_on:
@@ -173,18 +177,18 @@ class Projections:
                 self.instances_on[instance.node].add(instance.id)
             self.instances[instance.id] = instance
         elif isinstance(event, Node.Event):
-            node = event.mutate(self.nodes.get(self._names.get(event.originator_id, "")))
+            node = _advanced(event, self.nodes.get(self._names.get(event.originator_id, "")))
             if node.name not in self.nodes:
                 self.capacity.add_node(node.name, Resources(node.cpus, node.memory_mb, node.disk_gb))
             self.nodes[node.name] = node
             self._names[node.id] = node.name
             self.capacity.set_eligible(node.name, node.status == "UP")
         elif isinstance(event, Template.Event):
-            template = event.mutate(self.templates.get(self._names.get(event.originator_id, "")))
+            template = _advanced(event, self.templates.get(self._names.get(event.originator_id, "")))
             self.templates[template.name] = template
             self._names[template.id] = template.name
         elif isinstance(event, Account.Event):
-            account = event.mutate(self.accounts.get(self._names.get(event.originator_id, "")))
+            account = _advanced(event, self.accounts.get(self._names.get(event.originator_id, "")))
             self.accounts[account.username] = account
             self.account_names.setdefault(account.username.casefold(), account.username)
             self._names[account.id] = account.username
@@ -249,3 +253,15 @@ class Projections:
                 held[rid] = allocation
             self._sync_due_times(reservation)
         self.capacity.load(held)
+
+
+Advanced = TypeVar("Advanced", bound=Aggregate)
+
+
+def _advanced(event: Any, known: Advanced | None) -> Advanced:
+    """The aggregate `event` makes of `known` (None: the event creates it). OpenPEX's events
+    never discard an aggregate, so there always is one."""
+    advanced: Advanced | None = event.mutate(known)
+    if advanced is None:
+        raise ValueError(f"{type(event).__qualname__} left no aggregate")
+    return advanced
