@@ -28,7 +28,6 @@ from types import TracebackType
 from typing import TypeVar, cast
 from uuid import UUID
 
-import numpy as np
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
@@ -51,15 +50,14 @@ from pex.domain.read_models import (
     node_view,
     reservation_view,
 )
-from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
+from pex.domain.usage import MOST_STEPS, capacity_steps, step_bounds, step_count
 from pex.domain.errors import one_line
 from pex.stores import EventLog, StoreError, reader_env
 
 Instant = datetime | int  # an aware datetime, or milliseconds since the Unix epoch
 Duration = timedelta | int  # milliseconds, if an int
 
-MOST_STEPS = 100_000  # capacity steps one question may ask for
 PAGE = 5_000  # notifications read per query of the log
 # The capacity model's bucket index serves admission only; a reader asks it nothing, so one
 # bucket a year keeps it a few rows long however far the store's bookings reach.
@@ -310,21 +308,13 @@ class Query:
         lo, hi = _period(start, end)
         assert lo is not None and hi is not None
         width = _duration(step, "step")
-        steps = -(-(hi - lo) // width)
+        steps = step_count(lo, hi, width)
         if steps > MOST_STEPS:
             raise QueryError(f"step: {steps} steps from start to end; at most {MOST_STEPS} may be asked at once")
-        bounds = np.minimum(lo + width * np.arange(steps + 1, dtype=np.int64), hi)
-        model = self._view.capacity
-        if node is None:
-            timeline = self._cluster_timeline()
-            least, capacity = timeline.least_free(bounds), timeline.capacity
-        else:
+        if node is not None:
             self._known_node(node)
-            least, capacity = model.least_free(node, bounds), model.capacity_of(node)
-        c, m, d = capacity.as_tuple()
-        cpus, memory, disk = least.tolist()
-        return [CapacityStep(a, b, Resources(fc, fm, fd), Resources(c - fc, m - fm, d - fd))
-                for a, b, fc, fm, fd in zip(bounds[:-1].tolist(), bounds[1:].tolist(), cpus, memory, disk)]
+        cluster = self._cluster_timeline() if node is None else None
+        return capacity_steps(self._view.capacity, cluster, node, step_bounds(lo, hi, width))
 
     def _cluster_timeline(self) -> ClusterTimeline:
         if self._timeline_behind:

@@ -18,6 +18,7 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +27,10 @@ import pykka
 from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
-from pex.domain.clock import Clock, Millis
+from pex.domain.clock import DAY, Clock, Millis
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
-from pex.domain.read_models import AccountUsage, Answer, NodeView, ReservationView
+from pex.domain.read_models import AccountUsage, Answer, CapacityReport, NodeView, ReservationView
 
 if TYPE_CHECKING:
     from pex.actors.reservation_manager import ReservationManager
@@ -148,6 +149,13 @@ class Allocator(CallableActor):
 
     def set_quota(self, username: Any, limits: Any) -> AccountUsage:
         return self.app.catalogue.set_quota(username, limits, self.clock.now())
+
+    def capacity(self, start: Millis | None, end: Millis | None, step: Millis, *, nodes: Collection[str] = (),
+                 most: int) -> CapacityReport:
+        """Capacity per step from `start` (default: now) to `end` (default: a day after it)."""
+        start = self.clock.now() if start is None else start
+        end = start + DAY if end is None else end
+        return self.app.read.capacity_report(start, end, step, nodes=nodes, most=most)
 
     def note_load(self, name: str, load: dict[str, Any]) -> None:
         self._loads[name] = load

@@ -226,7 +226,7 @@ class CapacityModel:
         self._held: dict[Hashable, Allocation] = {}
         self._ends: SortedList[Millis] = SortedList()  # end of every held share: candidate starts
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
-        self._followers: list[list[tuple[Allocation, int]]] = []  # journals of readers (follow)
+        self._followers: list[Journal] = []  # journals of readers (follow)
 
     @property
     def origin(self) -> Millis:
@@ -290,13 +290,23 @@ class CapacityModel:
             raise
         self._held[key] = allocation
 
-    def follow(self) -> list[tuple[Allocation, int]]:
+    def follow(self) -> Journal:
         """A journal the model appends to every allocation it takes (-1) or gives back (+1)
         from now on, for a reader that keeps a view of its own in step (ClusterTimeline) at the
-        cost of what changed; the reader empties it as it takes the entries in."""
-        journal: list[tuple[Allocation, int]] = []
+        cost of what changed; the reader empties it as it takes the entries in. One left
+        unread past JOURNAL_LIMIT entries is dropped (`lapsed`): a reader that asks seldom
+        starts afresh rather than make the writer keep every change since."""
+        journal = Journal()
         self._followers.append(journal)
         return journal
+
+    def _journal(self, entries: Iterable[tuple[Allocation, int]]) -> None:
+        for journal in list(self._followers):
+            journal.extend(entries)
+            if len(journal) > JOURNAL_LIMIT:
+                journal.clear()
+                journal.lapsed = True
+                self._followers.remove(journal)
 
     def release(self, key: Hashable) -> None:
         previous = self._held.pop(key, None)
@@ -332,8 +342,8 @@ class CapacityModel:
                     )
             self._change(allocation.size, share, sign)
             done.append(share)
-        for journal in self._followers:
-            journal.append((allocation, sign))
+        if self._followers:
+            self._journal(((allocation, sign),))
 
     def _change(self, size: Resources, share: Share, sign: int) -> None:
         n = self._node(share.node)
@@ -381,9 +391,9 @@ class CapacityModel:
                 changes.append((share.start, n))
                 changes.append((share.end, n))
         self._index.grow_to(max(ends, default=self.origin))
-        for journal in self._followers:
-            journal.extend((allocation, +1) for allocation in self._held.values())
-            journal.extend((allocation, -1) for allocation in held.values())
+        if self._followers:
+            self._journal([*((allocation, +1) for allocation in self._held.values()),
+                           *((allocation, -1) for allocation in held.values())])
         self._held = dict(held)
         self._ends = SortedList(ends)
         self._changes = SortedList(changes)
@@ -680,6 +690,15 @@ def least_in_steps(times: np.ndarray, levels: np.ndarray, bounds: np.ndarray) ->
     return minima, first, last
 
 
+JOURNAL_LIMIT = 200_000  # entries a follower may leave unread before it is dropped
+
+
+class Journal(list[tuple["Allocation", int]]):
+    """What a model took (-1) and gave back (+1) since a reader last looked (follow)."""
+
+    lapsed = False  # dropped for being left unread too long: the reader must start afresh
+
+
 class ClusterTimeline:
     """The whole cluster's free capacity as one step function, for readers who ask about many
     instants at once (pex.query): summing 1,000 node profiles for every question would cost a
@@ -690,24 +709,29 @@ class ClusterTimeline:
     """
 
     def __init__(self, model: CapacityModel) -> None:
-        self._model = model
-        self._journal = model.follow()
+        self.model = model
+        self.capacity = Resources(0, 0, 0)  # of every node in the model
+        self._start_afresh()
+        self.sync()
+
+    def _start_afresh(self) -> None:
+        self._journal = self.model.follow()
         self._times = np.zeros(0, dtype=np.int64)  # instants at which the total changes
         self._deltas = np.zeros((3, 0), dtype=np.int64)  # by how much, at each
-        self.capacity = Resources(0, 0, 0)  # of every node in the model
         self._steps = (np.array([NEVER], dtype=np.int64), np.zeros((3, 1), dtype=np.int64))
-        self._journal.extend((allocation, -1) for allocation in model.holders().values())
-        self.sync()
+        self._journal.extend((allocation, -1) for allocation in self.model.holders().values())
 
     def sync(self) -> None:
         """Take in every allocation taken or given back, and every node added, since the last sync."""
+        if self._journal.lapsed:
+            self._start_afresh()
         changes: list[tuple[Millis, int, int, int]] = []
         for allocation, sign in self._journal:
             _free_changes(allocation, sign, changes)
         self._journal.clear()
         if changes:
             self._merge(np.array(changes, dtype=np.int64).T)
-        model = self._model
+        model = self.model
         self.capacity = sum((model.capacity_of(n) for n in model.nodes()), Resources(0, 0, 0))
         base = np.array(self.capacity.as_tuple(), dtype=np.int64)[:, None]
         levels = np.concatenate([base, base + np.cumsum(self._deltas, axis=1)], axis=1)

@@ -119,6 +119,19 @@ class CapacityStep:
     used: Resources
 
 
+@dataclass(frozen=True, slots=True)
+class CapacityReport:
+    """Capacity over [start, end) in steps: the cluster's (and, where asked, each node's),
+    with the size each is out of."""
+
+    start: Millis
+    end: Millis
+    step: Millis
+    size: Resources  # of the whole cluster
+    steps: tuple[CapacityStep, ...]
+    nodes: Mapping[str, tuple[Resources, tuple[CapacityStep, ...]]] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------- from the aggregates
 
 def offer_view(offer: Mapping[str, Any]) -> OfferView:

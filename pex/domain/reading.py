@@ -13,12 +13,14 @@ from uuid import UUID
 
 from pex.domain.aggregates import Instance, Reservation
 from pex.domain.clock import Millis
-from pex.domain.errors import NotFound
+from pex.domain.capacity import ClusterTimeline
+from pex.domain.errors import InvalidField, NotFound
 from pex.domain.orders import Operation, VMOrder, domain_name
 from pex.domain.listing import Listing
-from pex.domain.read_models import InstanceView, ReservationView, instance_view, reservation_view
+from pex.domain.read_models import CapacityReport, CapacityStep, InstanceView, ReservationView, instance_view, reservation_view
 from pex.domain.sizes import InstanceType, Resources
 from pex.domain.statuses import InstanceStatus
+from pex.domain.usage import MOST_STEPS, capacity_steps, step_bounds, step_count
 
 if TYPE_CHECKING:
     from pex.domain.application import OpenPEX
@@ -29,6 +31,7 @@ Visible = TypeVar("Visible", Reservation, Instance)
 class Reading:
     def __init__(self, app: OpenPEX) -> None:
         self.app = app
+        self._timeline: ClusterTimeline | None = None
 
     def reservation(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
         return self.view_of(self.visible_reservation(reservation_id, userid, is_admin))
@@ -52,6 +55,38 @@ class Reading:
         chosen = listing.select(instances.keys(), instances, "instance",
                                 lambda i: (is_admin or i.userid == userid) and listing.keeps(i.status, i.start, i.end))
         return [instance_view(instance) for instance in chosen]
+
+    def capacity(self, start: Millis, end: Millis, step: Millis, node: str | None = None) -> list[CapacityStep]:
+        """Capacity per step of [start, end), of the cluster or of one node (usage.capacity_steps)."""
+        if not (start < end and step > 0 and step_count(start, end, step) <= MOST_STEPS):
+            raise InvalidField("step", f"must divide the period into 1 to {MOST_STEPS} steps")
+        if node is not None and node not in self.app.view.nodes:
+            raise NotFound(f"no node {node!r}")
+        return capacity_steps(self.app.capacity, self._cluster() if node is None else None, node,
+                              step_bounds(start, end, step))
+
+    def capacity_report(self, start: Millis, end: Millis, step: Millis, *, nodes: Collection[str] = (),
+                        most: int = MOST_STEPS) -> CapacityReport:
+        """The cluster's capacity per step, and each of `nodes`'s; at most `most` steps in all."""
+        if end <= start:
+            raise InvalidField("period", "ends before it starts")
+        if step > 0 and step_count(start, end, step) * (1 + len(nodes)) > most:
+            raise InvalidField("step", f"asks for more than {most} steps in all: ask for a longer step, a shorter "
+                                       "period or fewer nodes")
+        cluster = self.capacity(start, end, step)
+        model = self.app.capacity
+        return CapacityReport(start, end, step, self._cluster().capacity, tuple(cluster),
+                              {name: (model.capacity_of(name), tuple(self.capacity(start, end, step, name)))
+                               for name in nodes})
+
+    def _cluster(self) -> ClusterTimeline:
+        """The cluster's timeline, kept in step with the capacity model as it is asked (and made
+        afresh for a model rebuilt from the store)."""
+        if self._timeline is None or self._timeline.model is not self.app.capacity:
+            self._timeline = ClusterTimeline(self.app.capacity)
+        else:
+            self._timeline.sync()
+        return self._timeline
 
     def capacity_timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
         """A node's free capacity from `start` to `end`: (instant, free from then on) steps."""

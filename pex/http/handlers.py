@@ -22,6 +22,7 @@ from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_lat
 from pex.http.wire import (
     UUID_PATTERN,
     listing_in,
+    period_in,
     quota_in,
     parse_json,
     proposal_in,
@@ -58,6 +59,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{BASE}/instances/{{vm_id}}", instance),
         web.put(f"{BASE}/instances/{{vm_id}}/{{operation:stop|start|reboot}}", operate),
         web.delete(f"{BASE}/instances/{{vm_id}}", delete_instance),
+        web.get(f"{BASE}/capacity", capacity),
         web.get(f"{BASE}/nodes", nodes),
         web.post(f"{BASE}/nodes", add_node),
         web.get(f"{BASE}/nodes/{{name}}", node),
@@ -263,6 +265,30 @@ async def _operate(request: web.Request, operation: Operation) -> web.Response:
     done = await ask_manager_later(request, lambda manager: manager.operate(vm_id, username, operation,
                                                                             is_admin=is_admin))
     return reply(presenters.instance(done))
+
+
+# ---------------------------------------------------------------------- capacity
+
+MOST_CAPACITY_STEPS = 20_000  # steps one answer may hold, the cluster's and the nodes' together
+
+
+async def capacity(request: web.Request) -> web.Response:
+    """The cluster's capacity over a period, per step; the admin also sees every node's (or
+    the one `node` names)."""
+    start, end, step = period_in(request.query)
+    named = request.query.get("node")
+    user = principal(request)
+    if named is not None and not user.is_admin:
+        raise Forbidden("only the administrator sees single nodes")
+    if not user.is_admin:
+        nodes: list[str] = []
+    elif named is not None:
+        nodes = [named]
+    else:
+        nodes = [found.name for found in await ask(request, lambda allocator: allocator.app.catalogue.nodes())]
+    report = await ask(request, lambda allocator: allocator.capacity(start, end, step, nodes=nodes,
+                                                                     most=MOST_CAPACITY_STEPS))
+    return reply(presenters.capacity_report(report))
 
 
 # ---------------------------------------------------------------------- nodes (admin)

@@ -20,7 +20,7 @@ from typing import Any
 from pex.actors.reservation_manager import SERVICE_KEYS
 from pex.domain.catalogue import NAME_PATTERN, RESERVED_USERNAMES, URI_PATTERN
 from pex.domain.listing import LONGEST_PAGE
-from pex.domain.statuses import InstanceStatus
+from pex.domain.statuses import InstanceStatus, NodeStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
@@ -213,12 +213,27 @@ SCHEMAS: dict[str, Any] = {
             "node": {"type": "string", "description": "empty when its node was lost and no other had room"},
             "startTime": TIME_OUT, "endTime": TIME_OUT, "ipAddress": {"type": "null"},
             "reason": {"type": "string"}}},
+    "Size": {"type": "object", "additionalProperties": False, "required": ["cpus", "memoryMB", "diskGB"],
+             "properties": {"cpus": {"type": "integer"}, "memoryMB": {"type": "integer"}, "diskGB": {"type": "integer"}}},
+    "CapacityStep": {
+        "type": "object", "additionalProperties": False, "required": ["from", "to", "free", "used"],
+        "description": "the least free and the most used at any instant of [from, to); offers' holds count",
+        "properties": {"from": TIME_OUT, "to": TIME_OUT, "free": _ref("Size"), "used": _ref("Size")}},
+    "CapacityOverTime": {
+        "type": "object", "additionalProperties": False, "required": ["size", "steps"],
+        "properties": {"size": _ref("Size"), "steps": _list("CapacityStep")}},
+    "CapacityReport": {
+        "type": "object", "additionalProperties": False, "required": ["from", "to", "step", "cluster"],
+        "properties": {"from": TIME_OUT, "to": TIME_OUT, "step": {"type": "integer", "minimum": 60_000},
+                       "cluster": _ref("CapacityOverTime"),
+                       "nodes": {"type": "object", "additionalProperties": _ref("CapacityOverTime"),
+                                 "description": "each node's (the admin only)"}}},
     "Node": {
         "type": "object", "additionalProperties": False,
         "required": ["name", "uri", "status", "cpus", "memoryMB", "diskGB"],
         "properties": {
             "name": {"type": "string"}, "uri": {"type": "string"},
-            "status": {"type": "string", "enum": ["UP", "DOWN", "DRAINED"]},
+            "status": {"type": "string", "enum": [status.value for status in NodeStatus]},
             "cpus": {"type": "integer"}, "memoryMB": {"type": "integer"}, "diskGB": {"type": "integer"},
             "load": {"type": "object", "additionalProperties": False,
                      "description": "the latest poll of the host (extension); null where the hypervisor does not say",
@@ -353,12 +368,12 @@ def _op(operation_id: str, method: str, summary: str, status: str, schema: dict[
         body: str | None = None, public: bool = False, throttled: bool = False, admin: bool = False, path: bool = False,
         conflict: bool = False, hypervisor: bool = False, actors: bool = True, headers: tuple[str, ...] = (),
         links: dict[str, Any] | None = None, description: str | None = None,
-        query: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        query: list[dict[str, Any]] | None = None, forbidden: bool = False) -> dict[str, Any]:
     """An operation with every status it can answer: what it does, and what anything it passes
     through (authentication, content types, cross-origin rules, body limits, actors) can."""
     unsafe = method in ("post", "put", "delete")
     errors = {
-        "400": body is not None or bool(query), "401": not public, "403": admin or unsafe, "404": path, "409": conflict,
+        "400": body is not None or bool(query), "401": not public, "403": admin or unsafe or forbidden, "404": path, "409": conflict,
         "413": body is not None, "415": unsafe, "429": throttled or not public, "502": hypervisor, "503": actors,
         "504": actors,
     }
@@ -395,6 +410,18 @@ def _listing(statuses: list[str]) -> list[dict[str, Any]]:
         {"name": "from", "in": "query", "schema": period, "description": "only those that end after this time"},
         {"name": "to", "in": "query", "schema": period, "description": "only those that start before this time"},
     ]
+
+
+def _period() -> list[dict[str, Any]]:
+    """A question about capacity over time (pex.http.wire.period_in)."""
+    times = [p for p in _listing([]) if p["name"] in ("from", "to")]
+    times[0]["description"] = "the period's start (default: now)"
+    times[1]["description"] = "its end (default: a day after the start)"
+    return [*times,
+            {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 60_000, "maximum": 999_999_999_999},
+             "description": "milliseconds (default an hour); at most 20,000 steps in an answer, nodes' included"},
+            {"name": "node", "in": "query", "schema": {"type": "string", "pattern": NAME},
+             "description": "one node's (the admin only; 403 for others, 404 if there is none)"}]
 
 
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
@@ -500,6 +527,10 @@ PATHS: dict[str, Any] = {
         "put": _op(operation_id, "put", summary, "200", _ref("Instance"), path=True, conflict=True, hypervisor=True,
                    links={"GetInstance": _link("getInstance", vm_id="$request.path.vm_id")})}
        for verb, (operation_id, summary) in _INSTANCE_VERBS.items()},
+    "/OpenPEX/capacity": {
+        "get": _op("getCapacity", "get", "The cluster's capacity over a period, per step (the admin also sees each "
+                   "node's, or the one `node` names)", "200", _ref("CapacityReport"), path=True,
+                   query=_period(), forbidden=True)},
     "/OpenPEX/nodes": {
         "get": _op("listNodes", "get", "Hypervisor hosts (admin)", "200", _list("Node"), admin=True,
                    links=_node_links("$response.body#/0/name")),

@@ -15,6 +15,7 @@ from pex.domain.read_models import (
     AccountUsage,
     AccountView,
     Answer,
+    CapacityReport,
     CapacityStep,
     InstanceView,
     NodeView,
@@ -125,6 +126,17 @@ def account_usage(found: AccountUsage) -> Body:
 def capacity_step(step: CapacityStep) -> Body:
     return {"from": format_time(step.start), "to": format_time(step.end),
             "free": resources(step.free), "used": resources(step.used)}
+
+
+def capacity_report(report: CapacityReport) -> Body:
+    """The cluster's capacity over time (and each node's, where asked): per step the least
+    free and the most used at any instant in it."""
+    body: Body = {"from": format_time(report.start), "to": format_time(report.end), "step": report.step,
+                  "cluster": {"size": resources(report.size), "steps": [capacity_step(s) for s in report.steps]}}
+    if report.nodes:
+        body["nodes"] = {name: {"size": resources(size), "steps": [capacity_step(s) for s in steps]}
+                         for name, (size, steps) in report.nodes.items()}
+    return body
 
 
 def error(refused: DomainError) -> tuple[Body, int | None]:

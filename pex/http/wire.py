@@ -357,3 +357,16 @@ def quota_in(body: Any) -> dict[str, Any]:
         if name not in names:
             raise AsSent(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}")
     return {DOMAIN_NAMES[name]: value for name, value in body.items()}
+
+
+def period_in(query: MultiMapping[str]) -> tuple[Millis | None, Millis | None, Millis]:
+    """`from`, `to` (times; left out: the service's now, and a day after `from`) and `step`
+    (milliseconds, default an hour) of a question about capacity over time."""
+    start = _query_time("from", query["from"]) if "from" in query else None
+    end = _query_time("to", query["to"]) if "to" in query else None
+    step = query.get("step", str(HOUR))
+    if not re.fullmatch(r"[0-9]{1,12}", step) or int(step) < MINUTE:
+        raise AsSent("step", f"must be milliseconds, at least {MINUTE} (a minute)")
+    if start is not None and end is not None and end <= start:
+        raise AsSent("to", "must be after from")
+    return start, end, int(step)

@@ -81,3 +81,57 @@ async def test_bad_paging_and_filters_are_400_naming_the_parameter(client):
     assert mine_after.status == 200 and await mine_after.json() == []
     admin = await client.get(f"/OpenPEX/reservations?after={bobs}", headers=ADMIN)
     assert [r["id"] for r in await admin.json()] == [mine]  # the admin's list holds everyone's
+
+
+# ---------------------------------------------------------------------- capacity over time
+
+async def test_a_user_sees_the_clusters_capacity_per_step_counting_offers_and_bookings(client):
+    alice = await register(client, "alice")
+    held = await propose(client, alice, numInstancesFixed=3)  # SMALL: 1 CPU, 768 MB, 10 GB; T0+1h for 1h
+    response = await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}&step={HOUR}", headers=alice)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert set(body) == {"from", "to", "step", "cluster"}, "a user sees the cluster, not its nodes"
+    assert body["cluster"]["size"] == {"cpus": 8, "memoryMB": 16384, "diskGB": 200}  # two hosts of 4 CPUs
+    steps = body["cluster"]["steps"]
+    assert [s["from"] for s in steps] == [format_time(T0 + h * HOUR) for h in range(3)]
+    assert [s["used"]["cpus"] for s in steps] == [0, 3, 0], "the open offer holds its capacity"
+    assert steps[1]["used"] == {"cpus": 3, "memoryMB": 3 * 768, "diskGB": 30}
+    assert steps[1]["free"] == {"cpus": 5, "memoryMB": 16384 - 3 * 768, "diskGB": 170}
+    # A step that only touches the booking counts it; a shorter last step ends at `to`.
+    part = await (await client.get(f"/OpenPEX/capacity?from={T0 + HOUR // 2}&to={T0 + HOUR + 1}&step={HOUR // 2}",
+                                   headers=alice)).json()
+    assert [s["used"]["cpus"] for s in part["cluster"]["steps"]] == [0, 3]
+    assert part["cluster"]["steps"][-1]["to"] == format_time(T0 + HOUR + 1)
+    cancelled = await client.delete(f"/OpenPEX/reservations/{held}", headers=alice)
+    assert cancelled.status == 200
+    again = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}", headers=alice)).json()
+    assert [s["used"]["cpus"] for s in again["cluster"]["steps"]] == [0, 0, 0]
+
+
+async def test_the_admin_also_sees_each_node_or_one_and_defaults_are_now_a_day_an_hour(client):
+    alice = await register(client, "alice")
+    await propose(client, alice, numInstancesFixed=3)
+    every = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}", headers=ADMIN)).json()
+    assert set(every["nodes"]) == {"sim01", "sim02"}
+    per_node = [sum(s["used"]["cpus"] for s in node["steps"]) for node in every["nodes"].values()]
+    assert sum(per_node) == 3 and every["nodes"]["sim01"]["size"]["cpus"] == 4
+    one = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + HOUR}&node=sim02", headers=ADMIN)).json()
+    assert set(one["nodes"]) == {"sim02"}
+    plain = await (await client.get("/OpenPEX/capacity", headers=alice)).json()
+    assert plain["from"] == format_time(T0) and plain["to"] == format_time(T0 + 24 * HOUR) and plain["step"] == HOUR
+    assert len(plain["cluster"]["steps"]) == 24
+
+
+async def test_bad_capacity_questions_are_a_400_403_or_404_naming_what_is_wrong(client):
+    alice = await register(client, "alice")
+    for query, field in [
+        ("step=0", "step"), ("step=59999", "step"), ("step=hour", "step"), ("from=soon", "from"),
+        (f"from={T0 + HOUR}&to={T0}", "to"), (f"to={T0 - HOUR}", "period"),
+        (f"from={T0}&to={T0 + 400 * 24 * HOUR}&step=60000", "step"),  # 576,000 steps
+    ]:
+        body = await expect_error(await client.get(f"/OpenPEX/capacity?{query}", headers=alice), 400)
+        assert body["field"] == field, (query, body)
+    await expect_error(await client.get("/OpenPEX/capacity?node=sim01", headers=alice), 403, "FORBIDDEN")
+    await expect_error(await client.get("/OpenPEX/capacity?node=sim09", headers=ADMIN), 404)
+    await expect_error(await client.get("/OpenPEX/capacity"), 401)

@@ -93,3 +93,23 @@ def test_a_sync_with_nothing_changed_keeps_the_timeline():
     before = timeline.least_free(bounds).tolist()
     timeline.sync()
     assert timeline.least_free(bounds).tolist() == before == [[12, 10, 12], [12288, 10752, 12288], [300, 280, 300]]
+
+
+def test_a_timeline_left_unsynced_too_long_is_dropped_by_the_model_and_starts_afresh(monkeypatch):
+    """The writer keeps no unbounded journal for a reader that asks seldom (an admin's chart)."""
+    import pex.domain.capacity as capacity
+
+    monkeypatch.setattr(capacity, "JOURNAL_LIMIT", 10)
+    model = CapacityModel(origin=0, bucket=7, horizon=100)
+    model.add_node("n0", CAPACITY)
+    timeline = ClusterTimeline(model)
+    small = InstanceType.SMALL.resources
+    for key in range(8):  # 16 journal entries at most: (held, released) each
+        model.hold(key, Allocation(small, (Share("n0", key, key + 5, 1),)))
+        if key % 2:
+            model.release(key)
+    assert timeline._journal.lapsed and len(timeline._journal) == 0, "dropped, and emptied"
+    timeline.sync()  # starts afresh from what is held now
+    bounds = np.array([0, 5, 10, 15], dtype=np.int64)
+    assert timeline.least_free(bounds).tolist() == ClusterTimeline(model).least_free(bounds).tolist()
+    assert not timeline._journal.lapsed
