@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pex.actors.system import System
 from pex.domain.errors import DomainError, NotFound
+from pex.domain.read_models import AccountView
 from pex.drivers.base import DriverError
 from pex.http import handlers, presenters
 from pex.http.auth import PasswordCheck, basic_credentials
@@ -92,12 +93,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     username, password = basic_credentials(request.headers.get("Authorization"))
 
-    async def account(name: str) -> dict[str, Any] | None:
+    async def account(name: str) -> tuple[AccountView, str] | None:
         try:
-            found, password_hash = await ask(request, lambda allocator: allocator.app.catalogue.password_hash(name))
+            return await ask(request, lambda allocator: allocator.app.catalogue.password_hash(name))
         except NotFound:
             return None
-        return {"username": found.username, "isAdmin": found.is_admin, "passwordHash": password_hash}
 
     request[PRINCIPAL] = await request.app[PASSWORDS].login(username, password, request.remote, account)
     return await handler(request)

@@ -42,6 +42,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pex.domain.clock import HOUR
 from pex.domain.errors import DomainError
 from pex.domain.quotas import QuotaExceeded, TokenBuckets
+from pex.domain.read_models import AccountView
 from pex.http import passwords as policy
 
 T = TypeVar("T")
@@ -296,10 +297,11 @@ class PasswordCheck:
             return False
 
     async def login(self, username: str, password: str, address: str | None,
-                    find_account: Callable[[str], Awaitable[dict[str, Any] | None]]) -> Principal:
+                    find_account: Callable[[str], Awaitable[tuple[AccountView, str] | None]]) -> Principal:
         """Who these credentials belong to; Unauthorized if they are wrong, TooManyAttempts (no
         hash spent) if this username or this address has failed too often of late, or has too
-        many logins in flight. `find_account` gives the stored account, or None."""
+        many logins in flight. `find_account` gives the stored account and its password hash,
+        or None."""
         self._may_try(username, address)  # before the cache: else a right guess would stand out
         who = self.remembered(username, password)
         if who is None:
@@ -307,7 +309,7 @@ class PasswordCheck:
             async with self._caller(address, limit=limit) as caller:
                 account = await find_account(username)
                 # An unknown user is checked against a decoy hash, so the answer takes as long.
-                stored = account["passwordHash"] if account else self._decoy
+                stored = account[1] if account else self._decoy
                 async with caller.hashing:
                     # Looked at again at its turn: the logins queued ahead of this one may have
                     # closed the door, or verified these very credentials.
@@ -320,7 +322,7 @@ class PasswordCheck:
                     self.throttle.failed(username.casefold(), address)
                     raise Unauthorized("wrong username or password")
                 # The account's own spelling: 'ALICE' logs in as alice, and sees alice's things.
-                who = Principal(account["username"], bool(account["isAdmin"]))
+                who = Principal(account[0].username, account[0].is_admin)
                 self._remember(username, who, password)
         self.throttle.succeeded(username.casefold())
         return who
