@@ -408,7 +408,8 @@ def _listing(statuses: list[str]) -> list[dict[str, Any]]:
          "schema": {"type": "array", "items": {"type": "string", "enum": statuses}, "minItems": 1},
          "description": f"only these statuses (comma-separated): {one.replace('|', ', ')}"},
         {"name": "from", "in": "query", "schema": period, "description": "only those that end after this time"},
-        {"name": "to", "in": "query", "schema": period, "description": "only those that start before this time"},
+        {"name": "to", "in": "query", "schema": period,
+         "description": "only those that start before this time; must be after `from` (else 400)"},
     ]
 
 
@@ -416,10 +417,11 @@ def _period() -> list[dict[str, Any]]:
     """A question about capacity over time (pex.http.wire.period_in)."""
     times = [p for p in _listing([]) if p["name"] in ("from", "to")]
     times[0]["description"] = "the period's start (default: now)"
-    times[1]["description"] = "its end (default: a day after the start)"
+    times[1]["description"] = "its end (default: a day after the start); after the start (else 400)"
     return [*times,
             {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 60_000, "maximum": 999_999_999_999},
-             "description": "milliseconds (default an hour); at most 20,000 steps in an answer, nodes' included"},
+             "description": "milliseconds (default an hour); at most 20,000 steps in an answer, nodes' included "
+                            "(else 400)"},
             {"name": "node", "in": "query", "schema": {"type": "string", "pattern": NAME},
              "description": "one node's (the admin only; 403 for others, 404 if there is none)"}]
 

@@ -21,12 +21,16 @@ import schemathesis
 # operationId -> (field, the start of the message) of the refusals the description explains.
 EXPLAINED_REFUSALS: dict[str, tuple[tuple[str, str], ...]] = {
     "register": (("password", "password: is too easy to guess"),),
-    "propose": (("endTime", "endTime: must be after startTime"),),
-    "replyToReservation": (("endTime", "endTime: must be after startTime"),),
+    "propose": (("endTime", "endTime: must be after the start"),),
+    "replyToReservation": (("endTime", "endTime: must be after the start"),),
     "addTemplate": tuple((field, f"{field}: {rule}") for field in ("kernel", "initrd")
                          for rule in ("must be a file in the image directory", "there is no file")),
     "addNode": (("uri", "uri: must be a file in the hosts directory"), ("uri", "uri: there is no file"),
                 ("uri", "uri: a simulated host is an .xml file")),
+    **{listing: (("to", "to: must be after from"), ("after", "after: is not a")) for listing in
+       ("listReservations", "listInstances")},
+    "getCapacity": (("to", "to: must be after from"), ("period", "period: ends before it starts"),
+                    ("step", "step: asks for more than")),
 }
 
 
