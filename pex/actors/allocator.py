@@ -30,6 +30,7 @@ from pex.actors.event_queue import EventQueue
 from pex.domain.clock import DAY, Clock, Millis
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
+from pex.drivers.base import NodeInfo
 from pex.domain.read_models import AccountUsage, Answer, CapacityReport, NodeView, ReservationView
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Allocator(CallableActor):
         self._armed: Millis | None = None
         self._settle_failed = False
         self._settling = False  # a settle ran in the open batch
-        self._loads: dict[str, dict[str, Any]] = {}  # latest load per host (NodeMonitor), not stored
+        self._loads: dict[str, NodeInfo] = {}  # latest load per host (NodeMonitor), not stored
         self._waiting: list[tuple[Call[Any, Any], Any, BaseException | None]] = []  # answers held until saved
 
     def on_stop(self) -> None:
@@ -157,7 +158,7 @@ class Allocator(CallableActor):
         end = start + DAY if end is None else end
         return self.app.read.capacity_report(start, end, step, nodes=nodes, most=most)
 
-    def note_load(self, name: str, load: dict[str, Any]) -> None:
+    def note_load(self, name: str, load: NodeInfo) -> None:
         self._loads[name] = load
 
     def node(self, name: str) -> NodeView:

@@ -22,7 +22,7 @@ from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.reconciling import SHUTTING_DOWN
-from pex.drivers.base import Driver, DriverError, NodeUnreachable, NoSuchVM, VMSpec, VMState
+from pex.drivers.base import Driver, DriverError, NodeInfo, NodeUnreachable, NoSuchVM, VMSpec, VMState
 
 if TYPE_CHECKING:
     from pex.actors.allocator import Allocator
@@ -257,13 +257,10 @@ class NodeActor(CallableActor):
             self._drop_if_lost(error)
             raise
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> NodeInfo:
         """What the host says of itself (for operators and the node monitor)."""
         try:
-            node = self._connect().node_info()
+            return self._connect().node_info()
         except DriverError as error:
             self._drop_if_lost(error)
             raise
-        return {"cpus": node.cpus, "memoryMB": node.memory_mb, "model": node.model, "runningVMs": node.running,
-                "usedCpus": node.used_cpus, "usedMemoryMB": node.used_memory_mb,
-                "freeMemoryMB": node.free_memory_mb, "cpuBusy": node.cpu_busy}

@@ -21,6 +21,7 @@ from pex.actors.calls import Call, CallableActor, ask_sync, tell
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.reservation_manager import ReservationManager
 from pex.actors.ticker import Ticker
+from pex.drivers.base import NodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class NodeMonitor(CallableActor):
         self._round = 0  # which poll an answer belongs to: a late answer must not count for a later poll
         self._waiting: dict[str, tuple[int, float]] = {}  # polled, not answered: name -> (round, sent at)
         self._last_poll = float("-inf")
-        self._loads: dict[str, dict[str, Any]] = {}
+        self._loads: dict[str, NodeInfo] = {}
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
@@ -79,16 +80,15 @@ class NodeMonitor(CallableActor):
 
             ref.tell(Call(lambda host: host.info(), answered))
 
-    def probed(self, name: str, round: int, info: dict[str, Any] | None, error: str | None) -> None:
+    def probed(self, name: str, round: int, info: NodeInfo | None, error: str | None) -> None:
         if self._waiting.get(name, (None, 0))[0] != round:
             return  # an answer to a probe already counted as failed
         del self._waiting[name]
-        if error is not None:
-            self._failed(name, error)
+        if error is not None or info is None:
+            self._failed(name, error or "no answer")
             return
-        self._loads[name] = info or {}
-        load = self._loads[name]
-        tell(self.allocator, lambda allocator: allocator.note_load(name, load))
+        self._loads[name] = info
+        tell(self.allocator, lambda allocator: allocator.note_load(name, info))
         if self._failures.pop(name, 0) >= FAILURES_FOR_DOWN or self._status(name) == "DOWN":
             log.info("node %s answers again", name)
             tell(self.manager, lambda manager: manager.node_up(name))
@@ -114,5 +114,5 @@ class NodeMonitor(CallableActor):
         except Exception:
             return None
 
-    def loads(self) -> dict[str, dict[str, Any]]:
+    def loads(self) -> dict[str, NodeInfo]:
         return dict(self._loads)

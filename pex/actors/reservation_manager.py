@@ -26,7 +26,7 @@ from pex.domain.errors import InvalidField, one_line
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.read_models import InstanceView, NodeView, ReservationView, TemplateView
 from pex.domain.sizes import DEFAULT_NODE, Resources
-from pex.drivers.base import DriverError
+from pex.drivers.base import DriverError, NodeInfo
 from pex.drivers.local_files import LocalFiles
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,11 @@ class ReservationManager(CallableActor):
         started = ask_sync(self.dispatcher, lambda dispatcher: dispatcher.add_node(name, uri))
         try:
             try:
-                info: dict[str, Any] | None = ask_sync(self._node_ref(name), lambda host: host.info())
+                info: NodeInfo | None = ask_sync(self._node_ref(name), lambda host: host.info())
             except DriverError as error:
                 info = None  # accepted, recorded DOWN, and UP once a poll gets an answer
                 log.warning("node %s cannot be reached (%s): registered DOWN", name, one_line(error))
-            reported = Resources(info["cpus"], info["memoryMB"], 0) if info is not None else None
+            reported = Resources(info.cpus, info.memory_mb, 0) if info is not None else None
             capacity = node_size(size, reported, self.default_node)
             reachable = info is not None
             return ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.register_node(

@@ -42,7 +42,7 @@ RESERVED_USERNAMES = frozenset({
 # over a transport or not. No query: its parameters (socket=, keyfile=, pkipath=, ...) would
 # name local files and sockets for libvirt to open.
 URI_PATTERN = re.compile(r"test:///[!-\"$->@-~]*|qemu(\+(ssh|libssh|libssh2|tcp|tls|unix))?://[!-\"$->@-~]*")
-NODE_SIZES = ("cpus", "memoryMB", "diskGB")  # what a node's size is given in (one of its fields each)
+NODE_SIZES = ("cpus", "memory_mb", "disk_gb")  # what a node's size is given in (one of its fields each)
 NodeChange = Literal["DOWN", "UP", "DRAINED", "UNDRAINED"]  # what an operator or a monitor records of a node
 
 
@@ -162,7 +162,7 @@ class Catalogue:
     def check_new_node(self, name: Any, uri: Any, size: Mapping[str, Any] | None = None) -> None:
         """Refuse a node's name, URI or size before anything connects to it: a well-formed name
         not taken, a libvirt URI of a driver OpenPEX speaks that no other node uses, and sizes
-        (cpus, memoryMB, diskGB: those given) that are positive integers below 2**31."""
+        (cpus, memory_mb, disk_gb: those given) that are positive integers below 2**31."""
         for field_name, value in (size or {}).items():
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
                 raise InvalidField(field_name, "must be a positive integer below 2**31")
@@ -212,11 +212,11 @@ class Catalogue:
 
 
 def node_size(given: Mapping[str, int], reported: Resources | None, default: Resources) -> Resources:
-    """A new node's size: what the admin gave (cpus, memoryMB, diskGB), else what the host
+    """A new node's size: what the admin gave (cpus, memory_mb, disk_gb), else what the host
     reported of its CPUs and memory (libvirt never reports disk), else `default`. A host that
     did not answer reports nothing, and is registered DOWN (`register_node(reachable=False)`)."""
     cpus, memory_mb = (reported.cpus, reported.memory_mb) if reported else (default.cpus, default.memory_mb)
-    return Resources(given.get("cpus", cpus), given.get("memoryMB", memory_mb), given.get("diskGB", default.disk_gb))
+    return Resources(given.get("cpus", cpus), given.get("memory_mb", memory_mb), given.get("disk_gb", default.disk_gb))
 
 
 def _host_key(uri: str) -> str:

@@ -78,7 +78,7 @@ class NodeView:
     uri: str
     status: NodeStatus
     capacity: Resources
-    load: Mapping[str, Any] | None = None  # what the host last said of its own load (not stored)
+    load: object | None = None  # what the host last said of its own load (the driver's; not stored)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from pex.domain.catalogue import NODE_SIZES, NodeChange
+from pex.domain.catalogue import NodeChange
 from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.listing import Listing
 from pex.domain.negotiation import Status
@@ -22,6 +22,7 @@ from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_lat
 from pex.http.wire import (
     UUID_PATTERN,
     listing_in,
+    node_size_in,
     period_in,
     quota_in,
     parse_json,
@@ -307,7 +308,7 @@ async def node(request: web.Request) -> web.Response:
 async def add_node(request: web.Request) -> web.Response:
     admin_only(request)
     body = await json_object(request)
-    size = {key: body[key] for key in NODE_SIZES if key in body}  # (checked before anything connects)
+    size = node_size_in(body)  # (checked before anything connects)
     name, uri = body.get("name"), body.get("uri")
     added = await ask_manager(request, lambda manager: manager.add_node(name, uri, size))
     return reply(presenters.node(added), status=201, headers={"Location": f"{BASE}/nodes/{added.name}"})

@@ -24,17 +24,12 @@ from pex.domain.read_models import (
 )
 from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
+from pex.drivers.base import NodeInfo
 from pex.http.auth import TooManyAttempts
-from pex.http.wire import AsSent, format_time
+from pex.http.wire import WIRE_NAMES, AsSent, format_time
 
 Body = dict[str, Any]
 
-# The domain's field names as the API writes them (the others are the same in both).
-WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional": "numInstancesOption",
-              "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
-              "open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
-              "proposals_per_minute": "proposalsPerMinute"}
-DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
 
 
 def proposal(terms: Terms) -> Body:
@@ -90,9 +85,15 @@ def instance(found: InstanceView) -> Body:
 
 def node(found: NodeView) -> Body:
     body: Body = {"name": found.name, "uri": found.uri, "status": found.status.value, **resources(found.capacity)}
-    if found.load is not None:
-        body["load"] = dict(found.load)
+    if isinstance(found.load, NodeInfo):
+        body["load"] = host_load(found.load)
     return body
+
+
+def host_load(load: NodeInfo) -> Body:
+    return {"cpus": load.cpus, "memoryMB": load.memory_mb, "model": load.model, "runningVMs": load.running,
+            "usedCpus": load.used_cpus, "usedMemoryMB": load.used_memory_mb, "freeMemoryMB": load.free_memory_mb,
+            "cpuBusy": load.cpu_busy}
 
 
 def resources(amount: Resources) -> Body:

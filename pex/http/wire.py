@@ -11,7 +11,8 @@ import re
 from datetime import date, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import fields
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,13 @@ from pex.domain.negotiation import LATEST_INSTANT, LATEST_START, TermsChange
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
 # case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
+# The domain's field names as the API writes them (the others are the same in both).
+WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional": "numInstancesOption",
+              "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
+              "open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
+              "proposals_per_minute": "proposalsPerMinute"}
+DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
+
 UUID_PATTERN = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 LARGEST_SIZE = 2**31 - 1
 
@@ -348,9 +356,7 @@ class AsSent(InvalidField):
 def quota_in(body: Any) -> dict[str, Any]:
     """An admin's quota change in the API's names (openOffers, ...) as the domain's, values as
     given (the domain judges them)."""
-    from pex.http.presenters import DOMAIN_NAMES, quota  # (the names the answers use)
-
-    names = list(quota(Quota()))
+    names = [WIRE_NAMES[f.name] for f in fields(Quota)]
     if not isinstance(body, dict) or not body:
         raise InvalidField("quota", f"must be an object with one or more of {', '.join(names)}")
     for name in body:
@@ -370,3 +376,9 @@ def period_in(query: MultiMapping[str]) -> tuple[Millis | None, Millis | None, M
     if start is not None and end is not None and end <= start:
         raise AsSent("to", "must be after from")
     return start, end, int(step)
+
+
+def node_size_in(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The size an admin gives a new node (cpus, memoryMB, diskGB: those given), in the
+    domain's names; the values are the domain's to judge."""
+    return {DOMAIN_NAMES.get(key, key): body[key] for key in ("cpus", "memoryMB", "diskGB") if key in body}

@@ -45,9 +45,9 @@ def test_a_host_that_fails_two_polls_is_down_and_comes_back_up_when_it_answers(s
     service.poll_nodes()
     eventually(lambda: node_status(service, "sim02") == "UP", what="UP once it answers")
     loads = service.system.node_monitor.proxy().loads().get()
-    assert loads["sim02"]["cpus"] == 4
+    assert loads["sim02"].cpus == 4
     shown = eventually(lambda: service.ask(lambda a: a.node("sim02")).load, what="the load in the node's view")
-    assert shown["runningVMs"] == 0 and shown["usedCpus"] == 0
+    assert shown.running == 0 and shown.used_cpus == 0
 
 
 def test_a_lost_hosts_running_vms_restart_elsewhere_and_its_future_bookings_move(service, hosts):
@@ -131,11 +131,14 @@ def test_the_vm_monitor_removes_a_vm_that_runs_past_its_reservation(service, hos
     service.manage(lambda m: m.cancel(rid, "alice"))
     eventually(lambda: hosts.domains() == {})
     # Someone starts it again by hand on the host.
-    from pex.drivers.base import VMSpec
+    from pex.drivers.base import NoSuchVM, VMSpec
 
     host = hosts.host(vm.node)
     host.define(VMSpec(domain_name(vm.id), 1, 768, 10))
-    host.start(domain_name(vm.id))
+    try:
+        host.start(domain_name(vm.id))
+    except NoSuchVM:  # libvirt's "defined" event woke the node, which removed it before it started
+        pass
     service.sweep_vms()
     eventually(lambda: hosts.domains() == {}, what="the VM removed by the monitor")
 

@@ -191,4 +191,4 @@ def test_a_nodes_size_is_what_was_given_else_what_the_host_reports_else_the_defa
     default = Resources(8, 16384, 200)
     assert node_size({}, None, default) == default
     assert node_size({}, Resources(32, 65536, 0), default) == Resources(32, 65536, 200)
-    assert node_size({"cpus": 4, "diskGB": 50}, Resources(32, 65536, 0), default) == Resources(4, 65536, 50)
+    assert node_size({"cpus": 4, "disk_gb": 50}, Resources(32, 65536, 0), default) == Resources(4, 65536, 50)
