@@ -87,6 +87,12 @@ def wait_up(port: int, process: subprocess.Popen[bytes], path: str = "/OpenPEX/h
 
 
 def request(port: int, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None) -> Any:
+    return answer(port, method, path, body, auth)[0]
+
+
+def answer(port: int, method: str, path: str, body: Any = None,
+           auth: tuple[str, str] | None = None) -> tuple[Any, str | None]:
+    """The JSON body and the Link header (the next page of a list) of one request."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
                                  data=json.dumps(body).encode() if body is not None else None)
     if auth:
@@ -94,7 +100,18 @@ def request(port: int, method: str, path: str, body: Any = None, auth: tuple[str
     if body is not None:
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=120) as response:
-        return json.loads(response.read())
+        link = response.headers.get("Link")
+        return json.loads(response.read()), link[1:link.index(">")] if link else None
+
+
+def every_page(port: int, path: str, auth: tuple[str, str]) -> list[Any]:
+    """Every item of a list, following its pages."""
+    items: list[Any] = []
+    following: str | None = path
+    while following:
+        page, following = answer(port, "GET", following, auth=auth)
+        items += page
+    return items
 
 
 def ms(text: str) -> float:
@@ -169,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         request(port, "GET", "/OpenPEX/types", auth=("bench", PASSWORD))  # verify once; later calls hit the cache
         openpex = run_wrk(port, script, args.seconds, args.connections, load_core)
         replies: dict[str, int] = {}
-        for reservation in request(port, "GET", "/OpenPEX/reservations", auth=("bench", PASSWORD)):
+        for reservation in every_page(port, "/OpenPEX/reservations", ("bench", PASSWORD)):
             replies[reservation["status"]] = replies.get(reservation["status"], 0) + 1
     finally:
         stop(server)
