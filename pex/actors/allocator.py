@@ -48,8 +48,9 @@ class Allocator(CallableActor):
         self.event_queue = event_queue
         self.manager: pykka.ActorRef[ReservationManager] | None = None
         self._armed: Millis | None = None
-        self._settle_failed = False
+        self._retry_at: Millis | None = None  # a settle failed: not again before this instant
         self._settling = False  # a settle ran in the open batch
+        self._settled = False  # ... and carried out all it had to
         self._loads: dict[str, NodeInfo] = {}  # latest load per host (NodeMonitor), not stored
         self._waiting: list[tuple[Call[Any, Any], Any, BaseException | None]] = []  # answers held until saved
 
@@ -87,7 +88,9 @@ class Allocator(CallableActor):
             answer_all(waiting)
         if self._settling:
             self._settling = False
-            self._settle_failed = self._settle_failed or not saved
+            # Fixed once, when it fails: re-armed after every batch, `now + RETRY` would keep
+            # moving away under steady traffic and the retry would never come.
+            self._retry_at = None if self._settled and saved else self.clock.now() + RETRY
         self._rearm()  # what falls due next, from the view itself (cheap: three sorted heads)
 
     def attach(self, manager: pykka.ActorRef[ReservationManager]) -> None:
@@ -103,8 +106,8 @@ class Allocator(CallableActor):
             due = self.app.lifecycle.next_due()
         except Exception:  # the view is being rebuilt: try again shortly
             due = self.clock.now() + RETRY
-        if due is not None and due <= self.clock.now() and self._settle_failed:
-            due = self.clock.now() + RETRY  # overdue because settling failed: retry, not spin
+        if due is not None and self._retry_at is not None and due < self._retry_at:
+            due = self._retry_at  # overdue because settling failed: retry, not spin
         if due == self._armed:
             return
         self._armed = due
@@ -137,9 +140,9 @@ class Allocator(CallableActor):
         is spent, whatever happens; a settle that fails, or whose batch is not saved, is
         retried after RETRY rather than at once."""
         self._armed = None
-        self._settle_failed, self._settling = True, True
+        self._settling, self._settled = True, False
         orders = self.app.lifecycle.settle(self.clock.now())
-        self._settle_failed = False
+        self._settled = True
         return orders
 
     def accounts(self) -> list[AccountUsage]:

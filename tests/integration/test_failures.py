@@ -43,6 +43,35 @@ def test_a_settle_whose_save_fails_is_retried_and_the_vms_still_start(tmp_path, 
         service.stop()
 
 
+def test_a_failed_settle_is_retried_on_time_under_steady_traffic(tmp_path, clock, monkeypatch):
+    """Every batch re-arms the timer: the retry's instant is fixed when the settle fails, or
+    steady traffic would keep pushing it a second further away."""
+    service = Service(tmp_path, clock)
+    try:
+        book(service, "alice", start=T0 + HOUR, duration=HOUR)
+        original, failures = service.app.save, []
+
+        def failing_once(*objs):
+            if not failures:
+                failures.append(1)
+                raise OSError("disk full")
+            return original(*objs)
+
+        monkeypatch.setattr(service.app, "save", failing_once)
+        service.advance_to(T0 + HOUR)
+        eventually(lambda: failures, what="the failing save")
+        retry = eventually(lambda: ask_sync(service.system.event_queue, lambda queue: queue.pending()).get("settle"))
+        for tick in range(1, 4):  # a request every 400 ms meanwhile
+            clock.set(T0 + HOUR + tick * 400)
+            service.ask(lambda a: a.app.read.reservations("alice"))
+            pending = ask_sync(service.system.event_queue, lambda queue: queue.pending())
+            assert pending.get("settle", retry) <= retry, "the retry was pushed back"
+        service.fire()
+        eventually(lambda: statuses(service, "alice") == ["RUNNING"], what="the retried start")
+    finally:
+        service.stop()
+
+
 def test_an_unreachable_host_fails_only_its_own_orders(tmp_path, clock, hosts):
     hosts.unreachable.add("sim01")
     service = Service(tmp_path, clock, connect=hosts.connect)
