@@ -28,6 +28,7 @@ from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
 from pex.domain.clock import DAY, Clock, Millis
+from pex.domain.errors import InvalidField
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
 from pex.drivers.base import NodeInfo
@@ -159,6 +160,8 @@ class Allocator(CallableActor):
         """Capacity per step from `start` (default: now) to `end` (default: a day after it)."""
         start = self.clock.now() if start is None else start
         end = start + DAY if end is None else end
+        if end <= start:  # (only with `from` left out: the API checks them given together)
+            raise InvalidField("to", "must be after from, which is now if left out", as_given=True)
         return self.app.read.capacity_report(start, end, step, nodes=nodes, most=most)
 
     def note_load(self, name: str, load: NodeInfo) -> None:

@@ -140,8 +140,8 @@ async def ask_async(ref: pykka.ActorRef[A], run: Callable[[A], T], *, alone: boo
     return await asyncio.wait_for(future, ASK_TIMEOUT)
 
 
-async def ask_passed_on(ref: pykka.ActorRef[A], run: Callable[[A], Later[T]]) -> T:
-    """As ask_async, for a command whose answer another actor sends (it returns LATER)."""
+async def ask_passed_on(ref: pykka.ActorRef[A], run: Callable[[A], T | Later[T]]) -> T:
+    """As ask_async, for a command whose answer another actor may send (it returns LATER)."""
     answer: Any = await ask_async(ref, run)
     return answer  # type: ignore[no-any-return]  # (the T of Later[T], sent by whoever finished it)
 

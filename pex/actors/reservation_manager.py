@@ -107,13 +107,17 @@ class ReservationManager(CallableActor):
         self._dispatch(orders)
         return cancelled
 
-    def operate(self, vm_id: Any, userid: str, operation: Operation, *, is_admin: bool = False) -> Later[InstanceView]:
+    def operate(self, vm_id: Any, userid: str, operation: Operation, *,
+                is_admin: bool = False) -> InstanceView | Later[InstanceView]:
         """A user's operation on one VM, checked by the Allocator and answered by its
-        NodeActor once the outcome is recorded."""
+        NodeActor once the outcome is recorded (LATER)."""
         assert self.answering is not None
         reply = self.answering.reply
         order = ask_sync(self.allocator, lambda allocator: allocator.app.operations.order(
             vm_id, userid, operation, is_admin=is_admin))
+        if not order.node:  # a deleted instance that no node had room for: no VM to remove
+            return ask_sync(self.allocator, lambda allocator: allocator.app.read.instance(vm_id, userid,
+                                                                                         is_admin=is_admin))
         self._dispatch([order], reply)
         return LATER
 

@@ -701,8 +701,9 @@ class Journal(list[tuple["Allocation", int]]):
 
 class ClusterTimeline:
     """The whole cluster's free capacity as one step function, for readers who ask about many
-    instants at once (pex.query): summing 1,000 node profiles for every question would cost a
-    pass over every node, so this keeps one merged list of the instants the total changes at.
+    instants at once (pex.query, GET /OpenPEX/capacity): summing 1,000 node profiles for every
+    question would cost a pass over every node, so this keeps one merged list of the instants
+    the total changes at.
 
     It follows the model's journal (CapacityModel.follow), so bringing it up to date costs what
     changed since, not what is held. `sync` before asking, once the model has changed.

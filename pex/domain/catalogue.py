@@ -127,12 +127,15 @@ class Catalogue:
         spec = {} if spec is None else spec
         if not isinstance(spec, Mapping):
             raise InvalidField("spec", "must be a JSON object")
-        for key, value in spec.items():
-            check_text("template field", key, longest=64)
-            if isinstance(value, str):
-                check_text(key, value, longest=4096)
-            elif not (value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**31)):
-                raise InvalidField(key, "must be a string, a small integer, true, false or null")
+        try:
+            for key, value in spec.items():
+                check_text("template field", key, longest=64)
+                if isinstance(value, str):
+                    check_text(key, value, longest=4096)
+                elif not (value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**31)):
+                    raise InvalidField(key, "must be a string, a small integer, true, false or null")
+        except InvalidField as refused:  # a template's fields are its author's names
+            raise InvalidField(refused.field, refused.reason, as_given=True) from None
         if spec.get("kind") == "kernel":
             for key in ("kernel", "initrd", "cmdline"):
                 if spec.get(key) is not None and not (isinstance(spec[key], str) and spec[key]):

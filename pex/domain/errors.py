@@ -23,10 +23,13 @@ class InvalidField(DomainError):
 
     code = "INVALID_FIELD"
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, as_given: bool = False) -> None:
         super().__init__(f"{field}: {reason}")
-        self.field = field  # in the domain's words (pex/http/presenters.py names it as a client did)
+        # In the domain's words, which pex/http/presenters.py names as the API does; or, where
+        # `as_given`, a name the caller chose (a template's own field), shown as it came.
+        self.field = field
         self.reason = reason
+        self.as_given = as_given
 
 
 class NotFound(DomainError):

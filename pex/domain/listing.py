@@ -50,7 +50,7 @@ class Listing:
         for i in ids:
             if i == self.after:
                 return ids
-        raise InvalidField("after", f"is not a {what} of this list")
+        raise InvalidField("after", f"is not an item of this list of {what}s")
 
 
 def statuses_named(names: Collection[str], known: Collection[str], field: str = "status") -> frozenset[str]:

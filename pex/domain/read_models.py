@@ -3,7 +3,7 @@
 Commands and queries of the application, and `pex.query`, return these, never aggregates or
 wire shapes: times are epoch milliseconds, statuses are enums, terms are `Terms`. The paper's
 JSON (camelCase names, RFC 1123 times) is made from them in `pex/http/presenters.py`. An
-account's password hash is not here: only the authenticator reads it (`OpenPEX.password_hash`).
+account's password hash is not here: only the authenticator reads it (`Catalogue.password_hash`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ reported as missing, not forbidden: ids reveal nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -49,11 +49,13 @@ class Reading:
         return instance_view(self.visible_instance(vm_id, userid, is_admin))
 
     def instances(self, userid: str, *, is_admin: bool = False, listing: Listing = Listing()) -> list[InstanceView]:
-        """The caller's instances (all, for the admin) in the order they were planned, as
-        `listing` selects them."""
-        instances = self.app.view.instances
-        chosen = listing.select(instances.keys(), instances, "instance",
-                                lambda i: (is_admin or i.userid == userid) and listing.keeps(i.status, i.start, i.end))
+        """The caller's instances (all, for the admin), those of each reservation together in
+        the order the reservations were made, as `listing` selects them. A cursor must be one
+        of the caller's own: someone else's is refused exactly as a missing one."""
+        view = self.app.view
+        reservations = view.reservations.keys() if is_admin else view.reservations_of.get(userid, ())
+        ids: Iterable[UUID] = (i for rid in reservations for i in view.instances_of.get(rid, ()))
+        chosen = listing.select(ids, view.instances, "instance", lambda i: listing.keeps(i.status, i.start, i.end))
         return [instance_view(instance) for instance in chosen]
 
     def capacity(self, start: Millis, end: Millis, step: Millis, node: str | None = None) -> list[CapacityStep]:
@@ -69,7 +71,7 @@ class Reading:
                         most: int = MOST_STEPS) -> CapacityReport:
         """The cluster's capacity per step, and each of `nodes`'s; at most `most` steps in all."""
         if end <= start:
-            raise InvalidField("period", "ends before it starts")
+            raise InvalidField("end", "must be after the start")
         if step > 0 and step_count(start, end, step) * (1 + len(nodes)) > most:
             raise InvalidField("step", f"asks for more than {most} steps in all: ask for a longer step, a shorter "
                                        "period or fewer nodes")

@@ -1,5 +1,6 @@
-"""REST handlers for /OpenPEX (DESIGN §8, the paper's Table 2): JSON in, a call on the
-ReservationManager, JSON out in the paper's names."""
+"""REST handlers for /OpenPEX (DESIGN §8, the paper's Table 2): JSON in (wire.py), a typed call
+on the Allocator (negotiation, queries, the catalogue) or the ReservationManager (what needs the
+hypervisors too), JSON out in the paper's names (presenters.py)."""
 
 from __future__ import annotations
 
@@ -274,18 +275,14 @@ MOST_CAPACITY_STEPS = 20_000  # steps one answer may hold, the cluster's and the
 
 
 async def capacity(request: web.Request) -> web.Response:
-    """The cluster's capacity over a period, per step; the admin also sees every node's (or
-    the one `node` names)."""
+    """The cluster's capacity over a period, per step; the admin may also ask for nodes' own
+    (`node=NAME`, repeated or comma-separated, or `node=*` for every node)."""
     start, end, step = period_in(request.query)
-    named = request.query.get("node")
-    user = principal(request)
-    if named is not None and not user.is_admin:
+    named = [name for given in request.query.getall("node", []) for name in given.split(",")]
+    if named and not principal(request).is_admin:
         raise Forbidden("only the administrator sees single nodes")
-    if not user.is_admin:
-        nodes: list[str] = []
-    elif named is not None:
-        nodes = [named]
-    else:
+    nodes = named
+    if "*" in named:
         nodes = [found.name for found in await ask(request, lambda allocator: allocator.app.catalogue.nodes())]
     report = await ask(request, lambda allocator: allocator.capacity(start, end, step, nodes=nodes,
                                                                      most=MOST_CAPACITY_STEPS))

@@ -398,7 +398,8 @@ def _listing(statuses: list[str]) -> list[dict[str, Any]]:
     one = "|".join(statuses)
     period = {"anyOf": [{"type": "string", "pattern": _anchored(RFC1123_IN["endTime"])},
                         {"type": "string", "pattern": _anchored(ISO8601_IN["endTime"])},
-                        {"type": "string", "pattern": "^[0-9]{1,15}$", "description": "epoch milliseconds"}]}
+                        {"type": "string", "pattern": "^[0-9]{1,15}$",
+                         "description": f"epoch milliseconds, at most {LATEST_INSTANT} (else 400)"}]}
     return [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LONGEST_PAGE},
          "description": f"items in the page (default and most: {LONGEST_PAGE})"},
@@ -422,8 +423,10 @@ def _period() -> list[dict[str, Any]]:
             {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 60_000, "maximum": 999_999_999_999},
              "description": "milliseconds (default an hour); at most 20,000 steps in an answer, nodes' included "
                             "(else 400)"},
-            {"name": "node", "in": "query", "schema": {"type": "string", "pattern": NAME},
-             "description": "one node's (the admin only; 403 for others, 404 if there is none)"}]
+            {"name": "node", "in": "query", "style": "form", "explode": False,
+             "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": f"{NAME}|^[*]$"}},
+             "description": "also these nodes' own (comma-separated; `*`: every node; the admin only: 403 for "
+                            "others, 404 for a node there is not)"}]
 
 
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
@@ -530,8 +533,9 @@ PATHS: dict[str, Any] = {
                    links={"GetInstance": _link("getInstance", vm_id="$request.path.vm_id")})}
        for verb, (operation_id, summary) in _INSTANCE_VERBS.items()},
     "/OpenPEX/capacity": {
-        "get": _op("getCapacity", "get", "The cluster's capacity over a period, per step (the admin also sees each "
-                   "node's, or the one `node` names)", "200", _ref("CapacityReport"), path=True,
+        "get": _op("getCapacity", "get", "The cluster's capacity over a period, per step, as held now (bookings and "
+                   "open offers; a past period shows only what is still held); the admin may also ask for nodes' "
+                   "own", "200", _ref("CapacityReport"), path=True,
                    query=_period(), forbidden=True)},
     "/OpenPEX/nodes": {
         "get": _op("listNodes", "get", "Hypervisor hosts (admin)", "200", _list("Node"), admin=True,

@@ -26,7 +26,7 @@ from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
 from pex.drivers.base import NodeInfo
 from pex.http.auth import TooManyAttempts
-from pex.http.wire import WIRE_NAMES, AsSent, format_time
+from pex.http.wire import WIRE_NAMES, format_time
 
 Body = dict[str, Any]
 
@@ -145,7 +145,7 @@ def error(refused: DomainError) -> tuple[Body, int | None]:
     the seconds to send as Retry-After, if waiting helps."""
     body: Body = {"error": refused.code, "message": refused.message}
     if isinstance(refused, InvalidField):
-        field = refused.field if isinstance(refused, AsSent) else WIRE_NAMES.get(refused.field, refused.field)
+        field = refused.field if refused.as_given else WIRE_NAMES.get(refused.field, refused.field)
         body.update(field=field, message=f"{field}: {refused.reason}")
     retry_after = None
     if isinstance(refused, QuotaExceeded) and refused.retry_after is not None:

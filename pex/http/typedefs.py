@@ -36,7 +36,7 @@ async def ask_manager(request: web.Request, run: Callable[[ReservationManager], 
     return await ask_async(request.app[MANAGER], run)
 
 
-async def ask_manager_later(request: web.Request, run: Callable[[ReservationManager], Later[T]]) -> T:
+async def ask_manager_later(request: web.Request, run: Callable[[ReservationManager], T | Later[T]]) -> T:
     """As ask_manager, for a command a NodeActor answers once its VM's outcome is recorded."""
     return await ask_passed_on(request.app[MANAGER], run)
 

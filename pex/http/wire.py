@@ -25,8 +25,6 @@ from pex.domain.quotas import Quota
 from pex.domain.negotiation import LATEST_INSTANT, LATEST_START, TermsChange
 
 DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
-# Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
-# case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
 # The domain's field names as the API writes them (the others are the same in both).
 WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional": "numInstancesOption",
               "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
@@ -34,6 +32,8 @@ WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional":
               "proposals_per_minute": "proposalsPerMinute"}
 DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
 
+# Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
+# case); the other spellings Python would read (braces, urn:uuid:, no hyphens) name nothing.
 UUID_PATTERN = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 LARGEST_SIZE = 2**31 - 1
 
@@ -346,11 +346,11 @@ def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:
 
 def _query_time(field: str, value: str) -> Millis:
     """A time in a query string, where epoch milliseconds are written in digits."""
-    return int(value) if re.fullmatch(r"[0-9]{1,15}", value) else parse_time(field, value)
-
-
-class AsSent(InvalidField):
-    """A bad field named as the client sent it (never renamed, even where a domain name is alike)."""
+    if not re.fullmatch(r"[0-9]{1,15}", value):
+        return parse_time(field, value)
+    if int(value) > LATEST_INSTANT:
+        raise InvalidField(field, "must be a time from 1970 to 9999", as_given=True)
+    return int(value)
 
 
 def quota_in(body: Any) -> dict[str, Any]:
@@ -361,7 +361,7 @@ def quota_in(body: Any) -> dict[str, Any]:
         raise InvalidField("quota", f"must be an object with one or more of {', '.join(names)}")
     for name in body:
         if name not in names:
-            raise AsSent(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}")
+            raise InvalidField(str(name)[:64], f"is not a quota; quotas are {', '.join(names)}", as_given=True)
     return {DOMAIN_NAMES[name]: value for name, value in body.items()}
 
 
@@ -372,9 +372,9 @@ def period_in(query: MultiMapping[str]) -> tuple[Millis | None, Millis | None, M
     end = _query_time("to", query["to"]) if "to" in query else None
     step = query.get("step", str(HOUR))
     if not re.fullmatch(r"[0-9]{1,12}", step) or int(step) < MINUTE:
-        raise AsSent("step", f"must be milliseconds, at least {MINUTE} (a minute)")
+        raise InvalidField("step", f"must be milliseconds, at least {MINUTE} (a minute)", as_given=True)
     if start is not None and end is not None and end <= start:
-        raise AsSent("to", "must be after from")
+        raise InvalidField("to", "must be after from", as_given=True)
     return start, end, int(step)
 
 

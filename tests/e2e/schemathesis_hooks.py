@@ -27,9 +27,11 @@ EXPLAINED_REFUSALS: dict[str, tuple[tuple[str, str], ...]] = {
                          for rule in ("must be a file in the image directory", "there is no file")),
     "addNode": (("uri", "uri: must be a file in the hosts directory"), ("uri", "uri: there is no file"),
                 ("uri", "uri: a simulated host is an .xml file")),
-    **{listing: (("to", "to: must be after from"), ("after", "after: is not a")) for listing in
-       ("listReservations", "listInstances")},
-    "getCapacity": (("to", "to: must be after from"), ("period", "period: ends before it starts"),
+    **{listing: (("to", "to: must be after from"), ("after", "after: is not an item of this list"),
+                 ("from", "from: must be a time from 1970"), ("to", "to: must be a time from 1970"))
+       for listing in ("listReservations", "listInstances")},
+    "getCapacity": (("to", "to: must be after from"), ("from", "from: must be a time from 1970"),
+                    ("to", "to: must be a time from 1970"), 
                     ("step", "step: asks for more than")),
 }
 

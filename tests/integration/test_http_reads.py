@@ -77,6 +77,14 @@ async def test_bad_paging_and_filters_are_400_naming_the_parameter(client):
     ]:
         body = await expect_error(await client.get(f"/OpenPEX/reservations?{query}", headers=alice), 400)
         assert body["field"] == field, (query, body)
+    for bobs_vm in await (await client.get("/OpenPEX/instances", headers=ADMIN)).json():
+        if bobs_vm["reservationId"] == bobs:  # none yet: bob's offer is not confirmed
+            raise AssertionError("an unconfirmed offer has instances")
+    confirmed = await client.put(f"/OpenPEX/reservations/{bobs}", json={"reply": "CONFIRM"}, headers=bob)
+    assert confirmed.status == 200
+    bobs_vm = (await (await client.get("/OpenPEX/instances", headers=bob)).json())[0]["vmID"]
+    leak = await client.get(f"/OpenPEX/instances?after={bobs_vm}", headers=alice)
+    assert (await expect_error(leak, 400))["field"] == "after", "someone else's vmID is no cursor of mine"
     mine_after = await client.get(f"/OpenPEX/reservations?after={mine}", headers=alice)
     assert mine_after.status == 200 and await mine_after.json() == []
     admin = await client.get(f"/OpenPEX/reservations?after={bobs}", headers=ADMIN)
@@ -109,15 +117,19 @@ async def test_a_user_sees_the_clusters_capacity_per_step_counting_offers_and_bo
     assert [s["used"]["cpus"] for s in again["cluster"]["steps"]] == [0, 0, 0]
 
 
-async def test_the_admin_also_sees_each_node_or_one_and_defaults_are_now_a_day_an_hour(client):
+async def test_the_admin_may_also_ask_for_nodes_and_defaults_are_now_a_day_an_hour(client):
     alice = await register(client, "alice")
     await propose(client, alice, numInstancesFixed=3)
-    every = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}", headers=ADMIN)).json()
+    cluster = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}", headers=ADMIN)).json()
+    assert "nodes" not in cluster, "nodes only when asked: a cluster of thousands would not fit one answer"
+    every = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + 3 * HOUR}&node=*", headers=ADMIN)).json()
     assert set(every["nodes"]) == {"sim01", "sim02"}
     per_node = [sum(s["used"]["cpus"] for s in node["steps"]) for node in every["nodes"].values()]
     assert sum(per_node) == 3 and every["nodes"]["sim01"]["size"]["cpus"] == 4
     one = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + HOUR}&node=sim02", headers=ADMIN)).json()
     assert set(one["nodes"]) == {"sim02"}
+    two = await (await client.get(f"/OpenPEX/capacity?from={T0}&to={T0 + HOUR}&node=sim02,sim01", headers=ADMIN)).json()
+    assert set(two["nodes"]) == {"sim01", "sim02"}
     plain = await (await client.get("/OpenPEX/capacity", headers=alice)).json()
     assert plain["from"] == format_time(T0) and plain["to"] == format_time(T0 + 24 * HOUR) and plain["step"] == HOUR
     assert len(plain["cluster"]["steps"]) == 24
@@ -127,7 +139,7 @@ async def test_bad_capacity_questions_are_a_400_403_or_404_naming_what_is_wrong(
     alice = await register(client, "alice")
     for query, field in [
         ("step=0", "step"), ("step=59999", "step"), ("step=hour", "step"), ("from=soon", "from"),
-        (f"from={T0 + HOUR}&to={T0}", "to"), (f"to={T0 - HOUR}", "period"),
+        (f"from={T0 + HOUR}&to={T0}", "to"), (f"to={T0 - HOUR}", "to"), ("from=9" + "9" * 14, "from"),
         (f"from={T0}&to={T0 + 400 * 24 * HOUR}&step=60000", "step"),  # 576,000 steps
     ]:
         body = await expect_error(await client.get(f"/OpenPEX/capacity?{query}", headers=alice), 400)
@@ -135,3 +147,13 @@ async def test_bad_capacity_questions_are_a_400_403_or_404_naming_what_is_wrong(
     await expect_error(await client.get("/OpenPEX/capacity?node=sim01", headers=alice), 403, "FORBIDDEN")
     await expect_error(await client.get("/OpenPEX/capacity?node=sim09", headers=ADMIN), 404)
     await expect_error(await client.get("/OpenPEX/capacity"), 401)
+
+
+async def test_a_field_the_client_named_is_reported_as_it_was_sent(client):
+    for body, field in (({"name": "t1", "start": 1.5}, "start"), ({"name": "t2", "memory_mb": []}, "memory_mb")):
+        refused = await expect_error(await client.post("/OpenPEX/templates", json=body, headers=ADMIN), 400)
+        assert refused["field"] == field and refused["message"].startswith(f"{field}: "), refused
+    refused = await expect_error(await client.post("/OpenPEX/nodes", json={"name": "n9", "uri": "qemu:///system",
+                                                                            "memoryMB": 0}, headers=ADMIN), 400)
+    assert refused["field"] == "memoryMB", "a domain name (memory_mb) shown in the API's words"
+

@@ -181,6 +181,9 @@ def test_instances_without_room_never_boot_even_when_their_host_returns(tmp_path
         per_host = {name: len(hosts.host(name).domains()) for name in ("sim01", "sim02")}
         assert per_host == {"sim01": 4, "sim02": 4}, "no host runs more than its 4 CPUs"
         assert by_node(service, "alice")[""] == ["PENDING", "PENDING"]
+        stranded = next(i for i in service.instances("alice") if not i.node)
+        deleted = service.operate(stranded.id, "alice", "delete")  # no VM anywhere: answered at once
+        assert (deleted.id, deleted.status) == (stranded.id, "DELETED")
     finally:
         service.stop()
 
