@@ -18,6 +18,7 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from pex.domain.errors import InvalidField
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
 from pex.drivers.base import NodeInfo
+from pex.metrics import Metrics
 from pex.domain.read_models import AccountUsage, Answer, CapacityReport, NodeView, ReservationView
 
 if TYPE_CHECKING:
@@ -42,9 +44,11 @@ MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a b
 RETRY: Millis = 1000  # how soon an overdue settle is tried again
 
 class Allocator(CallableActor):
-    def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[EventQueue]) -> None:
+    def __init__(self, app: OpenPEX, clock: Clock, event_queue: pykka.ActorRef[EventQueue],
+                 metrics: Metrics | None = None) -> None:
         super().__init__()
         self.app = app
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.event_queue = event_queue
         self.manager: pykka.ActorRef[ReservationManager] | None = None
@@ -79,8 +83,11 @@ class Allocator(CallableActor):
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
         saved = True
+        if waiting:
+            self.metrics.batch_calls.observe(len(waiting))
         try:
-            self.app.end_batch()
+            with self.metrics.commit_seconds.time():
+                self.app.end_batch()
         except Exception as failure:  # nothing of the batch was saved: every caller hears so
             saved = False
             answer_all([(call, None, error or failure) for call, _, error in waiting])
@@ -121,12 +128,25 @@ class Allocator(CallableActor):
     # ------------------------------------------------------------------ commands with `now`
 
     def propose(self, userid: str, proposal: TermsChange) -> Answer:
-        return self.app.negotiation.propose(userid, proposal, self.clock.now())
+        with self.metrics.decision_seconds.time():
+            answer = self.app.negotiation.propose(userid, proposal, self.clock.now())
+        self.metrics.negotiations.labels(reply=answer.reply.value).inc()
+        return answer
 
     def respond(self, reservation_id: Any, userid: str, reply: Any, proposal: TermsChange | None = None, *,
                 is_admin: bool = False) -> Answer:
-        return self.app.negotiation.respond(reservation_id, userid, reply, self.clock.now(), proposal,
-                                            is_admin=is_admin)
+        with self.metrics.decision_seconds.time():
+            answer = self.app.negotiation.respond(reservation_id, userid, reply, self.clock.now(), proposal,
+                                                  is_admin=is_admin)
+        self.metrics.negotiations.labels(reply=answer.reply.value).inc()
+        return answer
+
+    def metrics_text(self) -> bytes:
+        """The metrics, with instances and nodes counted by status off the view now."""
+        view = self.app.view
+        instances = Counter(str(instance.status) for instance in view.instances.values())
+        nodes = Counter(str(node.status) for node in view.nodes.values())
+        return self.metrics.exposition(instances, nodes, view.position)
 
     def activate(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
         return self.app.lifecycle.activate(reservation_id, userid, is_admin=is_admin)
@@ -140,9 +160,12 @@ class Allocator(CallableActor):
         """Timer (through the ReservationManager): what has fallen due. The timer that sent it
         is spent, whatever happens; a settle that fails, or whose batch is not saved, is
         retried after RETRY rather than at once."""
+        now = self.clock.now()
+        if self._armed is not None and self._armed <= now:
+            self.metrics.timer_lag_seconds.observe((now - self._armed) / 1000)
         self._armed = None
         self._settling, self._settled = True, False
-        orders = self.app.lifecycle.settle(self.clock.now())
+        orders = self.app.lifecycle.settle(now)
         self._settled = True
         return orders
 

@@ -21,6 +21,7 @@ from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import Driver
 from pex.drivers.local_files import LocalFiles
+from pex.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class System:
                  grace: Millis = 30 * SECOND, poll: float = 0.5, monitor_interval: float | None = 5.0,
                  default_node: Resources = DEFAULT_NODE, files: LocalFiles) -> None:
         self.app = app
+        self.metrics = Metrics()  # what GET /metrics shows
         self.files = files
         self.clock = clock
         self.connect = connect
@@ -52,7 +54,7 @@ class System:
         with the store (what should run boots, what fell due while down is carried out)."""
         try:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
-            self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue))
+            self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
             self.dispatcher = self._keep(Dispatcher.start(
                 connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
                 clock=self.clock, grace=self.grace))

@@ -21,7 +21,7 @@ from pex.drivers.base import DriverError
 from pex.http import handlers, presenters
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
-from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, PASSWORDS, PRINCIPAL, ask
+from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, PASSWORDS, PRINCIPAL, ask
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(system: System, passwords: PasswordCheck | None = None, *,
                cors_origins: Collection[str] = ()) -> web.Application:
     quiet_client_errors()
-    app = web.Application(middlewares=[errors_middleware, cors_middleware, content_type_middleware, auth_middleware],
-                          client_max_size=64 * 1024)
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, cors_middleware,
+                                       content_type_middleware, auth_middleware], client_max_size=64 * 1024)
+    app[METRICS] = system.metrics
     app[MANAGER] = system.manager
     app[ALLOCATOR] = system.allocator
     app[PASSWORDS] = passwords or PasswordCheck()
@@ -55,6 +56,24 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="OpenPEX", charset="UTF-8"'
     return response
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by its route's pattern (never the path itself: ids would make a
+    series each), method and the status it was finally answered."""
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        route = request.match_info.route.resource
+        pattern = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].http_requests.labels(route=pattern, method=request.method, status=str(status)).inc()
 
 
 @web.middleware
@@ -89,7 +108,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if (request.method, request.path.rstrip("/")) in PUBLIC or not request.path.startswith(BASE):
+    protected = request.path.startswith(BASE) or request.path == METRICS_PATH
+    if (request.method, request.path.rstrip("/")) in PUBLIC or not protected:
         return await handler(request)
     username, password = basic_credentials(request.headers.get("Authorization"))
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pex.domain.catalogue import NodeChange
 from pex.domain.errors import DomainError, InvalidField, NotFound
@@ -19,7 +20,7 @@ from pex.domain.orders import Operation
 from pex.domain.reading import Reading
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
-from pex.http.typedefs import BASE, PASSWORDS, ask, ask_manager, ask_manager_later, principal
+from pex.http.typedefs import BASE, METRICS_PATH, PASSWORDS, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
     UUID_PATTERN,
     listing_in,
@@ -43,6 +44,7 @@ class Forbidden(DomainError):
 def add_routes(app: web.Application) -> None:
     app.router.add_routes([
         web.get(f"{BASE}/health", health),
+        web.get(METRICS_PATH, metrics),
         web.get(f"{BASE}/openapi.json", openapi_json),
         web.post(f"{BASE}/users", register),
         web.get(f"{BASE}/users", accounts),
@@ -122,6 +124,13 @@ def admin_only(request: web.Request) -> None:
 async def health(request: web.Request) -> web.Response:
     types = await ask(request, lambda allocator: allocator.app.catalogue.types())  # answers only if the actors do
     return reply({"status": "ok", "types": len(types)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format (the admin; a scrape config gives its credentials)."""
+    admin_only(request)
+    text = await ask(request, lambda allocator: allocator.metrics_text())
+    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi_json(request: web.Request) -> web.Response:

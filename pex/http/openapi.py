@@ -429,6 +429,12 @@ def _period() -> list[dict[str, Any]]:
                             "others, 404 for a node there is not)"}]
 
 
+def _text(operation: dict[str, Any]) -> dict[str, Any]:
+    """An operation whose success is Prometheus' text format, not JSON."""
+    operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return operation
+
+
 def _link(operation_id: str, **parameters: str) -> dict[str, Any]:
     return {"operationId": operation_id, "parameters": parameters}
 
@@ -474,6 +480,8 @@ PATHS: dict[str, Any] = {
                                    public=True)},
     "/OpenPEX/openapi.json": {"get": _op("openapi", "get", "This description (no credentials)", "200",
                                          {"type": "object"}, public=True, actors=False)},
+    "/metrics": {"get": _text(_op("metrics", "get", "Prometheus metrics in its text format (admin: give the "
+                                  "credentials in the scrape config)", "200", None, admin=True))},
     "/OpenPEX/users": {
         "post": _op("register", "post", "Register an account (no credentials; a client address may register "
                     f"{REGISTRATIONS_PER_HOUR} an hour, in a burst)", "201", _ref("User"), body="NewUser", public=True,

@@ -14,12 +14,15 @@ from pex.actors.allocator import Allocator
 from pex.actors.calls import Later, ask_async, ask_passed_on
 from pex.actors.reservation_manager import ReservationManager
 from pex.http.auth import PasswordCheck, Principal
+from pex.metrics import Metrics
 
 T = TypeVar("T")
 
 BASE = "/OpenPEX"
 ALLOCATOR = web.AppKey("allocator", pykka.ActorRef[Allocator])
 MANAGER = web.AppKey("manager", pykka.ActorRef[ReservationManager])
+METRICS = web.AppKey("metrics", Metrics)
+METRICS_PATH = "/metrics"  # where Prometheus looks by default (the admin's credentials)
 PASSWORDS = web.AppKey("passwords", PasswordCheck)
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])  # origins allowed to call the API from a browser
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made the request
