@@ -1,0 +1,1 @@
+"""Tamper evidence for the event log: Merkle trees, proofs and their verification."""
