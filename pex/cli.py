@@ -50,7 +50,17 @@ def main(argv: list[str] | None = None) -> int:
                          help="keep applying new events as they are recorded, until SIGINT or SIGTERM")
     project.add_argument("--batch-size", type=_count, default=None, metavar="N",
                          help="events written per transaction (default 20000)")
-    args = parser.parse_args(argv)
+    events = commands.add_parser("events", help="list the event log, filtered; --follow for new events (read only)")
+    from pex.audit.events import configure as configure_events
+
+    configure_events(events)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (events.error if args.command == "events" else parser.error)(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "events":
+        from pex.audit.events import run as list_events
+
+        return list_events(args)
     if args.command == "project":
         return _project(args)
     if args.command == "serve":
