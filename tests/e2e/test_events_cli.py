@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -161,14 +163,9 @@ def test_reservation_user_node_and_type(store: Store) -> None:
 
 def test_follow_prints_a_new_event_within_a_second_and_stops_on_sigterm(store: Store) -> None:
     known = len(store.everything())
-    follower = subprocess.Popen([sys.executable, "-m", "pex.cli", "events", "--data-dir", str(store.folder), "--follow",
-                                 "--type", "Requested"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert follower.stdout is not None
-    lines = LineReader(follower.stdout)
-    try:
+    with following(store, "--type", "Requested") as (follower, lines):
         first = [json.loads(lines.next(30.0)) for _ in range(4)]  # the four reservations requested so far
         assert [e["type"] for e in first] == ["Requested"] * 4
-        time.sleep(0.5)  # it is polling now
         made = store.app.negotiation.propose("alice", proposal(1, "SMALL", NOW + 8 * HOUR, HOUR), NOW).reservation_id
         appended = time.monotonic()
         line = lines.next(5.0)
@@ -180,6 +177,18 @@ def test_follow_prints_a_new_event_within_a_second_and_stops_on_sigterm(store: S
         assert follower.wait(timeout=10) == 0
         assert lines.rest() == b""
         assert follower.stderr is not None and follower.stderr.read() == b""
+
+
+@contextmanager
+def following(store: Store, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], LineReader]]:
+    """`openpex events --follow` on the store, its output read a line at a time; killed if a
+    test leaves it running."""
+    follower = subprocess.Popen([sys.executable, "-m", "pex.cli", "events", "--data-dir", str(store.folder), "--follow",
+                                 *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert follower.stdout is not None
+    lines = LineReader(follower.stdout)
+    try:
+        yield follower, lines
     finally:
         if follower.poll() is None:
             follower.kill()
@@ -219,23 +228,11 @@ class LineReader:
 
 
 def test_sigint_stops_a_follower_too(store: Store) -> None:
-    follower = subprocess.Popen([sys.executable, "-m", "pex.cli", "events", "--data-dir", str(store.folder), "--follow",
-                                 "--limit", "1000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert follower.stdout is not None
-    lines = LineReader(follower.stdout)
-    try:
+    with following(store, "--limit", "1000") as (follower, lines):
         lines.next(30.0)
         follower.send_signal(signal.SIGINT)
         assert follower.wait(timeout=10) == 0
         assert follower.stderr is not None and b"Traceback" not in follower.stderr.read()
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
-        lines.selector.close()
-        for pipe in (follower.stdout, follower.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -18,22 +18,26 @@ def statuses(service: Service, userid: str) -> list[str]:
     return sorted(i.status for i in service.instances(userid))
 
 
+def settle_fails_once_at_the_start(service: Service, monkeypatch) -> None:
+    """One VM booked for T0 + 1 h, and the store's first save at its start fails ("disk full")."""
+    book(service, "alice", start=T0 + HOUR, duration=HOUR)
+    original, failures = service.app.save, []
+
+    def failing_once(*objs):
+        if not failures:
+            failures.append(1)
+            raise OSError("disk full")
+        return original(*objs)
+
+    monkeypatch.setattr(service.app, "save", failing_once)
+    service.advance_to(T0 + HOUR)
+    eventually(lambda: failures, what="the failing save")
+
+
 def test_a_settle_whose_save_fails_is_retried_and_the_vms_still_start(tmp_path, clock, monkeypatch):
     service = Service(tmp_path, clock)
     try:
-        book(service, "alice", start=T0 + HOUR, duration=HOUR)
-        original = service.app.save
-        failures = []
-
-        def failing_once(*objs):
-            if not failures:
-                failures.append(1)
-                raise OSError("disk full")
-            return original(*objs)
-
-        monkeypatch.setattr(service.app, "save", failing_once)
-        service.advance_to(T0 + HOUR)
-        eventually(lambda: failures, what="the failing save")
+        settle_fails_once_at_the_start(service, monkeypatch)
         assert statuses(service, "alice") == ["PENDING"]
         pending = eventually(lambda: ask_sync(service.system.event_queue, lambda queue: queue.pending()), what="a new timer")
         assert T0 + HOUR < pending["settle"] <= T0 + HOUR + SECOND, "retried a second later, not lost"
@@ -48,18 +52,7 @@ def test_a_failed_settle_is_retried_on_time_under_steady_traffic(tmp_path, clock
     steady traffic would keep pushing it a second further away."""
     service = Service(tmp_path, clock)
     try:
-        book(service, "alice", start=T0 + HOUR, duration=HOUR)
-        original, failures = service.app.save, []
-
-        def failing_once(*objs):
-            if not failures:
-                failures.append(1)
-                raise OSError("disk full")
-            return original(*objs)
-
-        monkeypatch.setattr(service.app, "save", failing_once)
-        service.advance_to(T0 + HOUR)
-        eventually(lambda: failures, what="the failing save")
+        settle_fails_once_at_the_start(service, monkeypatch)
         retry = eventually(lambda: ask_sync(service.system.event_queue, lambda queue: queue.pending()).get("settle"))
         for tick in range(1, 4):  # a request every 400 ms meanwhile
             clock.set(T0 + HOUR + tick * 400)
