@@ -75,9 +75,10 @@ class Reading:
         if step > 0 and step_count(start, end, step) * (1 + len(nodes)) > most:
             raise InvalidField("step", f"asks for more than {most} steps in all: ask for a longer step, a shorter "
                                        "period or fewer nodes")
-        cluster = self.capacity(start, end, step)
+        cluster = self.capacity(start, end, step)  # (brings the cluster's timeline up to date)
         model = self.app.capacity
-        return CapacityReport(start, end, step, self._cluster().capacity, tuple(cluster),
+        assert self._timeline is not None
+        return CapacityReport(start, end, step, self._timeline.capacity, tuple(cluster),
                               {name: (model.capacity_of(name), tuple(self.capacity(start, end, step, name)))
                                for name in nodes})
 
