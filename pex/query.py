@@ -43,6 +43,7 @@ from pex.domain.projections import Projections
 from pex.domain.read_models import (
     CapacityStep,
     EventRecord,
+    event_fields,
     InstanceView,
     NodeView,
     ReservationView,
@@ -65,7 +66,6 @@ READER_BUCKET = 366 * DAY
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
-_BOOKKEEPING = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 _Enum = TypeVar("_Enum", bound=StrEnum)
 
 
@@ -207,7 +207,7 @@ class Query:
         event = cast(Aggregate.Event, self._log.mapper.to_domain_event(stored))
         return EventRecord(position, event.originator_id, event.originator_version, type(event).__qualname__,
                            (event.timestamp - _EPOCH) // _MILLISECOND,
-                           {name: value for name, value in vars(event).items() if name not in _BOOKKEEPING})
+                           event_fields(event))
 
     # ------------------------------------------------------------------ reservations and instances
 

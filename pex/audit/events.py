@@ -27,7 +27,7 @@ from uuid import UUID
 from pex.domain.aggregates import Account, Node
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import LATEST_INSTANT
-from pex.domain.read_models import EventRecord
+from pex.domain.read_models import SECRET_FIELDS, EventRecord
 from pex.query import KINDS, NotFoundError, Query, QueryError
 from pex.stores import StoreError
 
@@ -35,7 +35,6 @@ PROGRAM = "openpex events"
 POLL = 0.2  # seconds between two looks at the store with --follow
 PAGE = 1_000  # events read at once while scanning the log
 HIDDEN = "<hidden>"
-SECRET_FIELDS = frozenset({"password_hash"})  # never printed, whatever the event
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

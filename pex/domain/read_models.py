@@ -132,6 +132,16 @@ class CapacityReport:
     nodes: Mapping[str, tuple[Resources, tuple[CapacityStep, ...]]] = field(default_factory=dict)
 
 
+# What every stored event carries besides its own fields, and the fields no listing shows.
+ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+SECRET_FIELDS = frozenset({"password_hash"})
+
+
+def event_fields(event: Any) -> dict[str, Any]:
+    """An event's own fields, as stored (its envelope left out)."""
+    return {name: value for name, value in vars(event).items() if name not in ENVELOPE}
+
+
 # ---------------------------------------------------------------------- from the aggregates
 
 def offer_view(offer: Mapping[str, Any]) -> OfferView:

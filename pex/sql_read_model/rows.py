@@ -18,13 +18,12 @@ from eventsourcing.domain import Aggregate
 from pex.domain.aggregates import Instance, Node, Reservation
 from pex.domain.capacity import Allocation
 from pex.domain.clock import Millis, from_datetime
+from pex.domain.read_models import SECRET_FIELDS, event_fields
 
 Row = tuple[Any, ...]
 
 # Kept out of `events.fields`: the envelope has columns of its own, and a password hash is
 # nobody's business outside the authenticator.
-_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
-_WITHHELD = frozenset({"password_hash"})
 
 
 def _recorded(aggregate: Aggregate) -> tuple[int, Millis, Millis]:
@@ -66,7 +65,7 @@ def node_row(node: Node) -> Row:
 
 
 def event_row(position: int, event: Any) -> Row:
-    fields = {name: value for name, value in vars(event).items() if name not in _ENVELOPE and name not in _WITHHELD}
+    fields = {name: value for name, value in event_fields(event).items() if name not in SECRET_FIELDS}
     return (position, str(event.originator_id), event.originator_version, type(event).__qualname__,
             from_datetime(event.timestamp), _json(fields))
 
