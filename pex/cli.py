@@ -7,6 +7,7 @@ import re
 import sys
 
 from pex.domain.sizes import DEFAULT_NODE
+from pex.logs import FORMATS
 
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--quota-instance-hours", type=_count, metavar="N",
                        help="instance-hours a user's open offers may hold (default 2000)")
     serve.add_argument("--quota-proposals", type=_count, metavar="N", help="proposals a user may send a minute (default 60)")
+    serve.add_argument("--signing-key", metavar="PATH",
+                       help="the Ed25519 key (PEM) tree heads are signed with (default DATA_DIR/audit-signing-key.pem, "
+                            "made on the first start)")
+    serve.add_argument("--head-interval", type=float, default=1.0, metavar="SECONDS",
+                       help="how often the log's tree head is signed (default 1; 0: never, no tamper evidence)")
+    serve.add_argument("--log-format", choices=FORMATS, default="text",
+                       help="text lines (default), or one JSON object per line with the reservation, VM, node "
+                            "and user a line is about")
     project = commands.add_parser("project", help="materialise the projections into SQL tables (docs/sql-read-model.md)")
     project.add_argument("--database", required=True, metavar="STORE",
                          help="the event store, read only: a SQLite file or postgresql://user:password@host:port/db")
@@ -54,13 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     from pex.audit.events import configure as configure_events
 
     configure_events(events)
+    replay = commands.add_parser("replay", help="the store as it was at an instant or a position, or what changed "
+                                                "between two instants (read only)")
+    from pex.audit.replay import configure as configure_replay
+
+    configure_replay(replay)
+    from pex.audit import verify as auditing
+
+    head = commands.add_parser("head", help="print the latest signed tree head of the log (save it elsewhere)")
+    auditing.configure(head, "openpex head")
+    verify = commands.add_parser("verify", help="check the log against its signed tree heads, or check a proof")
+    auditing.configure_verify(verify)
+    prove = commands.add_parser("prove", help="print an inclusion proof of one event against the latest head")
+    auditing.configure_prove(prove)
+    own_errors = {"events": events, "replay": replay, "head": head, "verify": verify, "prove": prove}
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        (events.error if args.command == "events" else parser.error)(f"unrecognized arguments: {' '.join(unknown)}")
+        own_errors.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "events":
         from pex.audit.events import run as list_events
 
         return list_events(args)
+    if args.command == "replay":
+        from pex.audit.replay import run as replay_log
+
+        return replay_log(args)
+    if args.command in ("head", "verify", "prove"):
+        run = {"head": auditing.run_head, "verify": auditing.run_verify, "prove": auditing.run_prove}[args.command]
+        return run(args)
     if args.command == "project":
         return _project(args)
     if args.command == "serve":
@@ -100,6 +130,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         nodes.append((name, uri))
     if args.offer_ttl <= 0 or args.grace < 0 or args.monitor_interval <= 0:
         parser.error("--offer-ttl and --monitor-interval must be > 0, --grace >= 0")
+    if not 0 <= args.head_interval <= 60:
+        parser.error("--head-interval must be between 0 (no tree heads) and 60 seconds")
     for origin in args.cors_origin:
         if not _ORIGIN.fullmatch(origin):
             parser.error(f"--cors-origin {origin!r}: expected an origin such as https://portal.example.org:8443")
@@ -113,7 +145,9 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return serve(Config(host=args.host, port=args.port, data_dir=Path(args.data_dir), simulated_nodes=args.simulated_nodes,
                         node_spec=spec, nodes=nodes, database=args.database, offer_ttl=args.offer_ttl, grace=args.grace,
                         monitor_interval=args.monitor_interval, cors_origins=tuple(args.cors_origin), quota=quota,
-                        image_dir=Path(args.image_dir) if args.image_dir else None))
+                        image_dir=Path(args.image_dir) if args.image_dir else None,
+                        signing_key=Path(args.signing_key) if args.signing_key else None,
+                        head_interval=args.head_interval), log_format=args.log_format)
 
 
 def _project(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """What an operated OpenPEX tells Prometheus (`GET /metrics`): how negotiations are answered and
 how long deciding and committing take, how full group commits are, how late the lifecycle timer
 fires, HTTP requests, and, read off the view at each scrape, instances and nodes by status and
-the log's position. One registry per service, so that several in one process (tests) keep
+the log's position; and the last signed tree head's size (set by the Notary). One registry per service, so that several in one process (tests) keep
 their own figures."""
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class Metrics:
         self.nodes = Gauge("openpex_nodes", "Nodes by status", ["status"], registry=registry)
         self.log_position = Gauge("openpex_log_position", "The last notification applied to the view",
                                   registry=registry)
+        self.tree_head_size = Gauge("openpex_tree_head_size", "Events covered by the last signed tree head",
+                                    registry=registry)
 
     def exposition(self, instances: Mapping[str, int], nodes: Mapping[str, int], position: int) -> bytes:
         """The text format, with the gauges read off the view just now."""

@@ -20,30 +20,28 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from types import TracebackType
-from typing import TypeVar, cast
+from typing import TypeVar
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, StoredEvent
-from eventsourcing.utils import get_topic
 
-from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.aggregates import Instance, Reservation
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
 from pex.domain.clock import DAY, HOUR, Millis
+from pex.domain.event_log import KINDS as KINDS, event_record  # (KINDS: pex.audit.events reads it here)
 from pex.domain.listing import Listing
 from pex.domain.negotiation import LATEST_INSTANT, Status
 from pex.domain.projections import Projections
 from pex.domain.read_models import (
     CapacityStep,
     EventRecord,
-    event_fields,
     InstanceView,
     NodeView,
     ReservationView,
@@ -75,22 +73,6 @@ class QueryError(ValueError):
 
 class NotFoundError(QueryError, LookupError):
     """An id or a name the store does not know (at the query's position)."""
-
-
-def _event_kinds() -> dict[str, tuple[str, ...]]:
-    """Stored topics by kind: an event's class ("Reservation.Offered") or its aggregate's
-    name ("Reservation", every event of reservations)."""
-    kinds: dict[str, tuple[str, ...]] = {}
-    for aggregate in (Reservation, Instance, Node, Template, Account):
-        own = [kind for kind in vars(aggregate).values()
-               if isinstance(kind, type) and issubclass(kind, Aggregate.Event)
-               and kind not in (aggregate.Event, aggregate.Created)]
-        kinds.update((kind.__qualname__, (get_topic(kind),)) for kind in own)
-        kinds[aggregate.__name__] = tuple(get_topic(kind) for kind in own)
-    return kinds
-
-
-KINDS = _event_kinds()
 
 
 class _NotingPositions:
@@ -127,18 +109,21 @@ class Query:
         self._closed = False
 
     @classmethod
-    def open(cls, store: str | os.PathLike[str], as_of: Instant | None = None, position: int | None = None) -> Query:
+    def open(cls, store: str | os.PathLike[str], as_of: Instant | None = None, position: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Query:
         """The state of `store` (a SQLite file's path or a postgresql:// URL) now, or as it was
         at `as_of` (every event recorded by then, to the millisecond) or at `position` (every
         notification up to that id); given both, the earlier. StoreError if the store is not
-        there or cannot be reached: nothing is ever created."""
+        there or cannot be reached: nothing is ever created. `progress`, if given, is told as
+        the log is read (notifications applied so far, the most there are: up to `position`
+        or the store's last)."""
         cutoff = None if as_of is None else _EPOCH + (_instant(as_of, "as_of") + 1) * _MILLISECOND - timedelta(microseconds=1)
         if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
             raise QueryError(f"position: expected a notification id (an int >= 0), got {position!r}")
         log = _open_log(store)
         try:
             query = cls(log, position, cutoff)
-            query._catch_up()
+            query._catch_up(progress)
             query._cluster_timeline()  # now, so that the first question is as quick as the next
         except BaseException:
             log.close()
@@ -158,9 +143,19 @@ class Query:
         self._check_open()
         return self._catch_up()
 
-    def _catch_up(self) -> int:
+    def _catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         with _reading_store():
-            applied = self._view.catch_up(self._reading, self._log.mapper, until=self._until, as_of=self._as_of)
+            most = 0
+            if progress is not None:
+                last = self._log.recorder.max_notification_id() or 0
+                most = last if self._until is None else min(last, self._until)
+
+            def told(applied: int) -> None:
+                if progress is not None:
+                    progress(applied, most)
+
+            applied = self._view.catch_up(self._reading, self._log.mapper, until=self._until, as_of=self._as_of,
+                                          progress=told if progress is not None else None)
         self._timeline_behind = self._timeline_behind or applied > 0  # synced when next asked
         return applied
 
@@ -204,10 +199,7 @@ class Query:
         return found
 
     def _record(self, position: int, stored: StoredEvent) -> EventRecord:
-        event = cast(Aggregate.Event, self._log.mapper.to_domain_event(stored))
-        return EventRecord(position, event.originator_id, event.originator_version, type(event).__qualname__,
-                           (event.timestamp - _EPOCH) // _MILLISECOND,
-                           event_fields(event))
+        return event_record(self._log.mapper, position, stored)
 
     # ------------------------------------------------------------------ reservations and instances
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from aiohttp import web
 
+from pex.actors.notary import Notarising
 from pex.actors.system import System
+from pex.audit.ledger import LedgerError
+from pex.audit.signing import KEY_FILE, SigningKeyError, signing_key
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.catalogue import node_size
 from pex.domain.clock import SECOND, Clock, SystemClock
@@ -34,6 +37,7 @@ from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
 from pex.http.app import create_app
 from pex.http.auth import PasswordCheck
+from pex.logs import LogFormat, configure as configure_logging
 from pex.stores import writer_env
 
 log = logging.getLogger("openpex")
@@ -64,6 +68,8 @@ class Config:
     image_dir: Path | None = None  # where template files may be (default: the data dir's images/)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API
     quota: Quota = Quota()  # each user's limits unless the admin sets others
+    signing_key: Path | None = None  # the tree heads' Ed25519 key (default: made in the data dir)
+    head_interval: float = 1.0  # seconds between signed tree heads; 0: none
 
     @property
     def images(self) -> Path:
@@ -73,7 +79,22 @@ class Config:
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
     """eventsourcing's settings for a SQLite file (default: events.db in the data directory)
     or a PostgreSQL URL."""
-    return writer_env(database or str(data_dir / "events.db"))
+    return writer_env(store_of(database, data_dir))
+
+
+def store_of(database: str | None, data_dir: Path) -> str:
+    return database or str(data_dir / "events.db")
+
+
+def notarising(config: Config) -> Notarising | None:
+    """The store and the key the tree heads are signed with: --signing-key, else the data
+    dir's own (made 0600 on the first start, its public half beside it). None with
+    --head-interval 0: no tree heads (benchmarks measure what they cost)."""
+    if config.head_interval == 0:
+        return None
+    path = config.signing_key or config.data_dir / KEY_FILE
+    key = signing_key(path, create=config.signing_key is None)
+    return Notarising(store_of(config.database, config.data_dir), key, config.head_interval, path)
 
 
 def parse_node_spec(text: str) -> Resources:
@@ -176,7 +197,8 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         generated = seed(app, config, passwords.hasher)
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
                         monitor_interval=config.monitor_interval, default_node=config.node_spec,
-                        files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"))
+                        files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"),
+                        notarising=notarising(config))
     except BaseException:
         app.close()
         raise
@@ -221,12 +243,12 @@ async def heap_keeper(_: web.Application) -> AsyncIterator[None]:
     task.cancel()
 
 
-def serve(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def serve(config: Config, log_format: LogFormat = "text") -> int:
+    configure_logging(log_format)
     os.umask(0o077)  # everything this process creates (store, keys, host files) is its owner's alone
     try:
         http, _, generated = build(config)
-    except (DriverError, ValueError, DomainError) as error:  # a flag the store refuses, e.g. a bad --node name
+    except (DriverError, ValueError, DomainError, SigningKeyError, LedgerError) as error:  # e.g. a bad --node name
         log.error("cannot start: %s", error)
         return 1
     if generated:

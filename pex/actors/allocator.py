@@ -18,10 +18,12 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import pykka
 
@@ -33,11 +35,14 @@ from pex.domain.errors import InvalidField
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
 from pex.drivers.base import NodeInfo
+from pex.logs import about
 from pex.metrics import Metrics
 from pex.domain.read_models import AccountUsage, Answer, CapacityReport, NodeView, ReservationView
 
 if TYPE_CHECKING:
     from pex.actors.reservation_manager import ReservationManager
+
+log = logging.getLogger(__name__)
 
 SETTLE = "settle"  # the EventQueue key of the lifecycle timer
 MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a batch adds)
@@ -167,7 +172,21 @@ class Allocator(CallableActor):
         self._settling, self._settled = True, False
         orders = self.app.lifecycle.settle(now)
         self._settled = True
+        self._log_orders(orders)
         return orders
+
+    def _log_orders(self, orders: list[VMOrder]) -> None:
+        """One line per reservation and operation: what its start or end sends to the hosts."""
+        grouped: dict[tuple[UUID | None, str], list[VMOrder]] = {}
+        for order in orders:
+            instance = self.app.view.instances.get(UUID(order.vm_id))
+            reservation = instance.reservation_id if instance is not None else None
+            grouped.setdefault((reservation, order.operation.value), []).append(order)
+        for (reservation, operation), some in grouped.items():
+            nodes = sorted({order.node for order in some})
+            log.info("reservation %s: %s %d VMs on %s", reservation, operation, len(some), ", ".join(nodes),
+                     extra=about(reservation=reservation, node=nodes[0] if len(nodes) == 1 else None,
+                                 vm=some[0].vm_id if len(some) == 1 else None))
 
     def accounts(self) -> list[AccountUsage]:
         return self.app.catalogue.accounts(self.clock.now())

@@ -16,6 +16,7 @@ from pex.domain.clock import Clock, Millis
 from pex.domain.errors import NotFound
 from pex.domain.orders import VMOrder
 from pex.drivers.base import Driver
+from pex.logs import about
 
 if TYPE_CHECKING:
     from pex.actors.allocator import Allocator
@@ -34,7 +35,7 @@ class Dispatcher(CallableActor):
     def on_stop(self) -> None:
         for name, ref in reversed(list(self.nodes.items())):
             ref.stop()
-            log.debug("stopped node actor %s", name)
+            log.debug("stopped node actor %s", name, extra=about(node=name))
         self.nodes.clear()
 
     def add_node(self, name: str, uri: str) -> bool:
@@ -62,7 +63,8 @@ class Dispatcher(CallableActor):
                 if reply is not None:
                     reply(None, NotFound(f"node {order.node} cannot take orders: {error}"))
                 else:
-                    log.error("cannot %s %s on %s: %s", order.operation.value, order.domain, order.node, error)
+                    log.error("cannot %s %s on %s: %s", order.operation.value, order.domain, order.node, error,
+                              extra=about(vm=order.vm_id, node=order.node))
 
     def node_refs(self) -> dict[str, pykka.ActorRef[NodeActor]]:
         return dict(self.nodes)

@@ -23,6 +23,7 @@ from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.reconciling import SHUTTING_DOWN
 from pex.drivers.base import Driver, DriverError, NodeInfo, NodeUnreachable, NoSuchVM, VMSpec, VMState
+from pex.logs import about
 
 if TYPE_CHECKING:
     from pex.actors.allocator import Allocator
@@ -97,11 +98,14 @@ class NodeActor(CallableActor):
         except (DriverError, ProtocolViolation) as error:
             self._drop_if_lost(error)
             if order.operation is Operation.BOOT:  # nobody waits: the failure is the record
+                log.warning("could not boot %s on %s: %s", order.domain, self.name, error,
+                            extra=about(vm=order.vm_id, node=self.name))
                 self._report(order, "CRASHED", f"could not boot on {self.name}: {error}", reply)
             elif reply is not None:
                 reply(None, error)
             else:
-                log.warning("%s of %s on %s failed: %s", order.operation.value, order.domain, self.name, error)
+                log.warning("%s of %s on %s failed: %s", order.operation.value, order.domain, self.name, error,
+                            extra=about(vm=order.vm_id, node=self.name))
             return
         if status is None or not order.report:  # deleted, or a stray copy: only the record to show
             vm_id = order.vm_id
@@ -187,7 +191,7 @@ class NodeActor(CallableActor):
                 else:
                     status, reason = self._finish_stop(self.driver, order, None)
             except DriverError as error:
-                log.warning("stopping %s on %s: %s", domain, self.name, error)
+                log.warning("stopping %s on %s: %s", domain, self.name, error, extra=about(vm=order.vm_id, node=self.name))
                 continue
             self._report(order, status, reason, None)
         if self._stopping:
@@ -234,7 +238,7 @@ class NodeActor(CallableActor):
 
         def judged(orders: Any, error: BaseException | None) -> None:
             if error is not None:
-                log.warning("reconciling %s failed: %s", self.name, error)
+                log.warning("reconciling %s failed: %s", self.name, error, extra=about(node=self.name))
             elif orders:
                 try:
                     tell(me, lambda host: host.carry_out_all(orders))

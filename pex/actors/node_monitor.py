@@ -22,6 +22,7 @@ from pex.actors.dispatcher import Dispatcher
 from pex.actors.reservation_manager import ReservationManager
 from pex.actors.ticker import Ticker
 from pex.drivers.base import NodeInfo
+from pex.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class NodeMonitor(CallableActor):
         self._loads[name] = info
         tell(self.allocator, lambda allocator: allocator.note_load(name, info))
         if self._failures.pop(name, 0) >= FAILURES_FOR_DOWN or self._status(name) == "DOWN":
-            log.info("node %s answers again", name)
+            log.info("node %s answers again", name, extra=about(node=name))
             tell(self.manager, lambda manager: manager.node_up(name))
 
     def unanswered(self) -> list[str]:
@@ -105,7 +106,7 @@ class NodeMonitor(CallableActor):
         self._failures[name] = self._failures.get(name, 0) + 1
         # (>=: if reporting it failed, the next failure reports it again)
         if self._failures[name] >= FAILURES_FOR_DOWN and self._status(name) != "DOWN":
-            log.warning("node %s is down: %s", name, why)
+            log.warning("node %s is down: %s", name, why, extra=about(node=name))
             tell(self.manager, lambda manager: manager.node_down(name, why))
 
     def _status(self, name: str) -> str | None:

@@ -28,6 +28,7 @@ from pex.domain.read_models import InstanceView, NodeView, ReservationView, Temp
 from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import DriverError, NodeInfo
 from pex.drivers.local_files import LocalFiles
+from pex.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ReservationManager(CallableActor):
             try:
                 observed = ask_sync(self._node_ref(node.name), lambda host: host.domains())
             except Exception as error:
-                log.warning("cannot list the VMs on %s: %s", node.name, error)
+                log.warning("cannot list the VMs on %s: %s", node.name, error, extra=about(node=node.name))
                 continue
             orders += ask_sync(self.allocator, lambda allocator: allocator.recover_node(node.name, observed))
         self._dispatch(orders)
@@ -95,7 +96,7 @@ class ReservationManager(CallableActor):
         and restart its running VMs where they were moved. Returns the orders sent."""
         orders = ask_sync(self.allocator, lambda allocator: allocator.lose_node(name))
         self._dispatch(orders)
-        log.warning("node %s is down (%s): %d VMs restarted elsewhere", name, why, len(orders))
+        log.warning("node %s is down (%s): %d VMs restarted elsewhere", name, why, len(orders), extra=about(node=name))
         return len(orders)
 
     def node_up(self, name: str) -> None:
@@ -105,6 +106,8 @@ class ReservationManager(CallableActor):
         cancelled, orders = ask_sync(self.allocator,
                                      lambda allocator: allocator.cancel(reservation_id, userid, is_admin=is_admin))
         self._dispatch(orders)
+        log.info("reservation %s cancelled by %s: %d VMs to stop", cancelled.id, userid, len(orders),
+                 extra=about(reservation=cancelled.id, user=userid))
         return cancelled
 
     def operate(self, vm_id: Any, userid: str, operation: Operation, *,
@@ -136,7 +139,8 @@ class ReservationManager(CallableActor):
                 info: NodeInfo | None = ask_sync(self._node_ref(name), lambda host: host.info())
             except DriverError as error:
                 info = None  # accepted, recorded DOWN, and UP once a poll gets an answer
-                log.warning("node %s cannot be reached (%s): registered DOWN", name, one_line(error))
+                log.warning("node %s cannot be reached (%s): registered DOWN", name, one_line(error),
+                            extra=about(node=name))
             reported = Resources(info.cpus, info.memory_mb, 0) if info is not None else None
             capacity = node_size(size, reported, self.default_node)
             reachable = info is not None

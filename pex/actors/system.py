@@ -14,6 +14,7 @@ from pex.actors.calls import A, ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
 from pex.actors.node_monitor import NodeMonitor
+from pex.actors.notary import Notarising, Notary
 from pex.actors.reservation_manager import ReservationManager
 from pex.actors.vm_monitor import VMMonitor
 from pex.domain.application import OpenPEX
@@ -31,7 +32,8 @@ class System:
 
     def __init__(self, app: OpenPEX, clock: Clock, connect: Callable[[str], Driver], *,
                  grace: Millis = 30 * SECOND, poll: float = 0.5, monitor_interval: float | None = 5.0,
-                 default_node: Resources = DEFAULT_NODE, files: LocalFiles) -> None:
+                 default_node: Resources = DEFAULT_NODE, files: LocalFiles,
+                 notarising: Notarising | None = None) -> None:
         self.app = app
         self.metrics = Metrics()  # what GET /metrics shows
         self.files = files
@@ -41,6 +43,8 @@ class System:
         self.poll = poll
         self.default_node = default_node
         self.monitor_interval = monitor_interval  # None: no monitors (tests drive them by hand)
+        self.notarising = notarising  # None: no tree heads (a store in memory)
+        self.notary: pykka.ActorRef[Notary] | None = None
         self.event_queue: pykka.ActorRef[EventQueue]
         self.allocator: pykka.ActorRef[Allocator]
         self.dispatcher: pykka.ActorRef[Dispatcher]
@@ -55,6 +59,8 @@ class System:
         try:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
             self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
+            if self.notarising is not None:
+                self.notary = self._keep(Notary.start(self.notarising, self.clock, self.metrics))
             self.dispatcher = self._keep(Dispatcher.start(
                 connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
                 clock=self.clock, grace=self.grace))
@@ -88,7 +94,7 @@ class System:
             except pykka.Timeout:
                 log.error("actor %s did not stop within 30 s", ref)
         for ref in pykka.ActorRegistry.get_all():
-            if ref.actor_class in (EventQueue, Allocator, Dispatcher, ReservationManager, NodeMonitor, VMMonitor):
+            if ref.actor_class in (EventQueue, Allocator, Notary, Dispatcher, ReservationManager, NodeMonitor, VMMonitor):
                 log.error("actor %s was left running after stop", ref)
 
     def _keep(self, ref: pykka.ActorRef[A]) -> pykka.ActorRef[A]:

@@ -20,13 +20,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 from uuid import UUID
 
+from pex.audit.arguments import complain, instant, one_line_errors, position, quiet_stdout, store_of, store_options
 from pex.domain.aggregates import Account, Node
-from pex.domain.errors import InvalidField
-from pex.domain.negotiation import LATEST_INSTANT
 from pex.domain.read_models import SECRET_FIELDS, EventRecord
 from pex.query import KINDS, NotFoundError, Query, QueryError
 from pex.stores import StoreError
@@ -46,14 +44,12 @@ class UsageError(Exception):
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The arguments of `openpex events`; its errors are one line and exit 2."""
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--data-dir", metavar="DIR", help="the SQLite store DIR/events.db (default ./var)")
-    where.add_argument("--database", metavar="STORE", help="a SQLite file or postgresql://user:password@host:port/db")
-    parser.add_argument("--after", type=_position, default=0, metavar="POSITION",
+    store_options(parser)
+    parser.add_argument("--after", type=position, default=0, metavar="POSITION",
                         help="only events after this position of the log")
-    parser.add_argument("--since", type=_time, metavar="TIME",
+    parser.add_argument("--since", type=instant, metavar="TIME",
                         help="only events recorded at or after TIME (RFC 1123, ISO 8601 or epoch ms)")
-    parser.add_argument("--until", type=_time, metavar="TIME", help="only events recorded before TIME")
+    parser.add_argument("--until", type=instant, metavar="TIME", help="only events recorded before TIME")
     parser.add_argument("--reservation", type=_uuid, metavar="ID", help="a reservation's events and its instances'")
     parser.add_argument("--user", metavar="NAME", help="a user's account, reservations and instances")
     parser.add_argument("--node", metavar="NAME", help="a node's events and those of instances placed on it")
@@ -64,18 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="keep printing new events as they are recorded, until SIGINT or SIGTERM")
     parser.add_argument("--format", choices=("table", "json"),
                         help="table (default on a terminal) or json (one object a line; default otherwise)")
-
-    def error(message: str) -> NoReturn:
-        print(f"{PROGRAM}: {' '.join(message.split())}", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-
-
-def _position(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a position (a whole number >= 0)")
-    return int(text)
+    one_line_errors(parser, PROGRAM)
 
 
 def _positive(text: str) -> int:
@@ -89,20 +74,6 @@ def _uuid(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a reservation id") from None
-
-
-def _time(text: str) -> int:
-    """Epoch milliseconds from RFC 1123, ISO 8601 (pex.http.wire's grammar) or epoch ms."""
-    from pex.http.wire import parse_time
-
-    if text.isascii() and text.isdigit():
-        if int(text) > LATEST_INSTANT:
-            raise argparse.ArgumentTypeError(f"{text[:64]!r} is after 9999")
-        return int(text)
-    try:
-        return parse_time("endTime", text)
-    except InvalidField as error:
-        raise argparse.ArgumentTypeError(error.reason) from None
 
 
 def type_topics(types: Iterable[str]) -> list[str]:
@@ -127,7 +98,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.follow:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: stop.set())
-    store = args.database if args.database else str(Path(args.data_dir or "var") / "events.db")
+    store = store_of(args)
     style = args.format or ("table" if out.isatty() else "json")
     try:
         kinds = type_topics(args.types)
@@ -142,21 +113,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 if query.refresh():
                     printer.print(selection.new())
     except (UsageError, QueryError, StoreError) as error:
-        print(f"{PROGRAM}: {' '.join(str(error).split())}", file=sys.stderr)
+        complain(PROGRAM, error)
         return 2
     except BrokenPipeError:  # (| head): the reader has what it wanted
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def _quiet_stdout() -> None:
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------------- which events

@@ -35,27 +35,67 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()
 
 
-def event_leaf(position: int, stored_bytes: bytes, topic: str) -> bytes:
-    """Encode one stored event as a leaf, unambiguously.
+def event_leaf(position: int, originator_id: bytes, version: int, topic: str, state: bytes) -> bytes:
+    """Encode one stored event, every column of its row, as a leaf, unambiguously.
 
-    Layout: 8-byte big-endian notification ``position``, then a 2-byte big-endian length
-    and the UTF-8 ``topic``, then ``stored_bytes`` (the event's stored state) to the end.
-    The position is fixed-width and the topic length-prefixed, so no two different
-    (position, topic, state) triples encode alike; because the position is inside the
-    leaf, reordering, inserting or deleting an event changes the leaf sequence, and
-    changing any byte of topic or state changes that leaf.
+    Layout: the 8-byte big-endian notification ``position``, the 16 bytes of the
+    aggregate's id, the 8-byte big-endian ``version``, a 2-byte big-endian length and the
+    UTF-8 ``topic``, then ``state`` (the event's stored bytes) to the end. Every field but
+    the last is fixed-width or length-prefixed, so no two different rows encode alike;
+    because the position is inside the leaf, reordering, inserting or deleting an event
+    changes the leaf sequence, and changing any byte of any column changes that leaf
+    (the id and version are columns of their own: the state does not repeat them).
     """
     if not 0 <= position <= _MAX_POSITION:
         raise ValueError(f"notification position {position} does not fit in 8 bytes")
+    if len(originator_id) != 16:
+        raise ValueError(f"an aggregate id is 16 bytes, not {len(originator_id)}")
+    if not 0 <= version <= _MAX_POSITION:
+        raise ValueError(f"version {version} does not fit in 8 bytes")
     encoded_topic = topic.encode("utf-8")
     if len(encoded_topic) > _MAX_TOPIC_LENGTH:
         raise ValueError(f"topic is {len(encoded_topic)} bytes; at most {_MAX_TOPIC_LENGTH}")
-    return (
-        position.to_bytes(8, "big")
-        + len(encoded_topic).to_bytes(2, "big")
-        + encoded_topic
-        + bytes(stored_bytes)
-    )
+    return b"".join((position.to_bytes(8, "big"), originator_id, version.to_bytes(8, "big"),
+                     len(encoded_topic).to_bytes(2, "big"), encoded_topic, state))
+
+
+class Frontier:
+    """A log's compact range: the roots of its perfect subtrees, largest first, one per set
+    bit of its size. Enough to append and to know the root, in O(log n) hashes of memory,
+    which is all the service keeps (the auditor's tools rebuild the rest from the store)."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if not _is_count(size) or len(hashes) != size.bit_count() or not all(_is_hash(h) for h in hashes):
+            raise ValueError(f"a frontier of {size} leaves has {size.bit_count() if _is_count(size) else '?'} "
+                             f"hashes of {HASH_SIZE} bytes, not {len(hashes)}")
+        self.size = size
+        self._hashes = list(hashes)
+
+    def append(self, hashed_leaf: bytes) -> None:
+        """Add a leaf's hash, merging the subtrees it completes (as MerkleLog does)."""
+        hashes = self._hashes
+        self.size += 1
+        count = self.size
+        while count % 2 == 0:
+            hashed_leaf = node_hash(hashes.pop(), hashed_leaf)
+            count //= 2
+        hashes.append(hashed_leaf)
+
+    def root(self) -> bytes:
+        """MTH of every leaf: the subtrees folded from the right, as RFC 9162 splits them."""
+        if not self._hashes:
+            return EMPTY_ROOT
+        result = self._hashes[-1]
+        for left in reversed(self._hashes[:-1]):
+            result = node_hash(left, result)
+        return result
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self._hashes)
+
+    @classmethod
+    def from_bytes(cls, size: int, data: bytes) -> Frontier:
+        return cls(size, [bytes(data[i:i + HASH_SIZE]) for i in range(0, len(data), HASH_SIZE)])
 
 
 def _split(n: int) -> int:

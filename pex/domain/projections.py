@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -92,13 +92,14 @@ class Projections:
     # ------------------------------------------------------------------ following the log
 
     def catch_up(self, recorder: Any, mapper: Any, *, until: int | None = None,
-                 as_of: datetime | None = None) -> int:
+                 as_of: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Apply every notification after `position`; the first call rebuilds everything, with
         the capacity model loaded in bulk at the end rather than one hold at a time.
 
         A reader of the past (pex.query) bounds the log: no notification after `until`, and
         none from the first event recorded after `as_of` on (a prefix of the log, so the state
-        is one the writer really had)."""
+        is one the writer really had). `progress`, if given, is told after each page read how
+        many notifications this call has applied so far."""
         bulk = self.position == 0
         if bulk:
             self._bulk = set()
@@ -107,12 +108,13 @@ class Projections:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._read_log(recorder, mapper, bulk, until, as_of)
+            return self._read_log(recorder, mapper, bulk, until, as_of, progress)
         finally:
             if collecting:
                 gc.enable()
 
-    def _read_log(self, recorder: Any, mapper: Any, bulk: bool, until: int | None, as_of: datetime | None) -> int:
+    def _read_log(self, recorder: Any, mapper: Any, bulk: bool, until: int | None, as_of: datetime | None,
+                  progress: Callable[[int], None] | None) -> int:
         applied = 0
         reading = True
         while reading:
@@ -125,6 +127,8 @@ class Projections:
                 self._apply(event)
                 self.position = notification.id
                 applied += 1
+            if progress is not None:
+                progress(applied)
             reading = reading and len(page) == PAGE
         if bulk:
             touched, self._bulk = self._bulk or set(), None

@@ -186,8 +186,9 @@ def account_view(account: Account) -> AccountView:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One stored event as `pex.query` shows it: where it is in the log, whose it is, and what
-    it recorded, in the stored names (an audit shows what was written, not a reading of it)."""
+    """One stored event as `pex.query` and the service's pages of the log show it: where it is
+    in the log, whose it is, and what it recorded, in the stored names (an audit shows what was
+    written, not a reading of it)."""
 
     position: int  # its notification id: its place in the log
     originator_id: UUID
@@ -195,3 +196,15 @@ class EventRecord:
     kind: str  # its class, e.g. "Reservation.Offered"
     timestamp: Millis  # when it was recorded
     fields: Mapping[str, Any]  # its own fields, as stored
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of the log as the service shows it (`Reading.events`, `Reading.history`): its
+    events, secret fields left out; the names of the aggregates they are about, where the
+    events do not carry them (an instance's, a node's); and the position the next page starts
+    after, if there may be more (None: this is the last)."""
+
+    records: tuple[EventRecord, ...]
+    names: Mapping[UUID, str] = field(default_factory=dict)
+    following: int | None = None

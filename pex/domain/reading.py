@@ -1,5 +1,6 @@
-"""The application's read side: reservations and instances as their callers may see them, and
-the VM orders that carry an instance's decisions to its host.
+"""The application's read side: reservations and instances as their callers may see them, pages
+of the log (an auditor's, and a reservation's history for its owner), and the VM orders that
+carry an instance's decisions to its host.
 
 A user sees only their own; the admin sees all. Someone else's reservation or instance is
 reported as missing, not forbidden: ids reveal nothing.
@@ -7,17 +8,30 @@ reported as missing, not forbidden: ids reveal nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from pex.domain.aggregates import Instance, Reservation
+from eventsourcing.persistence import Notification
+
+from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
 from pex.domain.clock import Millis
 from pex.domain.capacity import ClusterTimeline
 from pex.domain.errors import InvalidField, NotFound
+from pex.domain.event_log import SCANNED, EventListing, event_record, notifications_of, topics_of
 from pex.domain.orders import Operation, VMOrder, domain_name
 from pex.domain.listing import Listing
-from pex.domain.read_models import CapacityReport, CapacityStep, InstanceView, ReservationView, instance_view, reservation_view
+from pex.domain.read_models import (
+    CapacityReport,
+    CapacityStep,
+    EventPage,
+    EventRecord,
+    InstanceView,
+    ReservationView,
+    instance_view,
+    reservation_view,
+)
 from pex.domain.sizes import InstanceType, Resources
 from pex.domain.statuses import InstanceStatus
 from pex.domain.usage import MOST_STEPS, capacity_steps, step_bounds, step_count
@@ -106,6 +120,67 @@ class Reading:
 
     def visible_instance(self, vm_id: Any, userid: str, is_admin: bool) -> Instance:
         return _visible(self.app.view.instances, "instance", vm_id, userid, is_admin)
+
+    # ------------------------------------------------------------------ the log
+
+    def events(self, listing: EventListing = EventListing()) -> EventPage:
+        """A page of the log for an auditor (the caller decides who may read it): after a
+        position, of some kinds, of one reservation and its instances (NotFound if there is no
+        such reservation), in log order; secret fields left out.
+
+        Each page is bounded work for the thread that owns the store: a reservation's events are
+        found through the store's key, but a page of some kinds of the whole log looks through
+        at most SCANNED positions (the store has no index of kinds) and says where it stopped:
+        such a page may be short, even empty, and still be followed by another."""
+        topics = topics_of(listing.kinds)
+        if listing.reservation is not None:
+            reservation = self.visible_reservation(listing.reservation, "", True)
+            family = [reservation.id, *self.app.view.instances_of.get(reservation.id, ())]
+            return self._page(notifications_of(self.app.recorder, family, listing.after, listing.limit, topics),
+                              listing.limit)
+        last = self.app.view.position
+        stop = min(listing.after + SCANNED, last) if topics else None
+        page = self._page(self.app.recorder.select_notifications(listing.after + 1, listing.limit, stop=stop,
+                                                                 topics=topics), listing.limit)
+        if page.following is None and stop is not None and stop < last:
+            page = replace(page, following=stop)
+        return page
+
+    def history(self, listing: EventListing, userid: str, *, is_admin: bool = False) -> EventPage:
+        """A page of everything recorded of the caller's reservation `listing.reservation` (any,
+        for the admin) and of its instances, in log order; someone else's is not found."""
+        if listing.reservation is None:
+            raise InvalidField("reservation", "is required")
+        self.visible_reservation(listing.reservation, userid, is_admin)
+        return self.events(listing)
+
+    def _page(self, found: Sequence[Notification], limit: int) -> EventPage:
+        records = tuple(event_record(self.app.mapper, notification.id, notification, secrets=False)
+                        for notification in found)
+        return EventPage(records, self._names(records), records[-1].position if len(records) == limit else None)
+
+    def _names(self, records: Iterable[EventRecord]) -> dict[UUID, str]:
+        """The names of the instances, nodes, templates and accounts the records are about
+        (their later events do not carry them)."""
+        view = self.app.view
+        tables: dict[str, tuple[Any, Mapping[str, Any]]] = {
+            "Node": (Node, view.nodes), "Template": (Template, view.templates), "Account": (Account, view.accounts)}
+        by_id: dict[str, dict[UUID, str]] = {}  # (made once a page names such an aggregate)
+        names: dict[UUID, str] = {}
+        for record in records:
+            aggregate = record.kind.partition(".")[0]
+            if aggregate == "Instance":
+                instance = view.instances.get(record.originator_id)
+                if instance is not None:
+                    names[record.originator_id] = instance.name
+            elif aggregate in tables:
+                if aggregate not in by_id:
+                    kind, table = tables[aggregate]
+                    by_id[aggregate] = {kind.create_id(name): name for name in table}
+                name = by_id[aggregate].get(record.originator_id)
+                if name is not None:
+                    names[record.originator_id] = name
+        return names
 
     # ------------------------------------------------------------------ orders for hosts
 

@@ -22,6 +22,7 @@ from pex.http import handlers, presenters
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
 from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, PASSWORDS, PRINCIPAL, ask
+from pex.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except pykka.ActorDeadError:
         return error_response(503, "UNAVAILABLE", "the service is stopping")
     except TimeoutError:
-        log.error("no answer in time for %s %r", request.method, request.path[:200])  # (repr: no forged lines)
+        log.error("no answer in time for %s %r", request.method, request.path[:200],  # (repr: no forged lines)
+                  extra=_about(request))
         return error_response(504, "TIMEOUT", "the service did not answer in time; the request may or may not have been carried out")
     except Exception:
-        log.exception("unexpected error in %s %r", request.method, request.path[:200])
+        log.exception("unexpected error in %s %r", request.method, request.path[:200], extra=_about(request))
         return error_response(500, "INTERNAL_ERROR", "an unexpected error happened; it has been logged")
+
+
+def _about(request: web.Request) -> dict[str, str]:
+    """What a request's log line is about: the reservation or VM its path names, who asked."""
+    principal = request.get(PRINCIPAL)
+    return about(reservation=request.match_info.get("id", "")[:64], vm=request.match_info.get("vm_id", "")[:64],
+                 user=principal.username if principal is not None else None)
 
 
 @web.middleware

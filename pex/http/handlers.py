@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any, TypeVar
+from uuid import UUID
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -17,12 +18,14 @@ from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.listing import Listing
 from pex.domain.negotiation import Status
 from pex.domain.orders import Operation
+from pex.domain.read_models import EventPage
 from pex.domain.reading import Reading
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
 from pex.http.typedefs import BASE, METRICS_PATH, PASSWORDS, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
     UUID_PATTERN,
+    events_in,
     listing_in,
     node_size_in,
     period_in,
@@ -59,6 +62,7 @@ def add_routes(app: web.Application) -> None:
         web.put(f"{BASE}/reservations/{{id}}", respond),
         web.delete(f"{BASE}/reservations/{{id}}", cancel),
         web.put(f"{BASE}/reservations/{{id}}/activate", activate),
+        web.get(f"{BASE}/reservations/{{id}}/history", reservation_history),
         web.get(f"{BASE}/instances", instances),
         web.get(f"{BASE}/instances/{{vm_id}}", instance),
         web.put(f"{BASE}/instances/{{vm_id}}/{{operation:stop|start|reboot}}", operate),
@@ -69,6 +73,7 @@ def add_routes(app: web.Application) -> None:
         web.get(f"{BASE}/nodes/{{name}}", node),
         web.put(f"{BASE}/nodes/{{name}}/drain", drain),
         web.put(f"{BASE}/nodes/{{name}}/undrain", undrain),
+        web.get(f"{BASE}/events", log_events),
     ])
 
 
@@ -249,6 +254,15 @@ async def activate(request: web.Request) -> web.Response:
     return reply(presenters.reservation(activated))
 
 
+async def reservation_history(request: web.Request) -> web.Response:
+    """A page of everything recorded of a reservation and its instances (its owner's, or any
+    for the admin; someone else's is not found), and a Link to the next."""
+    rid, (username, is_admin) = path_id(request, "id", "reservation"), caller(request)
+    listing = events_in(request.query, reservation=UUID(rid))
+    page = await ask(request, lambda allocator: allocator.app.read.history(listing, username, is_admin=is_admin))
+    return reply(presenters.history(UUID(rid), page), headers=next_events(request, page))
+
+
 # ---------------------------------------------------------------------- instances
 
 async def instances(request: web.Request) -> web.Response:
@@ -332,3 +346,20 @@ async def _mark(request: web.Request, change: NodeChange) -> web.Response:
     admin_only(request)
     name = request.match_info["name"]
     return reply(presenters.node(await ask(request, lambda allocator: allocator.app.catalogue.mark_node(name, change))))
+
+
+# ---------------------------------------------------------------------- the log (admin)
+
+async def log_events(request: web.Request) -> web.Response:
+    """A page of the event log, as the query string filters it, and a Link to the next."""
+    admin_only(request)
+    listing = events_in(request.query)
+    page = await ask(request, lambda allocator: allocator.app.read.events(listing))
+    return reply(presenters.events(page), headers=next_events(request, page))
+
+
+def next_events(request: web.Request, page: EventPage) -> dict[str, str]:
+    """A Link to the page after this one (RFC 8288), if there may be one."""
+    if page.following is None:
+        return {}
+    return {"Link": f'<{request.rel_url.update_query(after=page.following)}>; rel="next"'}

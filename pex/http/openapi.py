@@ -19,6 +19,7 @@ from typing import Any
 
 from pex.actors.reservation_manager import SERVICE_KEYS
 from pex.domain.catalogue import NAME_PATTERN, RESERVED_USERNAMES, URI_PATTERN
+from pex.domain.event_log import EVENT_KINDS, KIND_NAMES, KINDS, LAST_POSITION, SCANNED
 from pex.domain.listing import LONGEST_PAGE
 from pex.domain.statuses import InstanceStatus, NodeStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
@@ -40,6 +41,8 @@ _REPLIES_OUT = [reply.value for reply in Reply]
 _REPLIES_IN = [message.value for message in (Message.ACCEPT, Message.COUNTER, Message.CONFIRM, Message.REJECT)]
 _RESERVATION_STATUSES = [status.value for status in Status]
 _INSTANCE_STATUSES = sorted(status.value for status in InstanceStatus)
+_AGGREGATES = [kind for kind in KINDS if "." not in kind]
+_EVENT_TYPES = sorted({kind.partition(".")[2] for kind in EVENT_KINDS})
 
 
 def _anchored(regex: str) -> str:
@@ -307,6 +310,26 @@ SCHEMAS: dict[str, Any] = {
                                          "description": "requests refused over quota since the service started"}}},
     "Health": {"type": "object", "additionalProperties": False, "required": ["status", "types"],
                "properties": {"status": {"const": "ok"}, "types": {"type": "integer"}}},
+    "Event": {
+        "type": "object", "additionalProperties": False,
+        "required": ["position", "time", "kind", "id", "version", "type", "text", "data"],
+        "properties": {
+            "position": {"type": "integer", "minimum": 1, "description": "its place in the log"},
+            "time": {**TIME_OUT, "description": "when it was recorded (RFC 1123 in GMT)"},
+            "kind": {"type": "string", "enum": _AGGREGATES, "description": "what it is about"},
+            "id": {"type": "string", "format": "uuid", "pattern": UUID,
+                   "description": "which one: a reservation's id, an instance's vmID, ..."},
+            "version": {"type": "integer", "minimum": 1, "description": "its place among that one's events"},
+            "type": {"type": "string", "enum": _EVENT_TYPES},
+            "text": {"type": "string", "description": "what it means, in a line"},
+            "data": {"type": "object", "description": "what it recorded: names as the API writes them elsewhere "
+                                                      "(startTime, numInstancesFixed, ...), times in RFC 1123; "
+                                                      "password hashes are never shown"}}},
+    "History": {
+        "type": "object", "additionalProperties": False, "required": ["reservationId", "events"],
+        "properties": {"reservationId": {"type": "string", "format": "uuid", "pattern": UUID},
+                       "events": {**_list("Event"), "description": "the reservation's events and its instances', "
+                                                                   "in the order they were recorded"}}},
     "Error": {"type": "object", "additionalProperties": False, "required": ["error", "message"],
               "properties": {"error": {"type": "string", "pattern": "^[A-Z][A-Z_]*$"}, "message": {"type": "string"},
                              "field": {"type": "string", "description": "the request field at fault"},
@@ -412,6 +435,26 @@ def _listing(statuses: list[str]) -> list[dict[str, Any]]:
         {"name": "to", "in": "query", "schema": period,
          "description": "only those that start before this time; must be after `from` (else 400)"},
     ]
+
+
+def _log_page(*, whole_log: bool) -> list[dict[str, Any]]:
+    """A page of the log's query parameters (pex.http.wire.events_in)."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LONGEST_PAGE},
+         "description": f"events in the page (default and most: {LONGEST_PAGE})"},
+        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": LAST_POSITION},
+         "description": "the position of the last event of the previous page (default 0: from the start)"},
+        {"name": "type", "in": "query", "style": "form", "explode": False,
+         "schema": {"type": "array", "items": {"type": "string", "enum": list(KIND_NAMES)}, "minItems": 1},
+         "description": "only events of these types (comma-separated): an event's name (Confirmed: of every kind "
+                        "that has one), a kind's and its name (Reservation.Confirmed), or a kind (Reservation: all "
+                        "of its events)"}]
+    if whole_log:
+        parameters.append({"name": "reservation", "in": "query",
+                           "schema": {"type": "string", "format": "uuid", "pattern": UUID},
+                           "description": "only the events of this reservation and its instances (404 if there is "
+                                          "no such reservation)"})
+    return parameters
 
 
 def _period() -> list[dict[str, Any]]:
@@ -520,6 +563,14 @@ PATHS: dict[str, Any] = {
                       "reservation stays readable, CANCELLED (or WITHDRAWN, an open offer the user gave up)", "200",
                       _ref("Reservation"), path=True, conflict=True,
                       links={"GetReservation": _link("getReservation", id="$request.path.id")})},
+    "/OpenPEX/reservations/{id}/history": {
+        "parameters": _ID,
+        "get": _op("getReservationHistory", "get", "Everything recorded of a reservation and its instances, in the "
+                   "order it was recorded, each event with a line saying what it means (yours, or any for the "
+                   "admin; someone else's is not found), a page at a time", "200", _ref("History"), path=True,
+                   headers=("Link",), query=_log_page(whole_log=False),
+                   description="`after` is the position of the last event of the previous page; a full page "
+                               "carries Link to the next (which may be empty).")},
     "/OpenPEX/reservations/{id}/activate": {
         "parameters": _ID,
         "put": _op("activateReservation", "put", "Activate a confirmed reservation: its VMs start at its start time",
@@ -562,6 +613,16 @@ PATHS: dict[str, Any] = {
         "parameters": _NODE,
         "put": _op("undrainNode", "put", "Put a drained host back in service (admin): it takes new bookings again",
                    "200", _ref("Node"), admin=True, path=True)},
+    "/OpenPEX/events": {
+        "get": _op("listEvents", "get", "The event log (admin), a page at a time in the order it was recorded", "200",
+                   _list("Event"), admin=True, path=True, headers=("Link",), query=_log_page(whole_log=True),
+                   description="Each event with its position in the log, when it was recorded, what it is about "
+                               "(kind, id, version), its type, a line saying what it means and what it recorded. "
+                               "`after` is the position of the last event of the previous page; a full page "
+                               "carries Link to the next (which may be empty). A page of some types of the whole "
+                               f"log (`type` without `reservation`) looks through at most {SCANNED:,} positions: it "
+                               "may be short, even empty, and still carry a Link; follow Links until there is "
+                               "none.")},
 }
 
 DESCRIPTION = """\

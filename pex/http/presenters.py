@@ -4,11 +4,17 @@ the OpenAPI document (pex/http/openapi.py) describes exactly these."""
 
 from __future__ import annotations
 
+import base64
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import fields
+from datetime import datetime
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
-from pex.domain.clock import HOUR, SECOND
+from pex.domain.capacity import Allocation
+from pex.domain.clock import DAY, HOUR, MINUTE, SECOND
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.negotiation import Reply, Terms
 from pex.domain.read_models import (
@@ -17,13 +23,17 @@ from pex.domain.read_models import (
     Answer,
     CapacityReport,
     CapacityStep,
+    EventPage,
+    EventRecord,
     InstanceView,
     NodeView,
     ReservationView,
+    SECRET_FIELDS,
     TemplateView,
 )
 from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
+from pex.domain.statuses import InstanceStatus
 from pex.drivers.base import NodeInfo
 from pex.http.auth import TooManyAttempts
 from pex.http.wire import WIRE_NAMES, format_time
@@ -138,6 +148,195 @@ def capacity_report(report: CapacityReport) -> Body:
         body["nodes"] = {name: {"size": resources(size), "steps": [capacity_step(s) for s in steps]}
                          for name, (size, steps) in report.nodes.items()}
     return body
+
+
+# ---------------------------------------------------------------------- the log
+
+# Stored fields that hold an instant (in the domain's names, and in the paper's where older
+# events used them), written as the API writes times.
+_INSTANTS = frozenset({"start", "end", "hold_until", "opened", "startTime", "endTime"})
+
+
+def event(record: EventRecord, text: str) -> Body:
+    """One event of the log: where it is, when it was recorded, whose it is (`kind`: its
+    aggregate, `id`), its type, a line saying what it means, and what it recorded (`data`)."""
+    kind, _, name = record.kind.partition(".")
+    return {"position": record.position, "time": format_time(record.timestamp), "kind": kind,
+            "id": str(record.originator_id), "version": record.version, "type": name, "text": text,
+            "data": event_data(record.fields)}
+
+
+def events(page: EventPage) -> list[Body]:
+    return [event(record, text) for record, text in zip(page.records, event_texts(page))]
+
+
+def history(reservation_id: UUID, page: EventPage) -> Body:
+    """A reservation's history: its events and its instances', in the order they were recorded."""
+    return {"reservationId": str(reservation_id), "events": events(page)}
+
+
+def event_data(value: Any, name: str = "") -> Any:
+    """What an event recorded, in the domain's words: field names as the API writes them
+    (WIRE_NAMES), instants in RFC 1123, an allocation as its size and shares; secret fields left
+    out (the domain leaves them out already)."""
+    if isinstance(value, Mapping):
+        return {WIRE_NAMES.get(str(key), str(key)): event_data(item, str(key)) for key, item in value.items()
+                if key not in SECRET_FIELDS}
+    if name == "allocation" and isinstance(value, (list, tuple)):
+        try:
+            held = Allocation.from_list(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            return {"size": resources(held.size), "shares": [
+                {"node": share.node, "startTime": format_time(share.start), "endTime": format_time(share.end),
+                 "count": share.count} for share in held.shares]}
+    if isinstance(value, (list, tuple)):
+        return [event_data(item) for item in value]
+    if isinstance(value, Enum):
+        return event_data(value.value)
+    if isinstance(value, bool) or value is None or isinstance(value, (float, str)):
+        return value
+    if isinstance(value, int):
+        return format_time(value) if name in _INSTANTS else value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # (a UUID, a Decimal)
+
+
+def event_texts(page: EventPage) -> list[str]:
+    """A line for each event of the page saying what it means, in the domain's words. What an
+    event does not carry (what a counter changed, the node a VM started on) is taken from the
+    events before it in the page; where those are not in it, the line says less."""
+    story = _Story(page.names)
+    return [story.tell(record) for record in page.records]
+
+
+class _Story:
+    def __init__(self, names: Mapping[UUID, str]) -> None:
+        self.names = names
+        self.asked: dict[UUID, Mapping[str, Any]] = {}  # a reservation's latest terms asked for
+        self.nodes: dict[UUID, str] = {}  # an instance's node, as last recorded
+
+    def tell(self, record: EventRecord) -> str:
+        try:
+            text = EVENT_WORDS[record.kind](self, record, record.fields)
+        except (KeyError, TypeError, ValueError, AttributeError):  # (a field an older event lacks)
+            text = f"{record.kind.partition('.')[2]} recorded"
+        recorded = record.fields
+        if record.kind in ("Reservation.Requested", "Reservation.Proposed") and isinstance(recorded.get("terms"), Mapping):
+            self.asked[record.originator_id] = recorded["terms"]
+        elif record.kind in ("Instance.Planned", "Instance.Rescheduled", "Instance.Relocated"):
+            self.nodes[record.originator_id] = str(recorded.get("node", ""))
+        elif record.kind == "Instance.Stranded":
+            self.nodes[record.originator_id] = ""
+        return text
+
+    def name(self, record: EventRecord) -> str:
+        return self.names.get(record.originator_id) or str(record.originator_id)
+
+    def vm(self, record: EventRecord) -> str:
+        return f"VM {self.name(record)}"
+
+    def offered(self, record: EventRecord, fields: Mapping[str, Any]) -> str:
+        held = f"held until {format_time(fields['hold_until'])}"
+        if fields["reply"] == Reply.ACCEPT.value:
+            return f"offered as asked, {held}"
+        asked = self.asked.get(record.originator_id)
+        changes = _changes(asked, fields["terms"]) if asked is not None else []
+        if not changes:
+            return f"countered with {_terms(fields['terms'])}, {held}"
+        return f"countered ({'; '.join(changes)}), {held}"
+
+    def status_changed(self, record: EventRecord, fields: Mapping[str, Any]) -> str:
+        status = fields["status"]
+        node = self.nodes.get(record.originator_id)
+        said = _STATUS_WORDS.get(status, f"is {status}")
+        if status == InstanceStatus.RUNNING and node:
+            said += f" on {node}"
+        return f"{self.vm(record)} {said}" + (f" ({fields['reason']})" if fields.get("reason") else "")
+
+
+_STATUS_WORDS = {InstanceStatus.RUNNING: "started", InstanceStatus.HALTED: "stopped",
+                 InstanceStatus.CRASHED: "crashed or was forced off", InstanceStatus.PAUSED: "paused",
+                 InstanceStatus.SUSPENDED: "suspended"}
+
+
+def _span(millis: int) -> str:
+    """A duration in the largest unit that divides it: '2 h', '90 min', '1500 ms'."""
+    for unit, size in (("d", DAY), ("h", HOUR), ("min", MINUTE), ("s", SECOND)):
+        if millis >= size and millis % size == 0:
+            return f"{millis // size} {unit}"
+    return f"{millis} ms"
+
+
+def _terms(terms: Mapping[str, Any]) -> str:
+    """Terms in a few words: '2 SMALL (+1 optional) of debian-12 from <time> for 1 h'."""
+    optional = f" (+{terms['optional']} optional)" if terms["optional"] else ""
+    return (f"{terms['fixed']} {terms['instance_type']}{optional} of {terms['template']} "
+            f"from {format_time(terms['start'])} for {_span(terms['duration'])}")
+
+
+def _changes(asked: Mapping[str, Any], offered: Mapping[str, Any]) -> list[str]:
+    """What an offer changed of the terms asked for, in words."""
+    said: dict[str, Callable[[], str]] = {
+        "start": lambda: f"start moved to {format_time(offered['start'])}",
+        "duration": lambda: f"for {_span(offered['duration'])} instead of {_span(asked['duration'])}",
+        "optional": lambda: f"{offered['optional']} of {asked['optional']} optional instances",
+        "fixed": lambda: f"{offered['fixed']} instances instead of {asked['fixed']}",
+        "instance_type": lambda: f"{offered['instance_type']} instead of {asked['instance_type']}",
+        "template": lambda: f"{offered['template']} instead of {asked['template']}"}
+    return [words() for name, words in said.items() if asked.get(name) != offered.get(name)]
+
+
+def _node_added(fields: Mapping[str, Any]) -> str:
+    return (f"node {fields['name']} added: {fields['uri']}, {fields['cpus']} CPUs, {fields['memory_mb']} MB, "
+            f"{fields['disk_gb']} GB")
+
+
+def _quota_set(story: _Story, record: EventRecord, fields: Mapping[str, Any]) -> str:
+    limits = ", ".join(f"{WIRE_NAMES.get(name, name)} {value}" for name, value in fields["limits"].items())
+    return f"quota of {story.name(record)} set: {limits}"
+
+
+Words = Callable[[_Story, EventRecord, Mapping[str, Any]], str]
+# A line for every kind of event there is (tests/integration/test_http_history.py checks that
+# none is missing: a new event needs its words here).
+EVENT_WORDS: dict[str, Words] = {
+    "Reservation.Requested": lambda s, r, f: f"requested by {f['userid']}: {_terms(f['terms'])}",
+    "Reservation.Proposed": lambda s, r, f: f"new terms proposed: {_terms(f['terms'])}",
+    "Reservation.Offered": lambda s, r, f: s.offered(r, f),
+    "Reservation.Declined": lambda s, r, f: f"refused by OpenPEX: {f['reason']}",
+    "Reservation.CounterAccepted": lambda s, r, f: f"counter offer accepted, held until {format_time(f['hold_until'])}",
+    "Reservation.Confirmed": lambda s, r, f: "confirmed",
+    "Reservation.Withdrawn": lambda s, r, f: "withdrawn by its user",
+    "Reservation.OfferLapsed": lambda s, r, f: "offer lapsed unconfirmed",
+    "Reservation.Activated": lambda s, r, f: "activated: its VMs start at its start time",
+    "Reservation.Launched": lambda s, r, f: "launched: its VMs were sent to boot",
+    "Reservation.Replanned": lambda s, r, f: "re-planned after a node was lost" + (
+        f"; degraded: {f['reason']}" if f.get("reason") else ""),
+    "Reservation.Cancelled": lambda s, r, f: "cancelled",
+    "Reservation.Expired": lambda s, r, f: "expired: its time is over",
+    "Instance.Planned": lambda s, r, f: f"VM {f['name']} planned on {f['node']}, from {format_time(f['start'])} to "
+                                        f"{format_time(f['end'])}" if f["node"] else f"VM {f['name']} planned, with no node",
+    "Instance.Rescheduled": lambda s, r, f: f"{s.vm(r)} rescheduled on {f['node']}, from {format_time(f['start'])} "
+                                            f"to {format_time(f['end'])}",
+    "Instance.Relocated": lambda s, r, f: f"{s.vm(r)} moved to {f['node']} (its node was lost)",
+    "Instance.Stranded": lambda s, r, f: f"{s.vm(r)} left without a node: {f['reason']}",
+    "Instance.StatusChanged": lambda s, r, f: s.status_changed(r, f),
+    "Instance.Discarded": lambda s, r, f: f"{s.vm(r)} deleted",
+    "Node.Registered": lambda s, r, f: _node_added(f),
+    "Node.NodeWentDown": lambda s, r, f: f"node {s.name(r)} went down",
+    "Node.NodeCameBack": lambda s, r, f: f"node {s.name(r)} came back",
+    "Node.Drained": lambda s, r, f: f"node {s.name(r)} drained: it takes no new bookings",
+    "Node.Undrained": lambda s, r, f: f"node {s.name(r)} back in service",
+    "Template.Registered": lambda s, r, f: f"template {f['name']} added",
+    "Account.Registered": lambda s, r, f: f"account {f['username']} registered" + (
+        " (the administrator)" if f["is_admin"] else ""),
+    "Account.QuotaSet": _quota_set,
+}
 
 
 def error(refused: DomainError) -> tuple[Body, int | None]:

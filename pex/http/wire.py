@@ -20,6 +20,7 @@ from multidict import MultiMapping
 
 from pex.domain.clock import DAY, HOUR, MINUTE, SECOND, Millis, to_datetime
 from pex.domain.errors import DomainError, InvalidField
+from pex.domain.event_log import EventListing, kinds_named
 from pex.domain.listing import LONGEST_PAGE, Listing, statuses_named
 from pex.domain.quotas import Quota
 from pex.domain.negotiation import LATEST_INSTANT, LATEST_START, TermsChange
@@ -29,7 +30,8 @@ DEEPEST = 16  # levels of nesting a body may have (the deepest real one has 3)
 WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional": "numInstancesOption",
               "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
               "open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
-              "proposals_per_minute": "proposalsPerMinute"}
+              "proposals_per_minute": "proposalsPerMinute", "hold_until": "holdUntil",
+              "reservation_id": "reservationId", "is_admin": "isAdmin"}
 DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
 
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
@@ -331,17 +333,42 @@ def proposal_in(body: Any) -> TermsChange:
 def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:
     """A list's query string: `limit`, `after` (the last id of the previous page), `status`
     (one or more, comma-separated) and `from`/`to` (a period the items meet)."""
-    limit = query.get("limit", str(LONGEST_PAGE))
-    if not re.fullmatch(r"[0-9]{1,4}", limit):
-        raise InvalidField("limit", f"must be a whole number from 1 to {LONGEST_PAGE}")
+    limit = _page_limit(query)
     after = query.get("after")
     if after is not None and not re.fullmatch(UUID_PATTERN, after):
         raise InvalidField("after", "must be the id of the last item of the previous page")
     names = [name for given in query.getall("status", []) for name in given.split(",")]
-    return Listing(after=UUID(after) if after else None, limit=int(limit),
+    return Listing(after=UUID(after) if after else None, limit=limit,
                    statuses=statuses_named(names, statuses),
                    start=_query_time("from", query["from"]) if "from" in query else None,
                    end=_query_time("to", query["to"]) if "to" in query else None)
+
+
+def events_in(query: MultiMapping[str], reservation: UUID | None = None) -> EventListing:
+    """A page of the log as the query string asks for it: `limit`, `after` (the position of the
+    last event of the previous page), `type` (one or more event types, comma-separated:
+    "Confirmed", "Reservation.Confirmed" or "Reservation") and `reservation` (an id: its events
+    and its instances'), unless the path names the reservation."""
+    limit = _page_limit(query)
+    after = query.get("after", "0")
+    if not re.fullmatch(r"[0-9]{1,15}", after):
+        raise InvalidField("after", "must be the position of the last event of the previous page (a whole number, "
+                                    "0 or more)")
+    if reservation is None and "reservation" in query:
+        given = query["reservation"]
+        if not re.fullmatch(UUID_PATTERN, given):
+            raise InvalidField("reservation", "must be a reservation's id")
+        reservation = UUID(given)
+    names = [name for given in query.getall("type", []) for name in given.split(",")]
+    return EventListing(after=int(after), limit=limit, kinds=kinds_named(names), reservation=reservation)
+
+
+def _page_limit(query: MultiMapping[str]) -> int:
+    """`limit`: how many items a page may hold (the domain bounds it: Listing, EventListing)."""
+    limit = query.get("limit", str(LONGEST_PAGE))
+    if not re.fullmatch(r"[0-9]{1,4}", limit):
+        raise InvalidField("limit", f"must be a whole number from 1 to {LONGEST_PAGE}")
+    return int(limit)
 
 
 def _query_time(field: str, value: str) -> Millis:

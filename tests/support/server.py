@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import nullcontext
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -27,14 +28,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, port: int | None = None, split_stderr: bool = False) -> None:
+        """`split_stderr`: the log (stderr) goes to `self.stderr`, apart from what is printed."""
         self.port = port or free_port()
         self.log = data_dir / f"serve-{self.port}.log"
+        self.stderr = data_dir / f"serve-{self.port}.err" if split_stderr else self.log
         env = {**os.environ, "OPENPEX_ADMIN_PASSWORD": ADMIN_PASSWORD}
-        with open(self.log, "w") as log:
+        with open(self.log, "w") as log, open(self.stderr, "w") if split_stderr else nullcontext() as errors:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log, stderr=errors or subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -43,7 +46,8 @@ class Server:
             except OSError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not come up:\n{self.log.read_text()}")
+                raise AssertionError(f"the server did not come up:\n{self.log.read_text()}"
+                                     f"{self.stderr.read_text() if split_stderr else ''}")
             time.sleep(0.05)
 
     def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None) -> tuple[int, Any]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pex.audit.merkle import (
     EMPTY_ROOT,
     MerkleLog,
+    Frontier,
     event_leaf,
     leaf_hash,
     node_hash,
@@ -449,28 +450,32 @@ def test_the_log_refuses_questions_about_sizes_it_never_had() -> None:
 # --- what a leaf is for OpenPEX ---
 
 
-def test_event_leaf_layout_is_position_topic_length_topic_state() -> None:
-    leaf = event_leaf(258, b"\x01\x02", "pex.domain:Booked")
-    assert leaf == (258).to_bytes(8, "big") + (17).to_bytes(2, "big") + b"pex.domain:Booked" + b"\x01\x02"
+ID_A, ID_B = bytes(range(16)), bytes(range(1, 17))
+
+
+def test_event_leaf_layout_is_position_id_version_topic_length_topic_state() -> None:
+    leaf = event_leaf(258, ID_A, 3, "pex.domain:Booked", b"\x01\x02")
+    assert leaf == ((258).to_bytes(8, "big") + ID_A + (3).to_bytes(8, "big") + (17).to_bytes(2, "big")
+                    + b"pex.domain:Booked" + b"\x01\x02")
 
 
 @given(
-    st.integers(0, 2**64 - 1),
-    st.text(max_size=20),
+    st.integers(0, 2**64 - 1), st.sampled_from([ID_A, ID_B]), st.integers(0, 3), st.text(max_size=20),
     st.binary(max_size=20),
-    st.integers(0, 2**64 - 1),
-    st.text(max_size=20),
+    st.integers(0, 2**64 - 1), st.sampled_from([ID_A, ID_B]), st.integers(0, 3), st.text(max_size=20),
     st.binary(max_size=20),
 )
-def test_event_leaves_are_unambiguous(p1: int, t1: str, s1: bytes, p2: int, t2: str, s2: bytes) -> None:
-    assert (event_leaf(p1, s1, t1) == event_leaf(p2, s2, t2)) == ((p1, t1, s1) == (p2, t2, s2))
+def test_event_leaves_are_unambiguous(p1: int, o1: bytes, v1: int, t1: str, s1: bytes,
+                                      p2: int, o2: bytes, v2: int, t2: str, s2: bytes) -> None:
+    assert (event_leaf(p1, o1, v1, t1, s1) == event_leaf(p2, o2, v2, t2, s2)) == \
+        ((p1, o1, v1, t1, s1) == (p2, o2, v2, t2, s2))
 
 
 def test_changing_reordering_inserting_or_deleting_an_event_changes_the_root() -> None:
     events = [(i + 1, f"state {i}".encode(), "pex.domain.orders:Order.Placed") for i in range(10)]
 
     def root(evs: list[tuple[int, bytes, str]]) -> bytes:
-        return log_of([event_leaf(p, s, t) for p, s, t in evs]).root()
+        return log_of([event_leaf(p, ID_A, p, t, s) for p, s, t in evs]).root()
 
     original = root(events)
     changed = events[:3] + [(4, b"state 3!", events[3][2])] + events[4:]
@@ -484,8 +489,29 @@ def test_changing_reordering_inserting_or_deleting_an_event_changes_the_root() -
 
 def test_event_leaf_refuses_what_it_cannot_encode() -> None:
     with pytest.raises(ValueError):
-        event_leaf(-1, b"", "t")
+        event_leaf(-1, ID_A, 1, "t", b"")
     with pytest.raises(ValueError):
-        event_leaf(2**64, b"", "t")
+        event_leaf(2**64, ID_A, 1, "t", b"")
     with pytest.raises(ValueError):
-        event_leaf(0, b"", "x" * 65536)
+        event_leaf(0, ID_A, 1, "x" * 65536, b"")
+    with pytest.raises(ValueError):
+        event_leaf(0, b"short", 1, "t", b"")
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70))
+def test_a_frontier_has_the_logs_root_at_every_size_and_survives_a_round_trip(leaves: list[bytes]) -> None:
+    log, frontier = MerkleLog(), Frontier()
+    assert frontier.root() == log.root()
+    for hashed in leaves:
+        log.append_leaf_hash(hashed)
+        frontier.append(hashed)
+        assert frontier.root() == log.root()
+        frontier = Frontier.from_bytes(frontier.size, frontier.to_bytes())
+    assert frontier.size == len(leaves)
+
+
+def test_a_frontier_refuses_hashes_that_do_not_fit_its_size() -> None:
+    with pytest.raises(ValueError):
+        Frontier(3, [b"\x00" * 32])
+    with pytest.raises(ValueError):
+        Frontier(1, [b"short"])

@@ -1,0 +1,76 @@
+"""Notary: keeps the Merkle tree over the event log and signs a tree head every second.
+
+It reads what the store holds (its own connection, plain SQL: the leaves are the stored bytes
+as they are, not as this process meant them), so it needs nothing from the Allocator and
+costs the negotiations nothing but the GIL time of hashing. Each tick is a turn of its
+pex.audit.keeper.TreeKeeper: hash what was recorded since, sign a head, store it if the log
+grew. Idle, it still signs a fresh head each second (kept in memory for GET
+/OpenPEX/audit/head, not stored: the stored one says the same, older).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pex.actors.calls import Call, CallableActor, tell
+from pex.actors.ticker import Ticker
+from pex.audit.keeper import TURN, TreeKeeper
+from pex.audit.ledger import Ledger, LedgerError
+from pex.audit.signing import TreeHead
+from pex.domain.clock import Clock
+from pex.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Notarising:
+    """What the Notary needs: the store (as `openpex serve --database` names it), the key."""
+
+    store: str
+    key: Ed25519PrivateKey
+    interval: float = 1.0  # seconds between heads
+    key_path: Path | None = None  # where the key is, for the log
+
+
+class Notary(CallableActor):
+    def __init__(self, notarising: Notarising, clock: Clock, metrics: Metrics) -> None:
+        super().__init__()
+        self.notarising, self.clock, self.metrics = notarising, clock, metrics
+        self._keeper: TreeKeeper | None = None
+        self._ticker: Ticker | None = None
+
+    def on_start(self) -> None:
+        self._keeper = TreeKeeper(Ledger.open(self.notarising.store, write=True), self.notarising.key)
+        self.sign()  # the first head now: GET /OpenPEX/audit/head has one from the start
+        self._ticker = Ticker(self.actor_ref, Call(lambda notary: notary.sign()), self.notarising.interval,
+                              "Notary-ticker").start()
+        log.info("signing a tree head every %.1f s with key %s (%s); the log holds %d events",
+                 self.notarising.interval, self._keeper.latest.key_id if self._keeper.latest else "?",
+                 self.notarising.key_path or "given", self._keeper.frontier.size)
+
+    def on_stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._keeper is not None:
+            self._keeper.ledger.close()
+
+    def latest(self) -> TreeHead | None:
+        """The last head signed (within a second of now, unless the store cannot be read)."""
+        return None if self._keeper is None else self._keeper.latest
+
+    def sign(self) -> None:
+        """One turn of the keeper; another right after this one if there is more to hash."""
+        assert self._keeper is not None
+        try:
+            hashed = self._keeper.turn(self.clock.now())
+        except LedgerError as error:
+            log.error("no tree head this second: %s", error)
+            return
+        if self._keeper.latest is not None:
+            self.metrics.tree_head_size.set(self._keeper.latest.size)
+        if hashed == TURN:
+            tell(self.actor_ref, lambda notary: notary.sign())  # more to hash: go on after what waits

@@ -1,0 +1,55 @@
+"""Keeping the Merkle tree over a store's log and signing its heads: what the service's Notary
+does every second, as a plain object (the benchmark runs it without actors).
+
+Each turn hashes the events recorded since the last one (read from the store, as stored: see
+pex.audit.ledger), signs a head (size, root, time) and, when the log grew, stores the head
+with the leaves it added and the frontier at its size. A keeper opened on a store that has
+heads goes on from the last one's frontier; events recorded after it are in the next head.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pex.audit.ledger import LEAF_RECORD, Ledger
+from pex.audit.merkle import Frontier
+from pex.audit.signing import TreeHead, sign
+
+TURN = 50_000  # events hashed in one turn at most: a long catch-up is spread over turns
+
+
+class TreeKeeper:
+    def __init__(self, ledger: Ledger, key: Ed25519PrivateKey) -> None:
+        self.ledger, self.key = ledger, key
+        self.frontier = Frontier()
+        self.last_position = 0  # of the last event in the tree
+        self.latest: TreeHead | None = None  # the last head signed, stored or not
+        self._pending = bytearray()  # leaves since the last stored head
+        self._stored_size = 0
+        stored = ledger.latest()
+        if stored is not None:
+            self.frontier = Frontier.from_bytes(stored.head.size, stored.frontier)
+            self._stored_size = stored.head.size
+            if stored.leaves:
+                self.last_position = int.from_bytes(stored.leaves[-LEAF_RECORD:-LEAF_RECORD + 8], "big")
+            self.latest = stored.head
+
+    def turn(self, now: int, most: int = TURN) -> int:
+        """Hash up to `most` new events, sign a head at `now` (ms) and store it if the log grew;
+        returns how many events were hashed. LedgerError if the store fails: the leaves hashed
+        stay pending, and the next head that is stored carries them."""
+        rows = self.ledger.page(self.last_position, most)
+        frontier, pending = self.frontier, self._pending
+        for row in rows:
+            hashed = row.leaf_hash()
+            frontier.append(hashed)
+            pending += row.position.to_bytes(8, "big") + hashed
+        if rows:
+            self.last_position = rows[-1].position
+        head = sign(self.key, frontier.size, now, frontier.root())
+        self.latest = head
+        if head.size > self._stored_size:
+            self.ledger.append(head, bytes(pending), frontier)
+            pending.clear()
+            self._stored_size = head.size
+        return len(rows)

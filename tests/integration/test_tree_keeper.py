@@ -1,0 +1,126 @@
+"""The tree the service keeps over its log, on real SQLite and PostgreSQL stores: heads stored
+as the log grows, a restart that goes on from the last head, a failed write that loses no
+leaf, and the running service's Notary (its head, its metric)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pex.actors.calls import ask_sync
+from pex.audit.keeper import TreeKeeper
+from pex.audit.ledger import Ledger, LedgerError
+from pex.audit.merkle import Frontier
+from pex.audit.signing import TreeHead
+from pex.audit.verify import verify_store
+from pex.domain.application import OpenPEX
+
+
+def store_of(env: dict[str, str]) -> str:
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        return env["SQLITE_DBNAME"]
+    return (f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{env['POSTGRES_HOST']}:"
+            f"{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}")
+
+
+def add_templates(app: OpenPEX, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        app.catalogue.register_template(f"t{i}", f"template {i}", {"kind": "simulated"})
+
+
+def test_heads_follow_the_log_and_a_new_keeper_goes_on_from_the_last(durable_store_env: dict[str, str]) -> None:
+    app = OpenPEX(durable_store_env)
+    store, key = store_of(durable_store_env), Ed25519PrivateKey.generate()
+    try:
+        add_templates(app, 0, 7)
+        with Ledger.open(store, write=True) as ledger:
+            keeper = TreeKeeper(ledger, key)
+            assert keeper.turn(now=1_000, most=3) == 3  # a long catch-up comes in turns
+            assert keeper.turn(now=2_000) == 4
+            assert keeper.turn(now=3_000) == 0  # idle: a fresh head, not stored
+            assert keeper.latest is not None and keeper.latest.timestamp == 3_000
+            assert [s.head.size for s in ledger.heads()] == [3, 7]
+            assert [s.head.timestamp for s in ledger.heads()] == [1_000, 2_000]
+        add_templates(app, 7, 5)
+        with Ledger.open(store, write=True) as ledger:
+            keeper = TreeKeeper(ledger, key)  # a restart
+            assert (keeper.frontier.size, keeper.last_position) == (7, 7)
+            assert keeper.turn(now=4_000) == 5
+        with Ledger.open(store) as reader:
+            stored = list(reader.heads())
+            assert [s.head.size for s in stored] == [3, 7, 12]
+            assert [position for s in stored for position, _ in s.added()] == list(range(1, 13))
+            verdict = verify_store(reader)
+            assert (verdict.ok, verdict.events, verdict.heads, verdict.unsigned) == (True, 12, 3, 0), verdict
+            root = Frontier()
+            for s in stored:
+                for _, hashed in s.added():
+                    root.append(hashed)
+                assert s.head.root == root.root() and s.head.verifies()
+    finally:
+        app.close()
+
+
+class _FailingOnce(Ledger):
+    failed = False
+
+    def append(self, head: TreeHead, leaves: bytes, frontier: Frontier) -> None:
+        if not self.failed:
+            self.failed = True
+            raise LedgerError("the disk is full")
+        super().append(head, leaves, frontier)
+
+
+def test_a_head_that_cannot_be_stored_loses_no_leaf(tmp_path: Any) -> None:
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "events.db")}
+    app = OpenPEX(env)
+    try:
+        add_templates(app, 0, 4)
+        opened = Ledger.open(env["SQLITE_DBNAME"], write=True)
+        ledger = _FailingOnce(opened._db, False, opened.where)
+        keeper = TreeKeeper(ledger, Ed25519PrivateKey.generate())
+        with pytest.raises(LedgerError):
+            keeper.turn(now=1)
+        add_templates(app, 4, 2)
+        assert keeper.turn(now=2) == 2
+        stored = list(ledger.heads())
+        assert [(s.head.size, s.count) for s in stored] == [(6, 6)]
+        assert verify_store(ledger).ok
+        ledger.close()
+    finally:
+        app.close()
+
+
+def test_the_running_service_signs_a_head_every_second(service: Any, clock: Any) -> None:
+    system = service.system
+    assert system.notary is not None
+    position = service.system.app.recorder.max_notification_id()
+    deadline = time.monotonic() + 5
+    while True:
+        head = ask_sync(system.notary, lambda notary: notary.latest())
+        if head is not None and head.size == position:
+            break
+        assert time.monotonic() < deadline, head
+        time.sleep(0.1)
+    assert head.verifies()
+    clock.set(head.timestamp + 60_000)  # idle: the head is signed again, at the new time
+    time.sleep(1.3)
+    newer = ask_sync(system.notary, lambda notary: notary.latest())
+    assert newer is not None and (newer.size, newer.timestamp) == (position, head.timestamp + 60_000)
+    assert system.metrics.tree_head_size._value.get() == position
+
+
+def test_a_store_no_head_vouches_for_does_not_verify(tmp_path: Any) -> None:
+    path = str(tmp_path / "events.db")
+    app = OpenPEX({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path})
+    try:
+        add_templates(app, 0, 2)
+        with Ledger.open(path) as reader:
+            verdict = verify_store(reader)
+        assert (verdict.ok, verdict.events, verdict.first_bad_position) == (False, 2, None)
+        assert "no signed tree head" in verdict.reason
+    finally:
+        app.close()
