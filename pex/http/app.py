@@ -21,7 +21,8 @@ from pex.drivers.base import DriverError
 from pex.http import handlers, presenters
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
-from pex.http.typedefs import ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, PASSWORDS, PRINCIPAL, ask
+from pex.http.typedefs import (ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, NOTARY, PASSWORDS, PRINCIPAL,
+                               ask)
 from pex.logs import about
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def create_app(system: System, passwords: PasswordCheck | None = None, *,
     app[METRICS] = system.metrics
     app[MANAGER] = system.manager
     app[ALLOCATOR] = system.allocator
+    if system.notary is not None:
+        app[NOTARY] = system.notary
     app[PASSWORDS] = passwords or PasswordCheck()
     app.on_cleanup.append(stop_hashing)
     app[CORS_ORIGINS] = frozenset(cors_origins)

@@ -22,7 +22,8 @@ from pex.domain.read_models import EventPage
 from pex.domain.reading import Reading
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
-from pex.http.typedefs import BASE, METRICS_PATH, PASSWORDS, ask, ask_manager, ask_manager_later, principal
+from pex.actors.calls import ask_async
+from pex.http.typedefs import BASE, METRICS_PATH, NOTARY, PASSWORDS, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
     UUID_PATTERN,
     events_in,
@@ -74,6 +75,7 @@ def add_routes(app: web.Application) -> None:
         web.put(f"{BASE}/nodes/{{name}}/drain", drain),
         web.put(f"{BASE}/nodes/{{name}}/undrain", undrain),
         web.get(f"{BASE}/events", log_events),
+        web.get(f"{BASE}/audit/head", audit_head),
     ])
 
 
@@ -129,6 +131,17 @@ def admin_only(request: web.Request) -> None:
 async def health(request: web.Request) -> web.Response:
     types = await ask(request, lambda allocator: allocator.app.catalogue.types())  # answers only if the actors do
     return reply({"status": "ok", "types": len(types)})
+
+
+async def audit_head(request: web.Request) -> web.Response:
+    """The tree head the Notary signed last (the admin; docs/audit.md)."""
+    admin_only(request)
+    notary = request.app.get(NOTARY)
+    head = None if notary is None else await ask_async(notary, lambda keeper: keeper.latest())
+    if head is None:
+        raise NotFound("this service signs no tree heads (it runs with --head-interval 0)" if notary is None
+                       else "no tree head yet: the store could not be read (see the service's log)")
+    return reply(head.as_json())
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -308,6 +308,20 @@ SCHEMAS: dict[str, Any] = {
                                                                     "description": "proposals it may send now"}}},
                     "refusedOverQuota": {"type": "integer", "minimum": 0,
                                          "description": "requests refused over quota since the service started"}}},
+    "TreeHead": {
+        "type": "object", "additionalProperties": False,
+        "required": ["treeSize", "timestamp", "time", "rootHash", "signature", "publicKey", "keyId"],
+        "description": "A signed tree head over the event log (docs/audit.md): Ed25519 over RFC 6962's "
+                       "TreeHeadSignature bytes (version 0, type 1, timestamp, treeSize, rootHash)",
+        "properties": {
+            "treeSize": {"type": "integer", "minimum": 0, "description": "events the tree covers"},
+            "timestamp": {"type": "integer", "minimum": 0, "description": "when it was signed, ms since 1970"},
+            "time": {"type": "string", "description": "the same, ISO 8601 in UTC"},
+            "rootHash": {"type": "string", "contentEncoding": "base64", "description": "RFC 9162 root, SHA-256"},
+            "signature": {"type": "string", "contentEncoding": "base64"},
+            "publicKey": {"type": "string", "contentEncoding": "base64", "description": "raw Ed25519"},
+            "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$",
+                      "description": "the first 16 hex digits of SHA-256 of the public key"}}},
     "Health": {"type": "object", "additionalProperties": False, "required": ["status", "types"],
                "properties": {"status": {"const": "ok"}, "types": {"type": "integer"}}},
     "Event": {
@@ -623,6 +637,10 @@ PATHS: dict[str, Any] = {
                                f"log (`type` without `reservation`) looks through at most {SCANNED:,} positions: it "
                                "may be short, even empty, and still carry a Link; follow Links until there is "
                                "none.")},
+    "/OpenPEX/audit/head": {
+        "get": _op("getAuditHead", "get", "The event log's latest signed tree head (admin; docs/audit.md). Save it "
+                   "elsewhere: `openpex verify --head` proves the log still extends it", "200", _ref("TreeHead"),
+                   admin=True, path=True)},
 }
 
 DESCRIPTION = """\

@@ -11,6 +11,7 @@ import pykka
 from aiohttp import web
 
 from pex.actors.allocator import Allocator
+from pex.actors.notary import Notary
 from pex.actors.calls import Later, ask_async, ask_passed_on
 from pex.actors.reservation_manager import ReservationManager
 from pex.http.auth import PasswordCheck, Principal
@@ -22,6 +23,7 @@ BASE = "/OpenPEX"
 ALLOCATOR = web.AppKey("allocator", pykka.ActorRef[Allocator])
 MANAGER = web.AppKey("manager", pykka.ActorRef[ReservationManager])
 METRICS = web.AppKey("metrics", Metrics)
+NOTARY = web.AppKey("notary", pykka.ActorRef[Notary])  # absent with --head-interval 0
 METRICS_PATH = "/metrics"  # where Prometheus looks by default (the admin's credentials)
 PASSWORDS = web.AppKey("passwords", PasswordCheck)
 CORS_ORIGINS = web.AppKey("cors_origins", frozenset[str])  # origins allowed to call the API from a browser

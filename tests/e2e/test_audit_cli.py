@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.server import Server, rfc1123
+from tests.support.server import ADMIN_PASSWORD, Server, rfc1123
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -397,3 +397,18 @@ def test_bad_stores_and_files_are_one_line(tmp_path: Path, sqlite_base: Store) -
     _refused(openpex("prove", *sqlite_base.where), "--position")
     _refused(openpex("head", "--data-dir", str(tmp_path / "none")), "no event store")
     _refused(openpex("verify", *sqlite_base.where, "--colour"), "unrecognized arguments")
+
+
+def test_a_service_told_to_sign_nothing_has_no_head(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--simulated-nodes", "1", "--head-interval", "0")
+    try:
+        status, answer = server.request("GET", "/OpenPEX/audit/head", auth=("admin", ADMIN_PASSWORD))
+        assert (status, answer["error"]) == (404, "NOT_FOUND") and "--head-interval 0" in answer["message"]
+    finally:
+        server.kill(signal.SIGTERM)
+    result = openpex("head", "--data-dir", str(tmp_path))
+    assert result.returncode == 1 and "no signed tree head" in result.stderr
+    found = verdict(openpex("verify", "--data-dir", str(tmp_path), "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, None) and "no signed tree head" in found["reason"]
+    refused = openpex("serve", "--data-dir", str(tmp_path), "--head-interval", "-1")  # argparse's usage and error
+    assert refused.returncode == 2 and "--head-interval must be between 0" in refused.stderr

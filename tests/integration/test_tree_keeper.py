@@ -124,3 +124,19 @@ def test_a_store_no_head_vouches_for_does_not_verify(tmp_path: Any) -> None:
         assert "no signed tree head" in verdict.reason
     finally:
         app.close()
+
+
+async def test_the_admin_reads_the_signed_head_over_http(client: Any, service: Any) -> None:
+    from pex.audit.signing import read_public_key
+    from tests.integration.test_http import ADMIN, register
+
+    alice = await register(client, "alice")
+    answer = await client.get("/OpenPEX/audit/head", headers=ADMIN)
+    assert answer.status == 200, await answer.text()
+    head = TreeHead.from_json(await answer.json())
+    key = read_public_key(str(service.config.data_dir / "audit-signing-key.pub"))
+    assert head.verifies(key) and head.size >= 1
+    refused = await client.get("/OpenPEX/audit/head", headers=alice)
+    assert refused.status == 403 and (await refused.json())["error"] == "FORBIDDEN"
+    scraped = await client.get("/metrics", headers=ADMIN)
+    assert "openpex_tree_head_size " in await scraped.text()
