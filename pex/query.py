@@ -35,7 +35,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Persist
 from pex.domain.aggregates import Instance, Reservation
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
 from pex.domain.clock import DAY, HOUR, Millis
-from pex.domain.event_log import KINDS as KINDS, event_record  # (KINDS: pex.audit.events reads it here)
+from pex.domain.event_log import KINDS as KINDS, CheckedMapper, UndecodableEvent, event_record  # (KINDS: pex.audit.events reads it here)
 from pex.domain.listing import Listing
 from pex.domain.negotiation import LATEST_INSTANT, Status
 from pex.domain.projections import Projections
@@ -100,6 +100,7 @@ class Query:
     def __init__(self, log: Application[UUID], until: int | None, as_of: datetime | None) -> None:
         """Use Query.open."""
         self._log = log
+        self._mapper = CheckedMapper.of(log.mapper)  # a tampered row is a StoreError naming it, never an import
         self._until = until
         self._as_of = as_of
         self._reading = _NotingPositions(log.recorder)
@@ -154,7 +155,7 @@ class Query:
                 if progress is not None:
                     progress(applied, most)
 
-            applied = self._view.catch_up(self._reading, self._log.mapper, until=self._until, as_of=self._as_of,
+            applied = self._view.catch_up(self._reading, self._mapper, until=self._until, as_of=self._as_of,
                                           progress=told if progress is not None else None)
         self._timeline_behind = self._timeline_behind or applied > 0  # synced when next asked
         return applied
@@ -199,7 +200,7 @@ class Query:
         return found
 
     def _record(self, position: int, stored: StoredEvent) -> EventRecord:
-        return event_record(self._log.mapper, position, stored)
+        return event_record(self._mapper, position, stored)
 
     # ------------------------------------------------------------------ reservations and instances
 
@@ -357,6 +358,13 @@ def _reading_store() -> Iterator[None]:
         yield
     except (PersistenceError, psycopg.Error) as error:
         raise StoreError(f"the event store cannot be read: {one_line(error)}") from None
+    except UndecodableEvent as error:
+        raise StoreError(f"the event store holds what OpenPEX did not write: {error}") from None
+    except QueryError:
+        raise
+    except (ValueError, TypeError) as error:  # eventsourcing's own reading of a row no writer stored
+        raise StoreError(f"the event store holds a row that is not an event ({type(error).__name__}: "
+                         f"{one_line(error)}); `openpex verify` names its position") from None
 
 
 # ---------------------------------------------------------------------- reading arguments

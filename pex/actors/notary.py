@@ -36,35 +36,48 @@ class Notarising:
     key_path: Path | None = None  # where the key is, for the log
 
 
+def keeper(notarising: Notarising) -> TreeKeeper:
+    """The Notary's keeper, opened by whoever starts it: a store or a heads table that cannot be
+    used stops the start with one LedgerError, not a dead actor behind a running service."""
+    ledger = Ledger.open(notarising.store, write=True)
+    try:
+        return TreeKeeper(ledger, notarising.key)
+    except BaseException:
+        ledger.close()
+        raise
+
+
 class Notary(CallableActor):
-    def __init__(self, notarising: Notarising, clock: Clock, metrics: Metrics) -> None:
+    def __init__(self, keeper: TreeKeeper, notarising: Notarising, clock: Clock, metrics: Metrics) -> None:
         super().__init__()
         self.notarising, self.clock, self.metrics = notarising, clock, metrics
-        self._keeper: TreeKeeper | None = None
+        self._keeper = keeper
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
-        self._keeper = TreeKeeper(Ledger.open(self.notarising.store, write=True), self.notarising.key)
+        previous = self._keeper.latest
+        if previous is not None and previous.public_key != self._keeper.public_key:
+            log.warning("the tree heads were signed with key %s until now; from here on with key %s (verify "
+                        "the log with both public keys)", previous.key_id, self._keeper.key_id)
         self.sign()  # the first head now: GET /OpenPEX/audit/head has one from the start
         self._ticker = Ticker(self.actor_ref, Call(lambda notary: notary.sign()), self.notarising.interval,
                               "Notary-ticker").start()
         log.info("signing a tree head every %.1f s with key %s (%s); the log holds %d events",
-                 self.notarising.interval, self._keeper.latest.key_id if self._keeper.latest else "?",
-                 self.notarising.key_path or "given", self._keeper.frontier.size)
+                 self.notarising.interval, self._keeper.key_id, self.notarising.key_path or "given",
+                 self._keeper.frontier.size)
 
     def on_stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
-        if self._keeper is not None:
-            self._keeper.ledger.close()
+        self.sign()  # a last head: after a clean stop no event is left that no head covers
+        self._keeper.ledger.close()
 
     def latest(self) -> TreeHead | None:
         """The last head signed (within a second of now, unless the store cannot be read)."""
-        return None if self._keeper is None else self._keeper.latest
+        return self._keeper.latest
 
     def sign(self) -> None:
         """One turn of the keeper; another right after this one if there is more to hash."""
-        assert self._keeper is not None
         try:
             hashed = self._keeper.turn(self.clock.now())
         except LedgerError as error:
@@ -72,5 +85,5 @@ class Notary(CallableActor):
             return
         if self._keeper.latest is not None:
             self.metrics.tree_head_size.set(self._keeper.latest.size)
-        if hashed == TURN:
+        if hashed == TURN and self.actor_ref.is_alive():
             tell(self.actor_ref, lambda notary: notary.sign())  # more to hash: go on after what waits

@@ -14,7 +14,7 @@ from pex.actors.calls import A, ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
 from pex.actors.node_monitor import NodeMonitor
-from pex.actors.notary import Notarising, Notary
+from pex.actors.notary import Notarising, Notary, keeper
 from pex.actors.reservation_manager import ReservationManager
 from pex.actors.vm_monitor import VMMonitor
 from pex.domain.application import OpenPEX
@@ -60,7 +60,8 @@ class System:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
             self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
             if self.notarising is not None:
-                self.notary = self._keep(Notary.start(self.notarising, self.clock, self.metrics))
+                self.notary = self._keep(Notary.start(keeper(self.notarising), self.notarising, self.clock,
+                                                      self.metrics))
             self.dispatcher = self._keep(Dispatcher.start(
                 connect=self.connect, recorder=self.allocator, event_queue=self.event_queue,
                 clock=self.clock, grace=self.grace))

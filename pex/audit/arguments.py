@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from pex.domain.errors import InvalidField
+from pex.domain.event_log import LAST_POSITION
 from pex.domain.negotiation import LATEST_INSTANT
 
 
@@ -43,8 +46,8 @@ def complain(program: str, message: object) -> None:
 
 def position(text: str) -> int:
     """A position of the log (a notification id, >= 0)."""
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a position (a whole number >= 0)")
+    if not text.isascii() or not text.isdigit() or int(text) > LAST_POSITION:
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a position (a whole number from 0 to {LAST_POSITION})")
     return int(text)
 
 
@@ -60,6 +63,27 @@ def instant(text: str) -> int:
         return parse_time("endTime", text)
     except InvalidField as error:
         raise argparse.ArgumentTypeError(error.reason) from None
+
+
+def style_of(args: argparse.Namespace, out: TextIO) -> str:
+    """--format as given, else a table on a terminal and JSON lines otherwise."""
+    return str(args.format or ("table" if out.isatty() else "json"))
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown only on a terminal and once the work has taken a second
+    (tqdm's delay); told (done, of how many) as it goes."""
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit=" events", delay=1.0, disable=not sys.stderr.isatty(), leave=False,
+              file=sys.stderr) as bar:
+        def told(done: int, most: int) -> None:
+            if bar.total != most:
+                bar.total = most
+            bar.update(done - bar.n)
+
+        yield told
 
 
 def quiet_stdout() -> None:

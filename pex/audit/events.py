@@ -23,7 +23,8 @@ from enum import Enum
 from typing import Any, TextIO
 from uuid import UUID
 
-from pex.audit.arguments import complain, instant, one_line_errors, position, quiet_stdout, store_of, store_options
+from pex.audit.arguments import (complain, instant, one_line_errors, position, quiet_stdout, store_of, store_options,
+                                  style_of)
 from pex.domain.aggregates import Account, Node
 from pex.domain.read_models import SECRET_FIELDS, EventRecord
 from pex.query import KINDS, NotFoundError, Query, QueryError
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, lambda *_: stop.set())
     store = store_of(args)
-    style = args.format or ("table" if out.isatty() else "json")
+    style = style_of(args, out)
     try:
         kinds = type_topics(args.types)
         if args.since is not None and args.until is not None and args.until <= args.since:

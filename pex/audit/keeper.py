@@ -9,11 +9,12 @@ heads goes on from the last one's frontier; events recorded after it are in the 
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pex.audit.ledger import LEAF_RECORD, Ledger
+from pex.audit.ledger import LEAF_RECORD, Ledger, LedgerError, StoredHead
 from pex.audit.merkle import Frontier
-from pex.audit.signing import TreeHead, sign
+from pex.audit.signing import TreeHead, key_id, sign
 
 TURN = 50_000  # events hashed in one turn at most: a long catch-up is spread over turns
 
@@ -21,6 +22,8 @@ TURN = 50_000  # events hashed in one turn at most: a long catch-up is spread ov
 class TreeKeeper:
     def __init__(self, ledger: Ledger, key: Ed25519PrivateKey) -> None:
         self.ledger, self.key = ledger, key
+        self.public_key = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.key_id = key_id(self.public_key)
         self.frontier = Frontier()
         self.last_position = 0  # of the last event in the tree
         self.latest: TreeHead | None = None  # the last head signed, stored or not
@@ -28,10 +31,9 @@ class TreeKeeper:
         self._stored_size = 0
         stored = ledger.latest()
         if stored is not None:
-            self.frontier = Frontier.from_bytes(stored.head.size, stored.frontier)
+            self.frontier = _resumed(stored, ledger.where)
             self._stored_size = stored.head.size
-            if stored.leaves:
-                self.last_position = int.from_bytes(stored.leaves[-LEAF_RECORD:-LEAF_RECORD + 8], "big")
+            self.last_position = int.from_bytes(stored.leaves[-LEAF_RECORD:-LEAF_RECORD + 8], "big")
             self.latest = stored.head
 
     def turn(self, now: int, most: int = TURN) -> int:
@@ -53,3 +55,20 @@ class TreeKeeper:
             pending.clear()
             self._stored_size = head.size
         return len(rows)
+
+
+def _resumed(stored: StoredHead, where: str) -> Frontier:
+    """The frontier to go on from, if the latest head holds: signed, and its frontier's root is
+    its root. Going on from a damaged one would sign heads that blame honest events, so a
+    keeper refuses to start (LedgerError) and the operator looks with `openpex verify`."""
+    head = stored.head
+    refuse = f"the latest tree head in {where} (size {head.size}) {{}}; see `openpex verify` and docs/audit.md"
+    if not head.verifies():
+        raise LedgerError(refuse.format("does not verify: the heads were altered"))
+    try:
+        frontier = Frontier.from_bytes(head.size, stored.frontier)
+    except ValueError:
+        raise LedgerError(refuse.format("has a damaged frontier")) from None
+    if frontier.root() != head.root or not stored.leaves or len(stored.leaves) % LEAF_RECORD:
+        raise LedgerError(refuse.format("does not match its own leaves: the heads table was altered"))
+    return frontier

@@ -52,12 +52,15 @@ class Row(NamedTuple):
     state: object
 
     def leaf(self) -> bytes:
-        """The row's leaf. Columns a writer could not have stored (an id that is no UUID, a NULL)
-        are hashed all the same, so that tampering with them shows where it happened."""
+        """The row's leaf, over the columns as stored. What a writer could not have stored (an id
+        not in the writer's own form, a NULL, a topic that is not UTF-8) is hashed all the same,
+        so that tampering with it shows where it happened."""
         version = self.version if isinstance(self.version, int) and 0 <= self.version < _NO_VERSION else _NO_VERSION
-        topic = self.topic if isinstance(self.topic, str) else ""  # (cut below the leaf's 64 KiB limit)
-        state = bytes(self.state) if isinstance(self.state, (bytes, bytearray, memoryview)) else b""
-        return event_leaf(self.position, _id_bytes(self.originator_id), version, topic[:16_000], state)
+        topic = self.topic.encode("utf-8", "surrogatepass") if isinstance(self.topic, str) else \
+            self.topic if isinstance(self.topic, bytes) else b""
+        state = bytes(self.state) if isinstance(self.state, (bytes, bytearray, memoryview)) else \
+            self.state.encode() if isinstance(self.state, str) else b""
+        return event_leaf(self.position, id_bytes(self.originator_id), version, topic[:65_535], state)
 
     def leaf_hash(self) -> bytes:
         return leaf_hash(self.leaf())
@@ -125,6 +128,7 @@ class Ledger:
                 target = f"file:{quote(str(Path(store).resolve()))}{'' if write else '?mode=ro'}"
                 connection = sqlite3.connect(target, uri=True, timeout=10, isolation_level=None,
                                              check_same_thread=False)
+                connection.text_factory = bytes  # the bytes stored, UTF-8 or not: a leaf covers them
         except (sqlite3.Error, psycopg.Error) as error:
             raise LedgerError(f"cannot open {location(store)}: {one_line(error)}") from None
         ledger = cls(connection, is_postgres(store), location(store))
@@ -228,13 +232,21 @@ def _stored_head(found: tuple[Any, ...]) -> StoredHead:
                       bytes(leaves), bytes(frontier))
 
 
-def _id_bytes(value: object) -> bytes:
+def id_bytes(value: object) -> bytes:
+    """An aggregate's id as its 16 bytes, from the form its writer stores: PostgreSQL's uuid, or
+    SQLite's 32 lower-case hex digits. Any other form (upper case, dashes: eventsourcing would no
+    longer find the row under its aggregate) is hashed, so that it differs from every id."""
     if isinstance(value, UUID):
         return value.bytes
-    try:
-        return UUID(str(value)).bytes
-    except ValueError:  # not an id any writer stores: hashed, so that it differs from every id
-        return hashlib.sha256(b"not an id:" + str(value).encode("utf-8", "replace")).digest()[:16]
+    if isinstance(value, (bytes, str)) and len(value) == 32:
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if text.isalnum() and text == text.lower():
+            try:
+                return bytes.fromhex(text)
+            except ValueError:
+                pass
+    raw = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+    return hashlib.sha256(b"not an id:" + raw).digest()[:16]
 
 
 __all__ = ["Ledger", "LedgerError", "Row", "StoredHead", "StoreError", "LEAF_RECORD"]

@@ -35,7 +35,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()
 
 
-def event_leaf(position: int, originator_id: bytes, version: int, topic: str, state: bytes) -> bytes:
+def event_leaf(position: int, originator_id: bytes, version: int, topic: str | bytes, state: bytes) -> bytes:
     """Encode one stored event, every column of its row, as a leaf, unambiguously.
 
     Layout: the 8-byte big-endian notification ``position``, the 16 bytes of the
@@ -52,7 +52,7 @@ def event_leaf(position: int, originator_id: bytes, version: int, topic: str, st
         raise ValueError(f"an aggregate id is 16 bytes, not {len(originator_id)}")
     if not 0 <= version <= _MAX_POSITION:
         raise ValueError(f"version {version} does not fit in 8 bytes")
-    encoded_topic = topic.encode("utf-8")
+    encoded_topic = topic.encode("utf-8") if isinstance(topic, str) else topic
     if len(encoded_topic) > _MAX_TOPIC_LENGTH:
         raise ValueError(f"topic is {len(encoded_topic)} bytes; at most {_MAX_TOPIC_LENGTH}")
     return b"".join((position.to_bytes(8, "big"), originator_id, version.to_bytes(8, "big"),

@@ -55,8 +55,7 @@ class TreeHead:
 
     @property
     def key_id(self) -> str:
-        """A short name for the key: the first 16 hex digits of SHA-256 of its raw bytes."""
-        return hashlib.sha256(self.public_key).hexdigest()[:16]
+        return key_id(self.public_key)
 
     def signed_bytes(self) -> bytes:
         return signed_bytes(self.size, self.timestamp, self.root)
@@ -76,8 +75,8 @@ class TreeHead:
         moment = _EPOCH + timedelta(milliseconds=self.timestamp)
         return {"treeSize": self.size, "timestamp": self.timestamp,
                 "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
-                "rootHash": _b64(self.root), "signature": _b64(self.signature),
-                "publicKey": _b64(self.public_key), "keyId": self.key_id}
+                "rootHash": b64(self.root), "signature": b64(self.signature),
+                "publicKey": b64(self.public_key), "keyId": self.key_id}
 
     @classmethod
     def from_json(cls, data: object) -> TreeHead:
@@ -91,6 +90,11 @@ class TreeHead:
         assert isinstance(size, int) and isinstance(timestamp, int)
         return cls(size, timestamp, _bytes(data, "rootHash", HASH_SIZE), _bytes(data, "publicKey", _PUBLIC_SIZE),
                    _bytes(data, "signature", _SIGNATURE_SIZE))
+
+
+def key_id(public_key: bytes) -> str:
+    """A short name for a key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def signed_bytes(size: int, timestamp: int, root: bytes) -> bytes:
@@ -178,7 +182,7 @@ def read_public_key(path: str) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 

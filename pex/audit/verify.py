@@ -18,25 +18,25 @@ import base64
 import binascii
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import StoredEvent
 
-from pex.audit.arguments import complain, one_line_errors, store_of, store_options
-from pex.audit.ledger import Ledger, LedgerError, Row, StoredHead
+from pex.audit import arguments
+from pex.audit.arguments import complain, one_line_errors, progress, store_of, store_options, style_of
+from pex.audit.events import as_json
+from pex.audit.ledger import Ledger, LedgerError, Row, StoredHead, id_bytes
 from pex.audit.merkle import Frontier, MerkleLog, event_leaf, leaf_hash, verify_consistency, verify_inclusion
-from pex.audit.signing import HeadError, SigningKeyError, TreeHead, read_head_file, read_public_key
-from pex.domain.read_models import SECRET_FIELDS, event_fields
+from pex.audit.signing import (KEY_FILE, HeadError, b64, SigningKeyError, TreeHead, public_key_path, read_head_file,
+                               read_public_key)
+from pex.domain.event_log import CheckedMapper, UndecodableEvent, event_record
 from pex.domain.transcoding import MsgpackTranscoder
-from pex.stores import StoreError
-
-HIDDEN = "<hidden>"
-
+from pex.stores import StoreError, is_postgres
 
 class UsageError(Exception):
     """Input that cannot be used: one line, exit 2."""
@@ -56,8 +56,9 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
     configure(parser, "openpex verify")
     parser.add_argument("--head", metavar="SAVED.json",
                         help="a head saved earlier (openpex head --format json): the log must still extend it")
-    parser.add_argument("--public-key", metavar="PATH",
-                        help="the key every head must be signed with (the .pub beside the signing key)")
+    parser.add_argument("--public-key", metavar="PATH", action="append", default=[],
+                        help="a key the heads may be signed with (the .pub beside the signing key; repeatable after "
+                             "a key change; default: audit-signing-key.pub beside a SQLite store, if there)")
     parser.add_argument("--proof", metavar="FILE",
                         help="check an inclusion proof (openpex prove) against its head, without the store")
 
@@ -68,13 +69,9 @@ def configure_prove(parser: argparse.ArgumentParser) -> None:
 
 
 def _position(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a position (a whole number >= 1)")
+    if arguments.position(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} is not a position (the log's first is 1)")
     return int(text)
-
-
-def style_of(args: argparse.Namespace, out: TextIO) -> str:
-    return str(args.format or ("table" if out.isatty() else "json"))
 
 
 def _json_line(out: TextIO, value: object) -> None:
@@ -136,10 +133,12 @@ class _Tampered(Exception):
         self.position, self.reason = position, reason
 
 
-def verify_store(ledger: Ledger, *, public_key: bytes | None = None, saved: TreeHead | None = None,
+def verify_store(ledger: Ledger, *, keys: Collection[bytes] = (), saved: TreeHead | None = None,
                  progress: Callable[[int], None] | None = None) -> Verdict:
-    """Rehash the log and check it against every stored head (and a saved one)."""
-    checker = _Checker(ledger, public_key, saved, progress)
+    """Rehash the log and check it against every stored head (and a saved one). Every head must
+    be signed by one of `keys` (raw Ed25519 public keys); without any, by the saved head's key,
+    else by the first head's: then a head proves the log whole, not who signed it."""
+    checker = _Checker(ledger, keys, saved, progress)
     try:
         checker.run()
     except _Tampered as tampered:
@@ -153,9 +152,11 @@ def verify_store(ledger: Ledger, *, public_key: bytes | None = None, saved: Tree
 
 
 class _Checker:
-    def __init__(self, ledger: Ledger, public_key: bytes | None, saved: TreeHead | None,
+    def __init__(self, ledger: Ledger, keys: Collection[bytes], saved: TreeHead | None,
                  progress: Callable[[int], None] | None) -> None:
-        self.ledger, self.public_key, self.saved, self.progress = ledger, public_key, saved, progress
+        self.ledger, self.saved, self.progress = ledger, saved, progress
+        self.keys = set(keys) or ({saved.public_key} if saved is not None else set())
+        self.trusted = bool(self.keys)  # else the first head's key is taken on its word
         self.frontier = Frontier()
         self.tree = MerkleLog() if saved is not None else None  # for the consistency proof
         self.saved_root: bytes | None = None  # the rehashed log's root at the saved head's size
@@ -181,10 +182,13 @@ class _Checker:
 
     def _check_head(self, stored: StoredHead, rows: Iterator[Row]) -> None:
         head = stored.head
-        first = next(stored.added(), (self._last_position + 1, b""))[0]
+        first = self._last_position + 1  # (the first position it covers, whatever its leaves say)
         name = f"the head of size {head.size} ({head.as_json()['time']})"
-        if self.public_key is not None and head.public_key != self.public_key:
-            raise _Tampered(first, f"{name} is signed by key {head.key_id}, not by the key given")
+        if not self.keys:
+            self.keys.add(head.public_key)
+        if head.public_key not in self.keys:
+            raise _Tampered(first, f"{name} is signed by key {head.key_id}, not by "
+                                   + ("the key given" if self.trusted else "the key of the heads before it"))
         if not head.verifies():
             raise _Tampered(first, f"{name}: its signature does not verify (the head was altered)")
         if stored.count != head.size - self.frontier.size:
@@ -214,8 +218,8 @@ class _Checker:
 
     def _check_saved(self, saved: TreeHead) -> None:
         name = f"the saved head (size {saved.size}, {saved.as_json()['time']})"
-        if self.public_key is not None and saved.public_key != self.public_key:
-            raise _Tampered(None, f"{name} is signed by key {saved.key_id}, not by the key given")
+        if saved.public_key not in self.keys:
+            raise _Tampered(None, f"{name} is signed by key {saved.key_id}, not by the key the heads are signed with")
         if not saved.verifies():
             raise _Tampered(None, f"{name}: its signature does not verify (the file was altered)")
         if saved.size > self.frontier.size:
@@ -251,7 +255,8 @@ class _Checker:
         if self.latest is None:
             return "the store is empty"
         text = (f"{self.frontier.size} events hold; {self.latest.size} under {self.heads} signed heads "
-                f"(the latest at {self.latest.as_json()['time']}, key {self.latest.key_id})")
+                f"(the latest at {self.latest.as_json()['time']}, key {self.latest.key_id}"
+                + (")" if self.trusted else ", taken from the heads themselves: give --public-key to know who signed)"))
         if self.unsigned:
             text += f"; {self.unsigned} recorded since"
         if self.saved is not None:
@@ -263,15 +268,19 @@ def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     program = "openpex verify"
     try:
-        public_key = None if args.public_key is None else read_public_key(args.public_key)
+        keys = [read_public_key(path) for path in args.public_key]
         if args.proof is not None:
             if args.head is not None:
                 raise UsageError("--proof is checked against the head inside it; --head is for the store")
-            return _verify_proof(args.proof, public_key, style_of(args, out), out)
+            return _verify_proof(args.proof, set(keys), style_of(args, out), out)
         saved = None if args.head is None else read_head_file(args.head)
-        with Ledger.open(store_of(args)) as ledger:
-            with _progress(ledger) as step:
-                verdict = verify_store(ledger, public_key=public_key, saved=saved, progress=step)
+        store = store_of(args)
+        beside = None if is_postgres(store) else Path(store).parent / public_key_path(Path(KEY_FILE)).name
+        if not keys and beside is not None and beside.is_file():  # the service's own .pub, if it is there
+            keys.append(read_public_key(str(beside)))
+        with Ledger.open(store) as ledger:
+            with _counting(ledger) as step:
+                verdict = verify_store(ledger, keys=keys, saved=saved, progress=step)
     except (UsageError, HeadError, SigningKeyError, StoreError, LedgerError) as error:
         return _refused(program, error)
     if style_of(args, out) == "json":
@@ -288,34 +297,19 @@ def run_verify(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0 if verdict.ok else 1
 
 
-class _progress:
-    """A bar on stderr when it is a terminal and the work takes over a second (tqdm's delay)."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        if not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=self.ledger.last_position(), unit=" events", unit_scale=True, delay=1.0,
-                         file=sys.stderr, leave=False, mininterval=0.25)
-        bar = self._bar
+@contextmanager
+def _counting(ledger: Ledger) -> Iterator[Callable[[int], None]]:
+    """The walk's progress, told by the event and shown by the thousand (tqdm is slow per update)."""
+    total = ledger.last_position()
+    with progress("verifying") as told:
         counted = [0]
 
-        def step(n: int) -> None:  # (tqdm's update is slow per event: counted here, shown by the thousand)
+        def step(n: int) -> None:
             counted[0] += n
-            if counted[0] >= 4096:
-                bar.update(counted[0])
-                counted[0] = 0
+            if counted[0] % 4096 == 0:
+                told(counted[0], total)
 
-        return step
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        yield step
 
 
 # ---------------------------------------------------------------------- openpex prove / verify --proof
@@ -363,10 +357,10 @@ def prove(ledger: Ledger, position: int) -> dict[str, Any]:
     head = latest.head
     return {"position": position, "leafIndex": index, "treeSize": head.size,
             "event": {"originatorId": str(UUID(bytes=row.leaf()[8:24])), "originatorVersion": row.version,
-                      "topic": row.topic, "state": _b64(bytes(row.state) if isinstance(row.state, (bytes, memoryview))
+                      "topic": _text(row.topic), "state": b64(bytes(row.state) if isinstance(row.state, (bytes, memoryview))
                                                          else b"")},
-            "leafHash": _b64(tree.leaf_hash_at(index)),
-            "auditPath": [_b64(h) for h in tree.inclusion_proof(index, head.size)],
+            "leafHash": b64(tree.leaf_hash_at(index)),
+            "auditPath": [b64(h) for h in tree.inclusion_proof(index, head.size)],
             "head": head.as_json()}
 
 
@@ -380,7 +374,7 @@ def _proof_table(out: TextIO, proof: dict[str, Any]) -> None:
     out.write("save it with --format json, and check it with: openpex verify --proof FILE --public-key KEY.pub\n")
 
 
-def check_proof(proof: object, public_key: bytes | None) -> tuple[str, dict[str, Any] | None]:
+def check_proof(proof: object, keys: Collection[bytes]) -> tuple[str, dict[str, Any] | None]:
     """'' and the event's data if the proof holds, else why not (and None)."""
     if not isinstance(proof, dict):
         return "the proof is not a JSON object", None
@@ -405,7 +399,7 @@ def check_proof(proof: object, public_key: bytes | None) -> tuple[str, dict[str,
         hashed = leaf_hash(event_leaf(position, originator.bytes, version, topic, state))
     except ValueError as error:
         raise HeadError(f"the proof's event cannot be a leaf: {error}") from None
-    if public_key is not None and head.public_key != public_key:
+    if keys and head.public_key not in keys:
         return f"the head is signed by key {head.key_id}, not by the key given", None
     if not head.verifies():
         return "the head's signature does not verify", None
@@ -413,21 +407,20 @@ def check_proof(proof: object, public_key: bytes | None) -> tuple[str, dict[str,
         return f"the proof is for a tree of {size} events, its head has {head.size}", None
     if not verify_inclusion(hashed, index, size, hashes, head.root):
         return "the event is not in the tree the head signed (the proof or the event was altered)", None
-    row = Row(position, originator, version, topic, state)
-    return "", decode(_mapper(), row)
+    return "", decode(_mapper(), Row(position, originator, version, topic, state))
 
 
-def _verify_proof(path: str, public_key: bytes | None, style: str, out: TextIO) -> int:
+def _verify_proof(path: str, keys: Collection[bytes], style: str, out: TextIO) -> int:
     try:
         proof = json.loads(Path(path).read_text(encoding="utf-8").strip().splitlines()[-1])
     except (OSError, UnicodeDecodeError, ValueError, IndexError):
         raise UsageError(f"cannot read a proof from {path} (expected the JSON `openpex prove --format json` prints)") \
             from None
-    reason, data = check_proof(proof, public_key)
+    reason, data = check_proof(proof, keys)
     position = proof.get("position") if isinstance(proof, dict) else None
     verdict = {"ok": not reason, "events": 1, "firstBadPosition": position if reason else None,
                "reason": reason or f"the event at position {position} is in the signed tree of "
-                                   f"{proof['treeSize']} events" + ("" if public_key else
+                                   f"{proof['treeSize']} events" + ("" if keys else
                                                                     " (signed by the key in the head itself)")}
     if style == "json":
         if data is not None:
@@ -442,28 +435,29 @@ def _verify_proof(path: str, public_key: bytes | None, style: str, out: TextIO) 
 
 # ---------------------------------------------------------------------- decoding a row
 
-def _mapper() -> Mapper[UUID]:
-    return Mapper(transcoder=MsgpackTranscoder())
+def _mapper() -> CheckedMapper:
+    return CheckedMapper(transcoder=MsgpackTranscoder())
 
 
-def decode(mapper: Mapper[UUID], row: Row) -> dict[str, Any] | None:
-    """The row as an event in the domain's words, or None if it does not decode."""
-    if not isinstance(row.topic, str) or not isinstance(row.state, (bytes, bytearray, memoryview)) \
+def decode(mapper: CheckedMapper, row: Row) -> dict[str, Any] | None:
+    """The row as an event in the domain's words (as `openpex events` prints it), or None if it
+    is not an event OpenPEX wrote."""
+    try:
+        topic = row.topic.decode("utf-8", "strict") if isinstance(row.topic, bytes) else row.topic
+    except UnicodeDecodeError:
+        return None
+    if not isinstance(topic, str) or not isinstance(row.state, (bytes, bytearray, memoryview)) \
             or not isinstance(row.version, int):
         return None
     try:
-        originator = row.originator_id if isinstance(row.originator_id, UUID) else UUID(str(row.originator_id))
-        event = mapper.to_domain_event(StoredEvent(originator, row.version, row.topic, bytes(row.state)))
-        if not isinstance(event, Aggregate.Event):
-            return None
-        fields = event_fields(event)
-    except Exception:  # noqa: BLE001 (anything a foreign row makes the decoder raise means: it does not decode)
+        originator = row.originator_id if isinstance(row.originator_id, UUID) else UUID(bytes=id_bytes(row.originator_id))
+        record = event_record(mapper, row.position, StoredEvent(originator, row.version, topic, bytes(row.state)))
+    except UndecodableEvent:
         return None
-    from pex.audit.events import json_safe
-
-    return {"type": type(event).__qualname__, "id": str(originator), "version": event.originator_version,
-            "data": {k: HIDDEN if k in SECRET_FIELDS else json_safe(v) for k, v in fields.items()}}
+    return as_json(record)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+

@@ -74,6 +74,36 @@ def topics_of(kinds: Iterable[str]) -> tuple[str, ...]:
     return tuple(topic for kind in kinds for topic in KINDS[kind])
 
 
+TOPICS = frozenset(topic for topics in KINDS.values() for topic in topics)  # every event OpenPEX stores
+
+
+class UndecodableEvent(ValueError):
+    """A stored event OpenPEX did not write: a topic that is none of its events, or bytes that
+    do not decode."""
+
+
+class CheckedMapper(Mapper[UUID]):
+    """The store's mapper for readers of a store they do not trust: a topic must be one of
+    OpenPEX's events before it is resolved (eventsourcing imports whatever module a topic
+    names), and whatever a row makes the decoder raise is one UndecodableEvent naming it."""
+
+    @classmethod
+    def of(cls, mapper: Mapper[UUID]) -> CheckedMapper:
+        return cls(transcoder=mapper.transcoder, compressor=mapper.compressor, cipher=mapper.cipher)
+
+    def to_domain_event(self, stored: StoredEvent) -> Aggregate.Event:
+        where = f"the event at position {stored.id}" if isinstance(stored, Notification) else \
+            f"the event {stored.originator_id} v{stored.originator_version}"
+        if stored.topic not in TOPICS:
+            raise UndecodableEvent(f"{where} is not an OpenPEX event (its topic is {str(stored.topic)[:80]!r})")
+        try:
+            event = super().to_domain_event(stored)
+        except Exception as error:  # noqa: BLE001 (any failure of a foreign row's bytes means the same)
+            raise UndecodableEvent(f"{where} does not decode ({type(error).__name__}: "
+                                   f"{' '.join(str(error).split())[:120]})") from None
+        return cast(Aggregate.Event, event)
+
+
 def event_record(mapper: Mapper[UUID], position: int, stored: StoredEvent, *, secrets: bool = True) -> EventRecord:
     """The stored event at `position` of the log as a reader sees it; without `secrets`, its
     secret fields (a password hash) left out."""

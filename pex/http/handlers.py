@@ -137,7 +137,7 @@ async def audit_head(request: web.Request) -> web.Response:
     """The tree head the Notary signed last (the admin; docs/audit.md)."""
     admin_only(request)
     notary = request.app.get(NOTARY)
-    head = None if notary is None else await ask_async(notary, lambda keeper: keeper.latest())
+    head = None if notary is None else await ask_async(notary, lambda notary: notary.latest())
     if head is None:
         raise NotFound("this service signs no tree heads (it runs with --head-interval 0)" if notary is None
                        else "no tree head yet: the store could not be read (see the service's log)")

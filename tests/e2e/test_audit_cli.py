@@ -412,3 +412,56 @@ def test_a_service_told_to_sign_nothing_has_no_head(tmp_path: Path) -> None:
     assert (found["ok"], found["firstBadPosition"]) == (False, None) and "no signed tree head" in found["reason"]
     refused = openpex("serve", "--data-dir", str(tmp_path), "--head-interval", "-1")  # argparse's usage and error
     assert refused.returncode == 2 and "--head-interval must be between 0" in refused.stderr
+
+
+def test_the_service_will_not_sign_on_from_a_damaged_head(store: Store) -> None:
+    store.execute(("UPDATE tree_heads SET frontier = ? WHERE tree_size = (SELECT MAX(tree_size) FROM tree_heads)",
+                   (b"\x00" * 32,)))
+    result = openpex("serve", "--data-dir", str(store.data_dir), "--port", "1", *store.serve_args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot start" in result.stderr and "openpex verify" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_heads_re_signed_with_another_key_fail_against_the_services_key(store: Store, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from pex.audit.signing import signed_bytes
+
+    saved = tmp_path / "saved.json"
+    saved.write_text(openpex("head", *store.where, "--format", "json").stdout)
+    forger = Ed25519PrivateKey.generate()
+    public = forger.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    heads = store.rows("SELECT tree_size, timestamp, root_hash FROM tree_heads")
+    store.execute(*[("UPDATE tree_heads SET signature = ?, public_key = ? WHERE tree_size = ?",
+                     (forger.sign(signed_bytes(size, when, bytes(root))), public, size)) for size, when, root in heads])
+    key = ("--public-key", store.public_key) if store.database else ()  # (beside a SQLite store it is found)
+    found = verdict(openpex("verify", *store.where, *key, "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, 1) and "not by the key given" in found["reason"]
+    found = verdict(openpex("verify", *store.where, "--head", str(saved), "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, 1)
+    (store.data_dir / "audit-signing-key.pub").unlink()
+    alone = verdict(openpex("verify", *store.where, "--format", "json"))
+    assert alone["ok"] and "taken from the heads themselves" in alone["reason"]
+
+
+def test_a_removed_head_is_named_by_the_first_position_it_covered(store: Store) -> None:
+    sizes = [row[0] for row in store.rows("SELECT tree_size FROM tree_heads ORDER BY tree_size")]
+    store.execute(("DELETE FROM tree_heads WHERE tree_size = ?", (sizes[1],)))
+    found = verdict(openpex("verify", *store.where, "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, sizes[0] + 1) and "removed" in found["reason"]
+
+
+@pytest.mark.parametrize(("column", "value"), [("topic", "this:s"), ("originator_id", "zzz"), ("state", b"\xc1"),
+                                               ("topic", b"\xff\xfe")])
+def test_a_row_openpex_did_not_write_is_one_line_everywhere(sqlite_base: Store, tmp_path: Path, column: str,
+                                                            value: object) -> None:
+    shutil.copytree(sqlite_base.data_dir, tmp_path / "copy")
+    store = Store(tmp_path / "copy", None)
+    store.execute((f"UPDATE stored_events SET {column} = ? WHERE rowid = 12", (value,)))
+    for command in (("events",), ("replay", "--position", "20")):
+        result = openpex(*command, *store.where, "--format", "json")
+        _refused(result, "OpenPEX did not write" if column != "originator_id" else "not an event")
+        assert "Beautiful is better" not in result.stdout + result.stderr  # `this` was never imported
+    found = verdict(openpex("verify", *store.where, "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, 12)

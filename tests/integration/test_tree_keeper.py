@@ -140,3 +140,24 @@ async def test_the_admin_reads_the_signed_head_over_http(client: Any, service: A
     assert refused.status == 403 and (await refused.json())["error"] == "FORBIDDEN"
     scraped = await client.get("/metrics", headers=ADMIN)
     assert "openpex_tree_head_size " in await scraped.text()
+
+
+@pytest.mark.parametrize("damage", ["frontier", "short frontier", "signature", "root"])
+def test_a_keeper_refuses_to_go_on_from_a_damaged_head(tmp_path: Any, damage: str) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "events.db")
+    app = OpenPEX({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path})
+    key = Ed25519PrivateKey.generate()
+    try:
+        add_templates(app, 0, 3)
+        with Ledger.open(path, write=True) as ledger:
+            TreeKeeper(ledger, key).turn(now=1)
+        column, value = {"frontier": ("frontier", b"\x00" * 64), "short frontier": ("frontier", b"\x00"),
+                         "signature": ("signature", b"\x01" * 64), "root": ("root_hash", b"\x02" * 32)}[damage]
+        with sqlite3.connect(path) as db:
+            db.execute(f"UPDATE tree_heads SET {column} = ?", (value,))
+        with Ledger.open(path, write=True) as ledger, pytest.raises(LedgerError, match="openpex verify"):
+            TreeKeeper(ledger, key)
+    finally:
+        app.close()
