@@ -30,6 +30,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,12 @@ def run_wrk(port: int, script: Path, seconds: int, connections: int, core: int |
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(command: list[str], core: int | None, log: Path) -> subprocess.Popen[bytes]:
     def pin() -> None:
         if core is not None:
@@ -155,6 +162,42 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def propose_script(folder: Path) -> Path:
+    """The wrk script that proposes as the benchmark's user, written into `folder`."""
+    token = base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
+    script = folder / "propose.lua"
+    script.write_text(WRK_SCRIPT % {"token": token, "base": (int(time.time()) + 3600) * 1000})
+    return script
+
+
+def drive_openpex(folder: Path, script: Path, seconds: int, connections: int, nodes: int, server_core: int,
+                  load_core: int | None, serve_flags: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, int]]:
+    """`openpex serve` (data dir `folder`, plus `serve_flags`) on `server_core`, driven by wrk
+    from `load_core`: wrk's figures and how the negotiations were answered."""
+    port = free_port()
+    env_server = [sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(folder), "--port", str(port),
+                  "--simulated-nodes", str(nodes), "--node-spec", "cpus=32,memory=131072,disk=2048",
+                  "--offer-ttl", "3600", *serve_flags]
+    os.environ.setdefault("OPENPEX_ADMIN_PASSWORD", "bench-admin-password")
+    server = start(env_server, server_core, folder / "serve.log")
+    try:
+        wait_up(port, server)
+        request(port, "POST", "/OpenPEX/users", {"username": "bench", "password": PASSWORD})
+        # One user stands for many here: lift the per-user quotas that would otherwise stop it.
+        unlimited = {"openOffers": 10**9, "heldInstanceHours": 10**9, "proposalsPerMinute": 10**9}
+        request(port, "PUT", "/OpenPEX/users/bench/quota", unlimited, auth=("admin", os.environ["OPENPEX_ADMIN_PASSWORD"]))
+        request(port, "GET", "/OpenPEX/types", auth=("bench", PASSWORD))  # verify once; later calls hit the cache
+        cpu = cpu_seconds(server.pid)
+        openpex = run_wrk(port, script, seconds, connections, load_core)
+        openpex["server_cpu_s"] = round(cpu_seconds(server.pid) - cpu, 3)  # under load (all its threads)
+        replies: dict[str, int] = {}
+        for reservation in every_page(port, "/OpenPEX/reservations", ("bench", PASSWORD)):
+            replies[reservation["status"]] = replies.get(reservation["status"], 0) + 1
+    finally:
+        stop(server)
+    return openpex, replies
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -167,29 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     server_core, load_core = (cores[0], cores[1]) if len(cores) > 1 else (cores[0], None)
 
     folder = Path(tempfile.mkdtemp(prefix="openpex-api-"))
-    token = base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
-    script = folder / "propose.lua"
-    script.write_text(WRK_SCRIPT % {"token": token, "base": (int(time.time()) + 3600) * 1000})
-
-    port = free_port()
-    env_server = [sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(folder), "--port", str(port),
-                  "--simulated-nodes", str(args.nodes), "--node-spec", "cpus=32,memory=131072,disk=2048",
-                  "--offer-ttl", "3600"]
-    os.environ.setdefault("OPENPEX_ADMIN_PASSWORD", "bench-admin-password")
-    server = start(env_server, server_core, folder / "serve.log")
-    try:
-        wait_up(port, server)
-        request(port, "POST", "/OpenPEX/users", {"username": "bench", "password": PASSWORD})
-        # One user stands for many here: lift the per-user quotas that would otherwise stop it.
-        unlimited = {"openOffers": 10**9, "heldInstanceHours": 10**9, "proposalsPerMinute": 10**9}
-        request(port, "PUT", "/OpenPEX/users/bench/quota", unlimited, auth=("admin", os.environ["OPENPEX_ADMIN_PASSWORD"]))
-        request(port, "GET", "/OpenPEX/types", auth=("bench", PASSWORD))  # verify once; later calls hit the cache
-        openpex = run_wrk(port, script, args.seconds, args.connections, load_core)
-        replies: dict[str, int] = {}
-        for reservation in every_page(port, "/OpenPEX/reservations", ("bench", PASSWORD)):
-            replies[reservation["status"]] = replies.get(reservation["status"], 0) + 1
-    finally:
-        stop(server)
+    script = propose_script(folder)
+    openpex, replies = drive_openpex(folder, script, args.seconds, args.connections, args.nodes, server_core, load_core)
 
     bare_port = free_port()
     (folder / "bare.py").write_text(BARE_SERVER)
