@@ -334,9 +334,18 @@ def test_prove_refuses_a_position_past_the_head_and_a_tampered_event(store: Stor
 
 # ---------------------------------------------------------------------- crashes
 
-def test_a_store_written_across_a_sigkill_and_a_restart_verifies(tmp_path: Path) -> None:
-    store = Store(tmp_path, None)
-    unlimited = ("--simulated-nodes", "2", "--quota-proposals", "100000")
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_store_written_across_a_sigkill_and_a_restart_verifies(request: pytest.FixtureRequest, tmp_path: Path,
+                                                                 kind: str) -> None:
+    database = None
+    if kind == "postgres":
+        cluster = request.getfixturevalue("postgres_server")
+        name = f"audit_kill_{os.getpid()}_{next(_copies)}"
+        with psycopg.connect(_admin_url(cluster, "postgres"), autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name} OWNER {cluster.user}")
+        database = _url(cluster, name)
+    store = Store(tmp_path, database)
+    unlimited = ("--simulated-nodes", "2", "--quota-proposals", "100000", *store.serve_args)
     server = Server(tmp_path, *unlimited)
     register(server, "bob")
     failures: list[BaseException] = []
