@@ -19,18 +19,18 @@ opened or read raises pex.stores.StoreError. A Query is for one thread.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from pex.domain.aggregates import Instance, Reservation
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
@@ -38,7 +38,7 @@ from pex.domain.clock import DAY, HOUR, Millis
 from pex.domain.event_log import KINDS as KINDS, CheckedMapper, UndecodableEvent, event_record  # (KINDS: pex.audit.events reads it here)
 from pex.domain.listing import Listing
 from pex.domain.negotiation import LATEST_INSTANT, Status
-from pex.domain.projections import Projections
+from pex.domain.projections import Projections, collector_paused
 from pex.domain.read_models import (
     CapacityStep,
     EventRecord,
@@ -49,6 +49,7 @@ from pex.domain.read_models import (
     node_view,
     reservation_view,
 )
+from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
 from pex.domain.usage import MOST_STEPS, capacity_steps, step_bounds, step_count
 from pex.domain.errors import one_line
@@ -75,23 +76,87 @@ class NotFoundError(QueryError, LookupError):
     """An id or a name the store does not know (at the query's position)."""
 
 
-class _NotingPositions:
-    """The store's recorder as the projections read it, noting where each aggregate's events
-    are in the log, so that one aggregate's events are read without scanning the log."""
+_Row = tuple[int, Any, int, str, bytes]  # a notification: position, originator id, version, topic, state
 
-    def __init__(self, recorder: ApplicationRecorder) -> None:
+
+class _Log:
+    """The store's log as a Query reads it (projections.Log): rows selected with plain SQL from a
+    SQLite store (eventsourcing's Notification objects cost as much as the rest of reading a
+    row), through the recorder from any other; decoded as the CheckedMapper decodes them; and
+    noting where each aggregate's events are in the log, so that one aggregate's events are
+    read without scanning the log."""
+
+    def __init__(self, recorder: ApplicationRecorder, mapper: CheckedMapper) -> None:
         self.recorder = recorder
-        self.positions: defaultdict[UUID, list[int]] = defaultdict(list)
+        self.positions: dict[Any, list[int]] = {}  # originator id -> its positions, in log order
         self.noted = 0
+        self._originators: dict[Any, tuple[Any, list[int]]] = {}  # as stored -> (id, its positions)
+        self._decoding = _Decoding(mapper)
+        self._sqlite = recorder if isinstance(recorder, SQLiteApplicationRecorder) else None
 
-    def select_notifications(self, start: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
-        page = self.recorder.select_notifications(start, limit, stop)
-        for notification in page:
-            if notification.id > self.noted:  # (a past query re-reads the first one beyond it)
-                originator = notification.originator_id
-                self.positions[originator if isinstance(originator, UUID) else UUID(originator)].append(notification.id)
-                self.noted = notification.id
-        return page
+    def page(self, start: int, limit: int, stop: int | None) -> Sequence[_Row]:
+        if self._sqlite is None:
+            return [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+                    for n in self.recorder.select_notifications(start, limit, stop)]
+        statement = (f"SELECT rowid, originator_id, originator_version, topic, state "
+                     f"FROM {self._sqlite.events_table_name} WHERE rowid >= ? ")
+        params = [start]
+        if stop is not None:
+            statement += "AND rowid <= ? "
+            params.append(stop)
+        params.append(limit)
+        with self._sqlite.datastore.transaction(commit=False) as cursor:  # (errors as eventsourcing's)
+            raw = cursor.sqlite_cursor
+            raw.row_factory = None  # plain tuples
+            raw.execute(statement + "ORDER BY rowid LIMIT ?", params)
+            page: list[_Row] = raw.fetchall()
+            return page
+
+    def entry(self, row: _Row) -> tuple[int, Any]:
+        position, stored_id, version, topic, state = row
+        known = self._originators.get(stored_id)
+        if known is None:  # (once an aggregate: its id as eventsourcing makes it of what is stored)
+            originator = stored_id
+            if self._sqlite is not None:
+                originator = self._sqlite.convert_originator_id(stored_id)
+            known = self._originators[stored_id] = (originator, self.positions.setdefault(originator, []))
+        originator, positions = known
+        if position > self.noted:  # (a past query re-reads the first one beyond it)
+            positions.append(position)
+            self.noted = position
+        return position, self._decoding.event(position, originator, version, topic, state)
+
+
+class _Decoding:
+    """Stored events made domain events exactly as the CheckedMapper makes them, without its cost
+    per row: once the mapper has made a topic's first event (and so checked the topic is one of
+    OpenPEX's), that topic's rows are decoded by the transcoder and made events directly. A row
+    that does not decode so goes to the mapper, which makes it or names what is wrong with it."""
+
+    def __init__(self, mapper: CheckedMapper) -> None:
+        self._mapper = mapper
+        self._decode = mapper.transcoder.decode
+        self._plain = mapper.cipher is None and mapper.compressor is None
+        self._classes: dict[object, type] = {}  # topic -> its event class, once the mapper made one
+
+    def event(self, position: int, originator: Any, version: int, topic: str, state: bytes) -> Any:
+        kind = self._classes.get(topic)
+        if kind is not None and isinstance(originator, UUID):
+            try:
+                fields = self._decode(state)
+            except Exception:  # noqa: BLE001 (the mapper names what is wrong)
+                fields = None
+            if type(fields) is dict and "class_version" not in fields:  # (else the mapper upcasts)
+                fields["originator_id"] = originator
+                fields["originator_version"] = version
+                event: Any = object.__new__(kind)
+                object.__setattr__(event, "__dict__", fields)  # (as the mapper does)
+                return event
+        made: Any = self._mapper.to_domain_event(Notification(id=position, originator_id=originator,
+                                                              originator_version=version, topic=topic, state=state))
+        if self._plain and getattr(type(made), "class_version", 1) == 1:
+            self._classes[topic] = type(made)
+        return made
 
 
 class Query:
@@ -103,9 +168,11 @@ class Query:
         self._mapper = CheckedMapper.of(log.mapper)  # a tampered row is a StoreError naming it, never an import
         self._until = until
         self._as_of = as_of
-        self._reading = _NotingPositions(log.recorder)
-        self._view = Projections(CapacityModel(origin=0, bucket=READER_BUCKET))
-        self._timeline = ClusterTimeline(self._view.capacity)  # follows the model from the start
+        self._reading = _Log(log.recorder, self._mapper)
+        # The capacity model holds the reservations only once a capacity question needs it, and
+        # the cluster's timeline is made on the first question about the cluster.
+        self._view = Projections(CapacityModel(origin=0, bucket=READER_BUCKET), reader=True)
+        self._timeline: ClusterTimeline | None = None
         self._timeline_behind = False  # holds changed since it was synced
         self._closed = False
 
@@ -125,7 +192,6 @@ class Query:
         try:
             query = cls(log, position, cutoff)
             query._catch_up(progress)
-            query._cluster_timeline()  # now, so that the first question is as quick as the next
         except BaseException:
             log.close()
             raise
@@ -155,8 +221,8 @@ class Query:
                 if progress is not None:
                     progress(applied, most)
 
-            applied = self._view.catch_up(self._reading, self._mapper, until=self._until, as_of=self._as_of,
-                                          progress=told if progress is not None else None)
+            applied = self._view.read(self._reading, until=self._until, as_of=self._as_of,
+                                      progress=told if progress is not None else None)
         self._timeline_behind = self._timeline_behind or applied > 0  # synced when next asked
         return applied
 
@@ -265,8 +331,8 @@ class Query:
 
     def _reservation_view(self, reservation: Reservation) -> ReservationView:
         view = self._view
-        alive = tuple(i for i in view.instances_of.get(reservation.id, ())
-                      if view.instances[i].status != InstanceStatus.DELETED)
+        planned = view.instances_of.get(reservation.id)
+        alive = () if not planned else tuple(i for i in planned if view.instances[i].status != InstanceStatus.DELETED)
         return reservation_view(reservation, alive)
 
     def _known_reservation(self, reservation_id: UUID | str) -> Reservation:
@@ -294,7 +360,9 @@ class Query:
         """Per step of [start, end) (the last one shorter if `step` does not divide it), the least
         free and the most used CPUs, memory and disk at any instant in it: of one node, or of the
         whole cluster (every registered node, whatever its status). Counts everything held:
-        bookings, and the holds of open offers."""
+        bookings, and the holds of open offers. The first question builds the capacity model
+        (seconds on a store of a million events: used_at asks one instant without it), the
+        first about the cluster its timeline; later ones take milliseconds."""
         self._check_open()
         if start is None or end is None:
             raise QueryError(f"{'start' if start is None else 'end'}: required")
@@ -306,13 +374,25 @@ class Query:
             raise QueryError(f"step: {steps} steps from start to end; at most {MOST_STEPS} may be asked at once")
         if node is not None:
             self._known_node(node)
+        self._view.keep_capacity()  # (the first question builds the model: seconds on a big store)
         cluster = self._cluster_timeline() if node is None else None
         return capacity_steps(self._view.capacity, cluster, node, step_bounds(lo, hi, width))
 
+    def used_at(self, at: Instant) -> dict[str, Resources]:
+        """What each node (every registered one, in the order they were registered) has in use
+        at one instant: bookings and the holds of open offers, as capacity() counts them. From
+        the reservations alone, without the capacity model capacity() builds on its first
+        question: one instant of a big store costs a pass over its reservations."""
+        self._check_open()
+        return self._view.used_at(_instant(at, "at"))
+
     def _cluster_timeline(self) -> ClusterTimeline:
-        if self._timeline_behind:
+        if self._timeline is None:
+            with collector_paused():
+                self._timeline = ClusterTimeline(self._view.capacity)  # (takes in what is held)
+        elif self._timeline_behind:
             self._timeline.sync()
-            self._timeline_behind = False
+        self._timeline_behind = False
         return self._timeline
 
     def _known_node(self, node: str) -> None:

@@ -4,22 +4,27 @@ accounts, the capacity timeline, and the due times the timers are derived from.
 Each read model holds the aggregates themselves, advanced by applying the stored events in
 log order (`event.mutate`), so the read side reuses the aggregates' own recording code and
 cannot drift from it. The capacity model follows each reservation's `held_allocation()`.
+
+The writer's projections keep everything. A reader's (`reader=True`, pex.query) keep what
+readers ask about: the aggregates, their indexes and the open offers; no timers nor quotas, and
+nothing held in the capacity model until the first question that needs it (`keep_capacity`).
 """
 
 from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from sortedcontainers import SortedList
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
-from pex.domain.capacity import CapacityModel
+from pex.domain.capacity import Allocation, CapacityModel, use_at
 from pex.domain.clock import Millis
 from pex.domain.quotas import HeldOffers
 from pex.domain.sizes import Resources
@@ -68,8 +73,53 @@ class _Last:
 _LAST: Any = _Last()
 
 
+class Log(Protocol):
+    """The notification log as projections read it: pages of rows, each row made a (position,
+    domain event) only when its turn comes (a reader of the past stops at the first event
+    recorded after its instant, and must not decode, let alone fail on, what follows)."""
+
+    def page(self, start: int, limit: int, stop: int | None) -> Sequence[Any]:
+        """At most `limit` rows from position `start` on, none after `stop`, in log order."""
+        ...
+
+    def entry(self, row: Any) -> tuple[int, Any]:
+        """A row's position and its domain event."""
+        ...
+
+
+class NotificationLog:
+    """eventsourcing's notifications, mapped to domain events by the application's mapper."""
+
+    def __init__(self, recorder: Any, mapper: Any) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+
+    def page(self, start: int, limit: int, stop: int | None) -> Sequence[Any]:
+        page: Sequence[Any] = self.recorder.select_notifications(start, limit, stop=stop)
+        return page
+
+    def entry(self, row: Any) -> tuple[int, Any]:
+        return row.id, self.mapper.to_domain_event(row)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a while. Building projections allocates hundreds of
+    thousands of long-lived objects and no cycles; the collector would rescan the growing heap
+    again and again (a third of a rebuild's time)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class Projections:
-    def __init__(self, capacity: CapacityModel) -> None:
+    def __init__(self, capacity: CapacityModel, *, reader: bool = False) -> None:
+        """The writer's projections (the capacity model kept in step from the start, due times,
+        quota counts), or a reader's (see the module's docstring)."""
         self.position = 0  # id of the last notification applied
         self.capacity = capacity
         self.reservations: dict[UUID, Reservation] = {}
@@ -81,58 +131,60 @@ class Projections:
         self.templates: dict[str, Template] = {}
         self.accounts: dict[str, Account] = {}
         self.account_names: dict[str, str] = {}  # casefolded username -> the username (the first)
-        self.offers_held: dict[str, HeldOffers] = defaultdict(HeldOffers)  # per user, for quotas
-        self.offers_of: dict[str, dict[UUID, int]] = defaultdict(dict)  # user -> open offer -> instance-ms
+        self.offers_held: dict[str, HeldOffers] = defaultdict(HeldOffers)  # per user, for quotas (writer)
+        self.offers_of: dict[str, dict[UUID, int]] = defaultdict(dict)  # user -> open offer -> instance-ms (writer)
         self.offers_due = DueTimes()  # open offers by hold expiry
-        self.ends_due = DueTimes()  # agreed reservations by end
-        self.starts_due = DueTimes()  # activated reservations not yet launched, by start
-        self._bulk: set[UUID] | None = None  # reservations touched during a rebuild
+        self.ends_due = DueTimes()  # agreed reservations by end (writer)
+        self.starts_due = DueTimes()  # activated reservations not yet launched, by start (writer)
+        self._reader = reader
+        self._holding = not reader  # whether the capacity model holds the reservations' allocations
+        self._rebuilding = False  # the first catch-up: everything is synced once, at its end
         self._names: dict[UUID, str] = {}  # id -> name of nodes, templates and accounts
 
     # ------------------------------------------------------------------ following the log
 
     def catch_up(self, recorder: Any, mapper: Any, *, until: int | None = None,
                  as_of: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
-        """Apply every notification after `position`; the first call rebuilds everything, with
-        the capacity model loaded in bulk at the end rather than one hold at a time.
+        """Apply every notification after `position` (eventsourcing's recorder and mapper)."""
+        return self.read(NotificationLog(recorder, mapper), until=until, as_of=as_of, progress=progress)
+
+    def read(self, log: Log, *, until: int | None = None, as_of: datetime | None = None,
+             progress: Callable[[int], None] | None = None) -> int:
+        """Apply every notification of `log` after `position`; the first call rebuilds
+        everything, with the due times and the capacity model synced in bulk at the end rather
+        than one change at a time.
 
         A reader of the past (pex.query) bounds the log: no notification after `until`, and
         none from the first event recorded after `as_of` on (a prefix of the log, so the state
         is one the writer really had). `progress`, if given, is told after each page read how
         many notifications this call has applied so far."""
-        bulk = self.position == 0
-        if bulk:
-            self._bulk = set()
-        # A rebuild allocates hundreds of thousands of long-lived objects and no cycles; the
-        # cyclic collector would rescan the growing heap again and again (a third of the time).
-        collecting = gc.isenabled()
-        gc.disable()
+        self._rebuilding = self.position == 0
         try:
-            return self._read_log(recorder, mapper, bulk, until, as_of, progress)
+            with collector_paused():
+                return self._read_log(log, until, as_of, progress)
         finally:
-            if collecting:
-                gc.enable()
+            self._rebuilding = False
 
-    def _read_log(self, recorder: Any, mapper: Any, bulk: bool, until: int | None, as_of: datetime | None,
+    def _read_log(self, log: Log, until: int | None, as_of: datetime | None,
                   progress: Callable[[int], None] | None) -> int:
         applied = 0
         reading = True
+        entry, apply = log.entry, self._apply
         while reading:
-            page = recorder.select_notifications(self.position + 1, PAGE, stop=until)
-            for notification in page:
-                event = mapper.to_domain_event(notification)
+            page = log.page(self.position + 1, PAGE, until)
+            for row in page:
+                position, event = entry(row)
                 if as_of is not None and event.timestamp > as_of:
                     reading = False
                     break
-                self._apply(event)
-                self.position = notification.id
+                apply(event)
+                self.position = position
                 applied += 1
             if progress is not None:
                 progress(applied)
             reading = reading and len(page) == PAGE
-        if bulk:
-            touched, self._bulk = self._bulk or set(), None
-            self._finish_rebuild(touched)
+        if self._rebuilding:
+            self._finish_rebuild()
         return applied
 
     def apply_recordings(self, recordings: Iterable[Any], recorder: Any, mapper: Any) -> None:
@@ -199,27 +251,28 @@ class Projections:
 
     def _apply_reservation(self, event: Any) -> None:
         known = self.reservations.get(event.originator_id)
-        reservation = event.mutate(known)
+        reservation = event.mutate(known)  # (a later event changes the aggregate in place)
         if known is None:
+            self.reservations[reservation.id] = reservation
             self.reservations_of[reservation.userid].append(reservation.id)
-        self.reservations[reservation.id] = reservation
-        if self._bulk is not None:
-            self._bulk.add(reservation.id)  # synced once, at the end of the rebuild
-        else:
+        if not self._rebuilding:  # (a rebuild syncs every reservation once, at its end)
             self._sync(reservation)
 
     def _sync(self, reservation: Reservation) -> None:
         """Make the capacity model and the due times agree with the reservation's state."""
-        allocation = reservation.held_allocation()
-        if allocation != self.capacity.held(reservation.id):
-            if allocation is None:
-                self.capacity.release(reservation.id)
-            else:
-                self.capacity.hold(reservation.id, allocation)
+        if self._holding:
+            allocation = reservation.held_allocation()
+            if allocation != self.capacity.held(reservation.id):
+                if allocation is None:
+                    self.capacity.release(reservation.id)
+                else:
+                    self.capacity.hold(reservation.id, allocation)
         self._sync_due_times(reservation)
 
     def _sync_due_times(self, reservation: Reservation) -> None:
         self.offers_due.set(reservation.id, reservation.offer["hold_until"] if reservation.offer else None)
+        if self._reader:
+            return
         self._sync_offers_held(reservation)
         agreed = reservation.agreed_terms if reservation.is_agreed else None
         self.ends_due.set(reservation.id, agreed.end if agreed else None)
@@ -248,15 +301,58 @@ class Projections:
             found = self.accounts.get(name) if name is not None else None
         return found
 
-    def _finish_rebuild(self, touched: set[UUID]) -> None:
+    def _finish_rebuild(self) -> None:
+        reservations = self.reservations.values()
+        if self._reader:  # (only open offers are due; a rebuild starts from none)
+            for reservation in reservations:
+                if reservation.offer:
+                    self.offers_due.set(reservation.id, reservation.offer["hold_until"])
+        else:
+            for reservation in reservations:
+                self._sync_due_times(reservation)
+        if self._holding:
+            self.capacity.load(self._held())
+
+    def _held(self) -> dict[UUID, Allocation]:
         held = {}
-        for rid in touched:
-            reservation = self.reservations[rid]
+        for rid, reservation in self.reservations.items():
             allocation = reservation.held_allocation()
             if allocation is not None:
                 held[rid] = allocation
-            self._sync_due_times(reservation)
-        self.capacity.load(held)
+        return held
+
+    # ------------------------------------------------------------------ capacity, for readers
+
+    def keep_capacity(self) -> None:
+        """Make the capacity model hold every reservation's allocation, and keep it in step from
+        now on (a reader's model holds nothing until a question needs it)."""
+        if not self._holding:
+            with collector_paused():
+                self.capacity.load(self._held())
+            self._holding = True
+
+    def used_at(self, at: Millis) -> dict[str, Resources]:
+        """What each node (every registered one, in the order registered) has in use at instant
+        `at`: what every reservation holds then (its booking, its open offer's hold), as the
+        capacity model counts it, but from the reservations alone: asking one instant needs no
+        model. The choice is `Reservation.held_allocation`'s, without making allocations of
+        the stored lists (a third of the cost) unless a renegotiation holds two at once."""
+        stored: list[list[Any]] = []
+        for reservation in self.reservations.values():
+            offer, booking = reservation.offer, reservation.booking
+            if not (offer or booking) or reservation.is_closed:
+                continue
+            if offer and booking:  # the old terms and the new ones: their envelope
+                held = reservation.held_allocation()
+                if held is not None:
+                    stored.append(held.to_list())
+            elif offer:
+                stored.append(offer["allocation"])
+            elif booking:
+                stored.append(booking)
+        used = use_at(stored, at)
+        nothing = Resources(0, 0, 0)
+        return {name: used.get(name, nothing) for name in self.nodes}
 
 
 Advanced = TypeVar("Advanced", bound=Aggregate)

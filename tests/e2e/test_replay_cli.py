@@ -452,7 +452,17 @@ def test_bad_stores_are_one_line_and_never_created(tmp_path: Path, session: Sess
     damaged[spot - 24: spot + 9] = b"\xc1" * 33  # (0xc1: never used in msgpack)
     corrupt.write_bytes(bytes(damaged))
     result = openpex_replay("--database", str(corrupt), "--position", "100000")
-    refused(result, "cannot be read", status=1)
+    refused(result, "OpenPEX did not write", "does not decode")  # (a row no writer stored: its position named)
+
+
+@pytest.mark.parametrize("millis", [0, 1, 999, 86_399_999, 86_400_000, 951_782_400_000, NOW + 123_456_789,
+                                    253_402_300_799_999])
+def test_instants_are_written_as_the_events_command_writes_them(millis: int) -> None:
+    from pex.audit.events import iso_time as events_time
+    from pex.audit.replay import iso_time
+
+    assert iso_time(millis) == events_time(millis)
+    assert iso_time(0) == "1970-01-01T00:00:00.000Z" and iso_time(253_402_300_799_999) == "9999-12-31T23:59:59.999Z"
 
 
 def test_an_empty_store_replays_to_nothing(tmp_path: Path) -> None:

@@ -279,6 +279,43 @@ def test_capacity_of_a_node_and_of_the_cluster_agrees_with_brute_force(store, hi
     assert busy.used.cpus > 0 and busy.free + busy.used == Resources(16, 32768, 400)
 
 
+def test_what_is_in_use_at_an_instant_is_what_capacity_counts_then(store, history, writer):
+    """used_at (what openpex replay shows) is counted from the reservations without the capacity
+    model: the same as capacity() for an instant, also while a renegotiation holds the old terms
+    and the new ones at once (their envelope) and an offer holds its own."""
+    moved = writer.negotiation.respond(history.offered, "bob", "COUNTER", NOW + 2 * MINUTE,
+                                       TermsChange(start=NOW + 2 * HOUR))
+    assert moved.reply == "ACCEPT"
+    held = [r.held_allocation() for r in writer.view.reservations.values()]
+    instants = sorted({NOW, *(t + d for a in held if a for s in a.shares for t in (s.start, s.end) for d in (-1, 0, 1))})
+    with Query.open(store) as query:
+        assert query.reservation(history.offered).offer is not None  # (booked, and offered anew)
+        for at in instants:
+            used = query.used_at(at)
+            assert list(used) == ["n1", "n2"], at
+            for node in ("n1", "n2"):
+                assert used[node] == query.capacity(node, start=at, end=at + 1, step=1)[0].used, (at, node)
+            assert sum(used.values(), Resources(0, 0, 0)) == query.capacity(start=at, end=at + 1, step=1)[0].used
+        assert any(use.cpus for use in query.used_at(NOW + HOUR).values())
+        assert query.used_at(datetime.fromtimestamp((NOW + HOUR) / 1000, timezone.utc)) == query.used_at(NOW + HOUR)
+        with pytest.raises(QueryError, match="at: expected an aware datetime"):
+            query.used_at("noon")  # type: ignore[arg-type]
+
+
+def test_events_are_made_as_the_stores_own_mapper_makes_them(store, history):
+    """The reader decodes most rows itself, past the mapper's cost per row: the events are the
+    mapper's own, class and fields."""
+    with Query.open(store) as query:
+        log, decoding = query._log, query._reading._decoding  # (the reader's own path, and the mapper's)
+        notifications = log.recorder.select_notifications(1, 1000)
+        assert len(notifications) == query.position
+        for notification in notifications:
+            mine = decoding.event(notification.id, notification.originator_id, notification.originator_version,
+                                  notification.topic, notification.state)
+            theirs = log.mapper.to_domain_event(notification)
+            assert (type(mine), vars(mine)) == (type(theirs), vars(theirs)), notification.id
+
+
 def test_capacity_in_datetimes_and_timedeltas(query):
     begin = datetime.fromtimestamp(NOW / 1000, timezone.utc)
     steps = query.capacity("n1", start=begin, end=begin + timedelta(hours=3), step=timedelta(hours=1))
