@@ -17,6 +17,35 @@ from pex.domain.event_log import LAST_POSITION
 from pex.domain.negotiation import LATEST_INSTANT
 
 
+class UsageError(Exception):
+    """Input that cannot be used: one line for the user, exit 2."""
+
+
+def answered(program: str, work: Callable[[], int], *, refused: tuple[type[BaseException], ...] = (),
+             failed: tuple[type[BaseException], ...] = (), interrupted: int = 0) -> int:
+    """A command's work, its exit status, and what it cannot do as one line on stderr: 2 for
+    input or a store it cannot use (UsageError, pex.query's QueryError, StoreError, and
+    `refused`), 1 for a store that fails while being read (`failed`), 0 once the reader of its
+    output has gone (`| head`), `interrupted` after Ctrl-C."""
+    from pex.query import QueryError
+    from pex.stores import StoreError
+
+    cannot_use: tuple[type[BaseException], ...] = (UsageError, QueryError, StoreError, *refused)
+    try:
+        return work()
+    except cannot_use as error:
+        complain(program, error)
+        return 2
+    except failed as error:
+        complain(program, error)
+        return 1
+    except BrokenPipeError:
+        quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
+        return interrupted
+
+
 def store_options(parser: argparse.ArgumentParser) -> None:
     """--data-dir DIR (the SQLite store DIR/events.db) or --database STORE, not both."""
     where = parser.add_mutually_exclusive_group()

@@ -23,22 +23,17 @@ from enum import Enum
 from typing import Any, TextIO
 from uuid import UUID
 
-from pex.audit.arguments import (complain, instant, one_line_errors, position, quiet_stdout, store_of, store_options,
+from pex.audit.arguments import (UsageError, answered, instant, one_line_errors, position, store_of, store_options,
                                   style_of)
 from pex.domain.aggregates import Account, Node
 from pex.domain.read_models import SECRET_FIELDS, EventRecord
-from pex.query import KINDS, NotFoundError, Query, QueryError
-from pex.stores import StoreError
+from pex.query import KINDS, NotFoundError, Query
 
 PROGRAM = "openpex events"
 POLL = 0.2  # seconds between two looks at the store with --follow
 PAGE = 1_000  # events read at once while scanning the log
 HIDDEN = "<hidden>"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-class UsageError(Exception):
-    """Input that cannot be used: one line for the user, exit 2."""
 
 
 # ---------------------------------------------------------------------- the command line
@@ -101,7 +96,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             signal.signal(number, lambda *_: stop.set())
     store = store_of(args)
     style = style_of(args, out)
-    try:
+
+    def listing() -> int:
         kinds = type_topics(args.types)
         if args.since is not None and args.until is not None and args.until <= args.since:
             raise UsageError("--until must be after --since")
@@ -113,15 +109,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             while args.follow and not printer.full and not stop.wait(POLL):
                 if query.refresh():
                     printer.print(selection.new())
-    except (UsageError, QueryError, StoreError) as error:
-        complain(PROGRAM, error)
-        return 2
-    except BrokenPipeError:  # (| head): the reader has what it wanted
-        quiet_stdout()
         return 0
-    except KeyboardInterrupt:
-        return 0
-    return 0
+
+    return answered(PROGRAM, listing)
 
 
 # ---------------------------------------------------------------------- which events

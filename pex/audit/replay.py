@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from eventsourcing.domain import EventSourcingError
 
-from pex.audit.arguments import (complain, instant, one_line_errors, position, progress, quiet_stdout, store_of,
+from pex.audit.arguments import (UsageError, answered, instant, one_line_errors, position, progress, store_of,
                                   store_options, style_of)
 from pex.domain.clock import DAY, Millis
 from pex.domain.errors import one_line
@@ -32,15 +32,11 @@ from pex.domain.projections import collector_paused
 from pex.domain.read_models import InstanceView, NodeView, OfferView, ReservationView
 from pex.domain.sizes import Resources
 from pex.domain.statuses import LIVE, InstanceStatus, NodeStatus
-from pex.query import Query, QueryError
-from pex.stores import StoreError, location
+from pex.query import Query
+from pex.stores import location
 
 PROGRAM = "openpex replay"
 Line = dict[str, Any]
-
-
-class UsageError(Exception):
-    """Input that cannot be used: one line for the user, exit 2."""
 
 
 class ReadFailure(Exception):
@@ -69,23 +65,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`openpex replay` with parsed arguments: 0 when done; 2 with one line on stderr for input
     or a store that cannot be used; 1 with one line if the store fails while being read."""
     out = sys.stdout if out is None else out
-    try:
+
+    def showing() -> int:
         # The state is millions of long-lived objects and no cycles: a collector scanning them
         # again and again would take a third of the time. (The command exits when done.)
         with collector_paused():
             _show(args, out)
-    except (UsageError, QueryError, StoreError) as error:
-        complain(PROGRAM, error)
-        return 2
-    except BrokenPipeError:  # (| head): the reader has what it wanted
-        quiet_stdout()
         return 0
-    except ReadFailure as error:
-        complain(PROGRAM, error)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    return answered(PROGRAM, showing, failed=(ReadFailure,), interrupted=130)
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> None:

@@ -28,7 +28,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from pex.audit import arguments
-from pex.audit.arguments import complain, one_line_errors, progress, store_of, store_options, style_of
+from pex.audit.arguments import UsageError, complain, one_line_errors, progress, store_of, store_options, style_of
 from pex.audit.events import as_json
 from pex.audit.ledger import Ledger, LedgerError, Row, StoredHead, id_bytes
 from pex.audit.merkle import Frontier, MerkleLog, event_leaf, leaf_hash, verify_consistency, verify_inclusion
@@ -37,10 +37,6 @@ from pex.audit.signing import (KEY_FILE, HeadError, b64, SigningKeyError, TreeHe
 from pex.domain.event_log import CheckedMapper, UndecodableEvent, event_record
 from pex.domain.transcoding import MsgpackTranscoder
 from pex.stores import StoreError, is_postgres
-
-class UsageError(Exception):
-    """Input that cannot be used: one line, exit 2."""
-
 
 # ---------------------------------------------------------------------- the command line
 
