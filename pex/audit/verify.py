@@ -31,7 +31,7 @@ from pex.audit import arguments
 from pex.audit.arguments import UsageError, complain, one_line_errors, progress, store_of, store_options, style_of
 from pex.audit.events import as_json
 from pex.audit.ledger import Ledger, LedgerError, Row, StoredHead, id_bytes
-from pex.audit.merkle import Frontier, MerkleLog, event_leaf, leaf_hash, verify_consistency, verify_inclusion
+from pex.audit.merkle import EMPTY_ROOT, Frontier, MerkleLog, event_leaf, leaf_hash, verify_consistency, verify_inclusion
 from pex.audit.signing import (KEY_FILE, HeadError, b64, SigningKeyError, TreeHead, public_key_path, read_head_file,
                                read_public_key)
 from pex.domain.event_log import CheckedMapper, UndecodableEvent, event_record
@@ -155,7 +155,7 @@ class _Checker:
         self.trusted = bool(self.keys)  # else the first head's key is taken on its word
         self.frontier = Frontier()
         self.tree = MerkleLog() if saved is not None else None  # for the consistency proof
-        self.saved_root: bytes | None = None  # the rehashed log's root at the saved head's size
+        self.saved_root = EMPTY_ROOT if saved is not None and saved.size == 0 else None  # the log's, at its size
         self.latest: TreeHead | None = None
         self.heads = 0
         self.unsigned = 0
