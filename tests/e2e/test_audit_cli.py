@@ -474,3 +474,18 @@ def test_a_row_openpex_did_not_write_is_one_line_everywhere(sqlite_base: Store, 
         assert "Beautiful is better" not in result.stdout + result.stderr  # `this` was never imported
     found = verdict(openpex("verify", *store.where, "--format", "json"))
     assert (found["ok"], found["firstBadPosition"]) == (False, 12)
+
+
+def test_an_id_in_another_form_than_the_writers_changes_the_leaf(sqlite_base: Store, tmp_path: Path) -> None:
+    """Upper case is still the same UUID, but eventsourcing no longer finds the row under its
+    aggregate (an event hidden): the leaf covers the id as stored."""
+    shutil.copytree(sqlite_base.data_dir, tmp_path / "copy")
+    store = Store(tmp_path / "copy", None)
+    store.execute(("UPDATE stored_events SET originator_id = upper(originator_id) WHERE rowid = 18", ()))
+    found = verdict(openpex("verify", *store.where, "--format", "json"))
+    assert (found["ok"], found["firstBadPosition"]) == (False, 18)
+
+
+def test_a_position_past_any_log_is_refused_in_one_line(sqlite_base: Store) -> None:
+    for command in (("replay", "--position"), ("events", "--after"), ("prove", "--position")):
+        _refused(openpex(*command, "9223372036854775808", *sqlite_base.where), "not a position")
