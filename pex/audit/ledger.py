@@ -31,7 +31,7 @@ import psycopg
 from pex.audit.merkle import HASH_SIZE, Frontier, event_leaf, leaf_hash
 from pex.audit.signing import TreeHead
 from pex.domain.errors import one_line
-from pex.stores import POSTGRES_TABLE, SQLITE_TABLE, StoreError, is_postgres, location, reader_env, writer_env
+from pex.stores import POSTGRES_TABLE, SQLITE_TABLE, is_postgres, location, reader_env, writer_env
 
 LEAF_RECORD = 8 + HASH_SIZE  # a head's leaves: position, then leaf hash
 PAGE = 20_000  # rows read at once
@@ -98,7 +98,6 @@ class Ledger:
         self._select_rows = (f"SELECT {position}, originator_id, originator_version, topic, state FROM {events} "
                              f"WHERE {position} > {mark} ORDER BY {position} LIMIT {mark}")
         self._select_last = f"SELECT COALESCE(MAX({position}), 0) FROM {events}"
-        self._count_rows = f"SELECT COUNT(*) FROM {events} WHERE {position} > {mark}"
         columns = "tree_size, timestamp, root_hash, public_key, signature, leaves, frontier"
         self._select_heads = f"SELECT {columns} FROM {heads} WHERE tree_size > {mark} ORDER BY tree_size LIMIT {mark}"
         self._select_latest = f"SELECT {columns} FROM {heads} ORDER BY tree_size DESC LIMIT 1"
@@ -160,10 +159,6 @@ class Ledger:
     def last_position(self) -> int:
         with self._failing("read the events"):
             return int(self._db.execute(self._select_last).fetchone()[0])
-
-    def count_after(self, after: int) -> int:
-        with self._failing("count the events"):
-            return int(self._db.execute(self._count_rows, (after,)).fetchone()[0])
 
     # ------------------------------------------------------------------ the heads
 
@@ -249,4 +244,4 @@ def id_bytes(value: object) -> bytes:
     return hashlib.sha256(b"not an id:" + raw).digest()[:16]
 
 
-__all__ = ["Ledger", "LedgerError", "Row", "StoredHead", "StoreError", "LEAF_RECORD"]
+__all__ = ["Ledger", "LedgerError", "Row", "StoredHead", "LEAF_RECORD"]
