@@ -27,6 +27,8 @@ from pex.domain.clock import HOUR
 from pex.query import Query
 from tests.integration.test_query import NOW, History, last_position, open_writer, proposal, record_history
 
+from tests.support.cli import refused_in_one_line
+
 ROOT = Path(__file__).resolve().parents[2]
 HASH = "argon2-hash-placeholder"  # what open_writer registers as every account's password hash
 
@@ -48,13 +50,7 @@ def positions(*args: str) -> list[int]:
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("openpex events: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
+    refused_in_one_line(result, "openpex events", *words)
 
 
 class Store:

@@ -18,6 +18,8 @@ from pex.domain.negotiation import TermsChange
 from pex.domain.quotas import Quota
 from pex.domain.sizes import Resources
 
+from tests.support.cli import refused_in_one_line
+
 NOW = 1_900_000_000_000
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,13 +63,7 @@ def store(tmp_path: Path) -> Path:
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("openpex project: "), result.stderr
-    for word in words:
-        assert word in lines[0]
-    assert "Traceback" not in result.stderr
+    refused_in_one_line(result, "openpex project", *words)
 
 
 def test_a_missing_source_is_refused_and_not_created(tmp_path: Path) -> None:

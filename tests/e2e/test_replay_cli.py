@@ -23,6 +23,7 @@ import pytest
 from pex.domain.application import OpenPEX
 from pex.query import Query
 from tests.integration.test_query import NOW, last_position, open_writer, record_history, store_name
+from tests.support.cli import refused_in_one_line
 from tests.support.server import ADMIN_PASSWORD, Server, rfc1123
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +44,7 @@ def replayed(*args: str) -> list[dict[str, Any]]:
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str, status: int = 2) -> None:
-    assert result.returncode == status, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("openpex replay: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
+    refused_in_one_line(result, "openpex replay", *words, status=status)
 
 
 def of_kind(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
