@@ -36,6 +36,7 @@ from pex.drivers.libvirt import LibvirtDriver
 from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
 from pex.http.app import create_app
+from pex.http.portal.sessions import session_key as portal_session_key
 from pex.http.auth import PasswordCheck
 from pex.logs import LogFormat, configure as configure_logging
 from pex.stores import writer_env
@@ -195,6 +196,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     app = open_app(config, clock)
     try:
         generated = seed(app, config, passwords.hasher)
+        cookie_key = portal_session_key(config.data_dir)
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
                         monitor_interval=config.monitor_interval, default_node=config.node_spec,
                         files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"),
@@ -203,7 +205,8 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         app.close()
         raise
     system.start()
-    http = create_app(system, passwords, cors_origins=config.cors_origins)
+    http = create_app(system, passwords, cors_origins=config.cors_origins,
+                      session_key=cookie_key)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()

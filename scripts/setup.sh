@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything OpenPEX needs on a Debian machine: system packages, a virtualenv in .venv
 # and the pinned Python packages. Safe to re-run: it skips what is already there.
+# `setup.sh --tests` also installs what only the tests use: Chromium, for the portal's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.."
 # driver contract tests boot the tiny guest on; everything else is needed to build, run or test.
 packages=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev postgresql wrk
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86)
+if [ "${1:-}" = "--tests" ]; then
+  # Playwright drives Debian's Chromium (no browser download); the fonts make screenshots legible.
+  packages+=(chromium fonts-dejavu-core)
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

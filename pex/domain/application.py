@@ -17,7 +17,7 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -67,6 +67,9 @@ class OpenPEX(Application[UUID]):
         self._stale = True
         self.proposals = TokenBuckets()  # in memory: a refusal stores nothing
         self.refusals: Counter[str] = Counter()  # quota refusals per user since start (for operators)
+        # Called with the events of each save once it is done (the portal's live pages listen);
+        # a listener must be quick and must not raise.
+        self.saved_listeners: list[Callable[[Sequence[Any]], None]] = []
         self.catalogue = Catalogue(self)
         self.negotiation = Negotiation(self)
         self.lifecycle = Lifecycle(self)
@@ -104,6 +107,7 @@ class OpenPEX(Application[UUID]):
         if self._batch is None:
             recordings = self.save(*aggregates)
             self._apply(lambda: self.view.apply_recordings(recordings, self.recorder, self.mapper))
+            self._tell_saved([recording.domain_event for recording in recordings])
             return
         events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         for event in events:  # refuse what the store could not encode now, not at the batch's end
@@ -158,6 +162,12 @@ class OpenPEX(Application[UUID]):
                 self._stale = True  # another writer's events came in between: take the log's order
         if self._stale:  # (or a command's events failed to apply): the store is the truth
             self._try_rebuild()
+        if staged:
+            self._tell_saved(staged)
+
+    def _tell_saved(self, events: Sequence[Any]) -> None:
+        for listener in self.saved_listeners:
+            listener(events)
 
     def _try_rebuild(self) -> None:
         try:

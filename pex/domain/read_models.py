@@ -42,6 +42,33 @@ class ReservationView:
     offer: OfferView | None = None
     activated: bool = False  # its VMs are to boot at its start
     launched: bool = False  # its start was carried out
+    requested: Terms | None = None  # the latest terms its user proposed (what an offer answers)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A user's things counted: reservations by status, those with an offer waiting for their
+    answer, and their instances by status."""
+
+    reservations: Mapping[str, int]
+    offers_waiting: int
+    instances: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """What one reservation holds on one node over [start, end): agreed terms' capacity, or
+    an open offer's hold (`held`). A bar of the admin's capacity chart."""
+
+    reservation_id: UUID
+    userid: str
+    status: Status
+    held: bool
+    node: str
+    start: Millis
+    end: Millis
+    count: int  # instances of `terms.instance_type`
+    terms: Terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +189,8 @@ def reservation_view(reservation: Reservation, instances: tuple[UUID, ...]) -> R
         id=reservation.id, userid=reservation.userid, status=reservation.status,
         terms=reservation.terms_in_force, instances=instances, reason=reservation.reason,
         offer=offer_view(reservation.offer) if reservation.offer else None,
-        activated=bool(getattr(reservation, "activated", False)), launched=bool(reservation.launched))
+        activated=bool(getattr(reservation, "activated", False)), launched=bool(reservation.launched),
+        requested=Terms.from_dict(reservation.requested))
 
 
 def instance_view(instance: Instance) -> InstanceView:

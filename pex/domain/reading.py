@@ -8,6 +8,7 @@ reported as missing, not forbidden: ids reveal nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,12 +18,14 @@ from eventsourcing.persistence import Notification
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
 from pex.domain.clock import Millis
-from pex.domain.capacity import ClusterTimeline
+from pex.domain.capacity import Allocation, ClusterTimeline
 from pex.domain.errors import InvalidField, NotFound
 from pex.domain.event_log import SCANNED, EventListing, event_record, notifications_of, topics_of
 from pex.domain.orders import Operation, VMOrder, domain_name
 from pex.domain.listing import Listing
 from pex.domain.read_models import (
+    Booking,
+    Summary,
     CapacityReport,
     CapacityStep,
     EventPage,
@@ -108,6 +111,40 @@ class Reading:
     def capacity_timeline(self, node: str, start: Millis, end: Millis) -> list[tuple[Millis, Resources]]:
         """A node's free capacity from `start` to `end`: (instant, free from then on) steps."""
         return self.app.capacity.timeline(node, start, end)
+
+    def summary(self, userid: str) -> Summary:
+        """What a user's welcome page counts."""
+        view = self.app.view
+        reservations: Counter[str] = Counter()
+        instances: Counter[str] = Counter()
+        waiting = 0
+        for rid in view.reservations_of.get(userid, ()):
+            reservation = view.reservations[rid]
+            reservations[reservation.status.value] += 1
+            waiting += reservation.offer is not None
+            for vm in view.instances_of.get(rid, ()):
+                instances[str(view.instances[vm].status)] += 1
+        return Summary(dict(reservations), waiting, dict(instances))
+
+    def bookings(self, start: Millis, end: Millis) -> list[Booking]:
+        """What every open reservation holds on each node at some instant of [start, end): its
+        booking's shares, and its open offer's as holds, by node and start."""
+        found = []
+        for reservation in self.app.view.reservations.values():
+            if reservation.is_closed:
+                continue
+            held = [(False, reservation.booking, reservation.agreed_terms)]
+            if reservation.offer:
+                held.append((True, reservation.offer["allocation"], reservation.offered_terms))
+            for is_hold, stored, terms in held:
+                if not stored or terms is None:
+                    continue
+                for share in Allocation.from_list(stored).shares:
+                    if share.start < end and start < share.end:
+                        found.append(Booking(reservation.id, reservation.userid, reservation.status, is_hold,
+                                             share.node, share.start, share.end, share.count, terms))
+        found.sort(key=lambda booking: (booking.node, booking.start, booking.held))
+        return found
 
     def view_of(self, reservation: Reservation) -> ReservationView:
         view = self.app.view

@@ -15,14 +15,18 @@ import pykka
 from aiohttp import web
 
 from pex.actors.system import System
-from pex.domain.errors import DomainError, NotFound
-from pex.domain.read_models import AccountView
+from pex.domain.errors import DomainError
 from pex.drivers.base import DriverError
+from aiohttp_session import session_middleware
+
 from pex.http import handlers, presenters
+from pex.http.portal import add_portal
+from pex.http.portal import sessions as portal_sessions
+from pex.http.portal.site import portal_middleware
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
 from pex.http.typedefs import (ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, NOTARY, PASSWORDS, PRINCIPAL,
-                               ask)
+                               find_account)
 from pex.logs import about
 
 log = logging.getLogger(__name__)
@@ -34,10 +38,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(system: System, passwords: PasswordCheck | None = None, *,
-               cors_origins: Collection[str] = ()) -> web.Application:
+               cors_origins: Collection[str] = (), session_key: bytes | None = None,
+               secure_cookies: bool = False) -> web.Application:
+    """The REST API under /OpenPEX and the portal beside it. `session_key` encrypts the
+    portal's session cookies (default: one made for this process); `secure_cookies` marks
+    them Secure (the portal is served over TLS)."""
     quiet_client_errors()
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, cors_middleware,
-                                       content_type_middleware, auth_middleware], client_max_size=64 * 1024)
+    sessions = session_middleware(portal_sessions.storage(session_key or portal_sessions.session_key(None),
+                                                          secure=secure_cookies))
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, portal_middleware, sessions,
+                                       cors_middleware, content_type_middleware, auth_middleware],
+                          client_max_size=64 * 1024)
     app[METRICS] = system.metrics
     app[MANAGER] = system.manager
     app[ALLOCATOR] = system.allocator
@@ -48,6 +59,7 @@ def create_app(system: System, passwords: PasswordCheck | None = None, *,
     app[CORS_ORIGINS] = frozenset(cors_origins)
     app.on_response_prepare.append(security_headers)
     handlers.add_routes(app)
+    add_portal(app, system.app)
     return app
 
 
@@ -124,12 +136,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if (request.method, request.path.rstrip("/")) in PUBLIC or not protected:
         return await handler(request)
     username, password = basic_credentials(request.headers.get("Authorization"))
-
-    async def account(name: str) -> tuple[AccountView, str] | None:
-        try:
-            return await ask(request, lambda allocator: allocator.app.catalogue.password_hash(name))
-        except NotFound:
-            return None
-
-    request[PRINCIPAL] = await request.app[PASSWORDS].login(username, password, request.remote, account)
+    request[PRINCIPAL] = await request.app[PASSWORDS].login(username, password, request.remote,
+                                                            lambda name: find_account(request, name))
     return await handler(request)

@@ -264,7 +264,7 @@ _STATUS_WORDS = {InstanceStatus.RUNNING: "started", InstanceStatus.HALTED: "stop
                  InstanceStatus.SUSPENDED: "suspended"}
 
 
-def _span(millis: int) -> str:
+def span_words(millis: int) -> str:
     """A duration in the largest unit that divides it: '2 h', '90 min', '1500 ms'."""
     for unit, size in (("d", DAY), ("h", HOUR), ("min", MINUTE), ("s", SECOND)):
         if millis >= size and millis % size == 0:
@@ -276,14 +276,14 @@ def _terms(terms: Mapping[str, Any]) -> str:
     """Terms in a few words: '2 SMALL (+1 optional) of debian-12 from <time> for 1 h'."""
     optional = f" (+{terms['optional']} optional)" if terms["optional"] else ""
     return (f"{terms['fixed']} {terms['instance_type']}{optional} of {terms['template']} "
-            f"from {format_time(terms['start'])} for {_span(terms['duration'])}")
+            f"from {format_time(terms['start'])} for {span_words(terms['duration'])}")
 
 
 def _changes(asked: Mapping[str, Any], offered: Mapping[str, Any]) -> list[str]:
     """What an offer changed of the terms asked for, in words."""
     said: dict[str, Callable[[], str]] = {
         "start": lambda: f"start moved to {format_time(offered['start'])}",
-        "duration": lambda: f"for {_span(offered['duration'])} instead of {_span(asked['duration'])}",
+        "duration": lambda: f"for {span_words(offered['duration'])} instead of {span_words(asked['duration'])}",
         "optional": lambda: f"{offered['optional']} of {asked['optional']} optional instances",
         "fixed": lambda: f"{offered['fixed']} instances instead of {asked['fixed']}",
         "instance_type": lambda: f"{offered['instance_type']} instead of {asked['instance_type']}",

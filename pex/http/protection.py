@@ -18,7 +18,7 @@ import aiohttp.web_response
 from aiohttp import http_exceptions, web
 
 from pex.domain.errors import DomainError, one_line
-from pex.http.typedefs import CORS_ORIGINS
+from pex.http.typedefs import BASE, CORS_ORIGINS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,9 +57,9 @@ def is_json(content_type: str) -> bool:
 
 @web.middleware
 async def content_type_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request with a body must say it is JSON (a request without one may say anything:
-    clients label even an empty body)."""
-    if request.method not in SAFE_METHODS and request.body_exists:
+    """A request to the API with a body must say it is JSON (a request without one may say
+    anything: clients label even an empty body). The portal's forms are its own to read."""
+    if request.method not in SAFE_METHODS and request.body_exists and request.path.startswith(BASE):
         declared = request.headers.get("Content-Type")
         if declared is None:
             raise UnsupportedMediaType("a request body must have Content-Type: application/json")

@@ -14,6 +14,8 @@ from pex.actors.allocator import Allocator
 from pex.actors.notary import Notary
 from pex.actors.calls import Later, ask_async, ask_passed_on
 from pex.actors.reservation_manager import ReservationManager
+from pex.domain.errors import NotFound
+from pex.domain.read_models import AccountView
 from pex.http.auth import PasswordCheck, Principal
 from pex.metrics import Metrics
 
@@ -44,6 +46,14 @@ async def ask_manager(request: web.Request, run: Callable[[ReservationManager], 
 async def ask_manager_later(request: web.Request, run: Callable[[ReservationManager], T | Later[T]]) -> T:
     """As ask_manager, for a command a NodeActor answers once its VM's outcome is recorded."""
     return await ask_passed_on(request.app[MANAGER], run)
+
+
+async def find_account(request: web.Request, name: str) -> tuple[AccountView, str] | None:
+    """The account called `name` and its password hash, or None (what PasswordCheck.login asks)."""
+    try:
+        return await ask(request, lambda allocator: allocator.app.catalogue.password_hash(name))
+    except NotFound:
+        return None
 
 
 def principal(request: web.Request) -> Principal:
