@@ -78,11 +78,11 @@ async def mark_node(request: web.Request) -> web.Response:
 
 @page(admin=True)
 async def capacity(request: web.Request) -> web.Response:
-    """The Gantt over a window: `span` (6h, 24h, 3d, 7d, 30d) from `from` (a day, UTC; default
-    an hour ago)."""
+    """The Gantt over a window: `span` (6h, 24h, 3d, 7d, 30d) from `from` (a date and time,
+    UTC; default the hour before this one)."""
     span_name = request.query.get("span", "24h")
     span = SPANS.get(span_name, DAY)
-    day = request.query.get("from", "")
+    day = request.query.get("from_utc", "") or request.query.get("from", "")  # (the page's script sends UTC)
 
     found, now = await ask(request, lambda allocator: (allocator.nodes(), allocator.clock.now()))
     start = (now // HOUR - 1) * HOUR
@@ -97,7 +97,7 @@ async def capacity(request: web.Request) -> web.Response:
     drawn = chart(found, bookings, start, end, now)
     return await render(request, "admin_capacity.html", {
         "chart": drawn, "span": span_name if span_name in SPANS else "24h", "spans": list(SPANS),
-        "from": iso(start)[:16], "error": error, "earlier": iso(start - span)[:16], "later": iso(start + span)[:16],
+        "from": day[:40] if error else iso(start)[:16], "from_instant": "" if error else iso(start), "error": error, "earlier": iso(start - span)[:16], "later": iso(start + span)[:16],
         "bookings": bookings}, status=400 if error else 200)
 
 

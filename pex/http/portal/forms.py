@@ -8,8 +8,8 @@ record it (an API client asked for that); a person at a form is better served by
 Whether the cluster has room is the negotiation's question, never the form's.
 
 Times: the page's script sends the instant the visitor picked in their own time zone
-(`start_utc`, ISO 8601 in UTC); without the script the typed date and time are read as UTC,
-which the form says.
+(`start_utc`, ISO 8601 in UTC; the page leaves that field empty, so only the script fills it);
+without the script the typed date and time are read as UTC, which the form says.
 """
 
 from __future__ import annotations

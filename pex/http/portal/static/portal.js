@@ -44,8 +44,10 @@
     form.querySelectorAll("input[data-utc]").forEach((input) => {
       const twin = form.querySelector('input[name="' + input.dataset.utc + '"]');
       if (!twin) return;
-      const sent = new Date(twin.value);
-      if (twin.value && !isNaN(sent)) input.value = localInput(sent);
+      // The page gives the instant in UTC; shown in the visitor's zone. The twin is sent only
+      // when this script filled it, so without the script the typed time counts (as UTC).
+      const given = new Date(input.dataset.instant || "");
+      if (input.dataset.instant && !isNaN(given)) input.value = localInput(given);
       const sync = () => {
         const picked = new Date(input.value);  // (no zone given: read as local time)
         twin.value = input.value && !isNaN(picked) ? picked.toISOString() : "";

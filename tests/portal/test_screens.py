@@ -1,0 +1,85 @@
+"""Every screen of the portal at 1280 and at 390 px wide: a screenshot of each under
+tests/artifacts/, no sideways scrolling on the narrow one, and no console error anywhere."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.portal.conftest import ADMIN, register, reserve, now
+from tests.support.browser import NARROW, WIDE
+from tests.support.server import ADMIN_PASSWORD, Server
+
+
+@pytest.fixture(scope="module")
+def made(portal: Server) -> dict[str, str]:
+    """A user with a reservation in every state a screen shows."""
+    user = register(portal, "paula")
+    filler = register(portal, "quentin")
+    soon = now() + timedelta(hours=1)
+    made = {"agreed": reserve(portal, user, soon, timedelta(hours=2)),
+            "accepted": reserve(portal, user, soon + timedelta(days=2), timedelta(hours=1), confirm=False)}
+    reserve(portal, filler, soon + timedelta(days=3), timedelta(hours=4), count=2)  # the cluster full then
+    status, answer = portal.request("POST", "/OpenPEX/reservations", {
+        "type": "SMALL", "template": "alpine-3.20", "numInstancesFixed": 1, "numInstancesOption": 1,
+        "startTime": (soon + timedelta(days=3, hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "duration": 3_600_000}, auth=user)
+    assert answer["reply"] == "COUNTER", answer
+    made["countered"] = answer["proposal"]["id"]
+    status, answer = portal.request("POST", "/OpenPEX/reservations", {
+        "type": "XLARGE", "template": "alpine-3.20", "numInstancesFixed": 5,
+        "startTime": (soon + timedelta(days=4)).strftime("%a, %d %b %Y %H:%M:%S GMT"), "duration": 3_600_000},
+        auth=user)
+    assert answer["reply"] == "REJECT", answer
+    made["rejected"] = answer["proposal"]["id"]
+    portal.request("PUT", "/OpenPEX/nodes/sim01/drain", auth=ADMIN)
+    portal.request("PUT", "/OpenPEX/nodes/sim01/undrain", auth=ADMIN)
+    return made
+
+
+@pytest.mark.parametrize("width", [WIDE, NARROW])
+def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str], width: int) -> None:
+    tab = tabs.open(width=width)
+    page = tab.page
+
+    def screen(name: str, path: str, *, status: int = 200, wide_ok: bool = False) -> None:
+        tab.go(path, status=status)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        tab.shot(name)
+        if not wide_ok:
+            assert tab.overflow() <= 0, f"{name} scrolls sideways at {width} px"
+
+    screen("login", "/login")
+    screen("register", "/register")
+    tab.login("paula", "violet-harbour-lantern-42")
+    screen("welcome", "/")
+    expect(page.locator("#offers-waiting")).to_have_text("2")
+    screen("reservation-new", "/reservations/new")
+    tab.refusing("/reservations/new")
+    page.get_by_label("Duration", exact=True).fill("abc")
+    tab.submit("Send the proposal")
+    expect(page.locator("#duration-error")).to_be_visible()
+    tab.shot("reservation-new-errors")
+    assert tab.overflow() <= 0
+    screen("negotiation-accept", f"/reservations/{made['accepted']}")
+    expect(page.get_by_role("button", name="Confirm")).to_be_visible()
+    screen("negotiation-counter-alternatives", f"/reservations/{made['countered']}")
+    expect(page.locator('tr[data-changed="start"], tr[data-changed="optional"]').first).to_be_visible()
+    screen("negotiation-reject", f"/reservations/{made['rejected']}")
+    expect(page.get_by_role("heading", name="OpenPEX cannot meet these terms (REJECT)")).to_be_visible()
+    screen("reservation", f"/reservations/{made['agreed']}")
+    screen("reservation-change", f"/reservations/{made['agreed']}/change")
+    screen("reservations", "/reservations")
+    expect(page.locator("table.reservations tbody tr")).to_have_count(4)
+    screen("instances", "/instances")
+    screen("not-found", "/reservations/00000000-0000-4000-8000-000000000000", status=404)
+    screen("forbidden", "/admin/nodes", status=403)
+    screen("logout", "/logout")
+    tab.logout()
+    tab.login("admin", ADMIN_PASSWORD)
+    screen("admin-nodes", "/admin/nodes")
+    screen("admin-capacity", f"/admin/capacity?span=7d")
+    expect(page.locator("a.bar-link")).not_to_have_count(0)
+    screen("admin-users", "/admin/users")
