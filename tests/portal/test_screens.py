@@ -80,6 +80,6 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     tab.logout()
     tab.login("admin", ADMIN_PASSWORD)
     screen("admin-nodes", "/admin/nodes")
-    screen("admin-capacity", f"/admin/capacity?span=7d")
+    screen("admin-capacity", "/admin/capacity?span=7d")
     expect(page.locator("a.bar-link")).not_to_have_count(0)
     screen("admin-users", "/admin/users")
