@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                             "made on the first start)")
     serve.add_argument("--head-interval", type=float, default=1.0, metavar="SECONDS",
                        help="how often the log's tree head is signed (default 1; 0: never, no tamper evidence)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file; "
+                                                         "the portal's cookies are then Secure")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
     serve.add_argument("--log-format", choices=FORMATS, default="text",
                        help="text lines (default), or one JSON object per line with the reservation, VM, node "
                             "and user a line is about")
@@ -147,7 +150,9 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         monitor_interval=args.monitor_interval, cors_origins=tuple(args.cors_origin), quota=quota,
                         image_dir=Path(args.image_dir) if args.image_dir else None,
                         signing_key=Path(args.signing_key) if args.signing_key else None,
-                        head_interval=args.head_interval), log_format=args.log_format)
+                        head_interval=args.head_interval,
+                        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                        tls_key=Path(args.tls_key) if args.tls_key else None), log_format=args.log_format)
 
 
 def _project(args: argparse.Namespace) -> int:

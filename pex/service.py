@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,12 @@ class Config:
     quota: Quota = Quota()  # each user's limits unless the admin sets others
     signing_key: Path | None = None  # the tree heads' Ed25519 key (default: made in the data dir)
     head_interval: float = 1.0  # seconds between signed tree heads; 0: none
+    tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM); the portal's cookies are then Secure
+    tls_key: Path | None = None  # its private key, if not in the certificate's file
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def images(self) -> Path:
@@ -206,7 +213,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         raise
     system.start()
     http = create_app(system, passwords, cors_origins=config.cors_origins,
-                      session_key=cookie_key)
+                      session_key=cookie_key, secure_cookies=config.tls_cert is not None)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()
@@ -246,10 +253,26 @@ async def heap_keeper(_: web.Application) -> AsyncIterator[None]:
     task.cancel()
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context, if it serves HTTPS (ValueError: the files cannot be used)."""
+    if config.tls_cert is None:
+        if config.tls_key is not None:
+            raise ValueError("--tls-key needs --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"--tls-cert/--tls-key cannot be used: {error}") from None
+    return context
+
+
 def serve(config: Config, log_format: LogFormat = "text") -> int:
     configure_logging(log_format)
     os.umask(0o077)  # everything this process creates (store, keys, host files) is its owner's alone
     try:
+        tls = tls_context(config)
         http, _, generated = build(config)
     except (DriverError, ValueError, DomainError, SigningKeyError, LedgerError) as error:  # e.g. a bad --node name
         log.error("cannot start: %s", error)
@@ -259,9 +282,10 @@ def serve(config: Config, log_format: LogFormat = "text") -> int:
               "(shown once; set OPENPEX_ADMIN_PASSWORD to choose it)", flush=True)
 
     async def announce(_: web.Application) -> None:
-        print(f"openpex: serving http://{config.host}:{config.port}/OpenPEX (data in {config.data_dir})", flush=True)
+        print(f"openpex: serving {config.scheme}://{config.host}:{config.port}/OpenPEX and the portal at "
+              f"{config.scheme}://{config.host}:{config.port}/ (data in {config.data_dir})", flush=True)
 
     http.on_startup.append(announce)
     http.cleanup_ctx.append(heap_keeper)
-    web.run_app(http, host=config.host, port=config.port, print=None, access_log=None)
+    web.run_app(http, host=config.host, port=config.port, print=None, access_log=None, ssl_context=tls)
     return 0

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.portal.conftest import register, reserve, reservations_of, now
+from tests.support.browser import NARROW
 from tests.support.server import Server
 
 TTL = 6  # seconds an offer is held
@@ -47,6 +48,11 @@ def test_a_hold_counts_down_and_then_says_it_lapsed(tabs, portal: Server) -> Non
     expect(tab.page.get_by_role("heading", name="The hold lapsed")).to_be_visible()
     expect(tab.page.get_by_role("button", name="Confirm")).to_have_count(0)
     tab.shot("negotiation-lapsed")
+    narrow = tabs.open(width=NARROW)
+    narrow.login(*who)
+    narrow.go(f"/reservations/{rid}")
+    narrow.shot("negotiation-lapsed")
+    assert narrow.overflow() <= 0
     # "Propose again" starts a form with its terms
     with tab.page.expect_navigation():
         tab.page.get_by_role("link", name="Propose again").click()

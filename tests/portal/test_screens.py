@@ -3,6 +3,7 @@ tests/artifacts/, no sideways scrolling on the narrow one, and no console error 
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -22,12 +23,13 @@ def made(portal: Server) -> dict[str, str]:
     made = {"agreed": reserve(portal, user, soon, timedelta(hours=2)),
             "accepted": reserve(portal, user, soon + timedelta(days=2), timedelta(hours=1), confirm=False)}
     reserve(portal, filler, soon + timedelta(days=3), timedelta(hours=4), count=2)  # the cluster full then
-    status, answer = portal.request("POST", "/OpenPEX/reservations", {
-        "type": "SMALL", "template": "alpine-3.20", "numInstancesFixed": 1, "numInstancesOption": 1,
-        "startTime": (soon + timedelta(days=3, hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        "duration": 3_600_000}, auth=user)
-    assert answer["reply"] == "COUNTER", answer
-    made["countered"] = answer["proposal"]["id"]
+    for width in (WIDE, NARROW):  # (one for each width's run, which accepts it)
+        status, answer = portal.request("POST", "/OpenPEX/reservations", {
+            "type": "SMALL", "template": "alpine-3.20", "numInstancesFixed": 1, "numInstancesOption": 1,
+            "startTime": (soon + timedelta(days=3, hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"),
+            "duration": 3_600_000}, auth=user)
+        assert answer["reply"] == "COUNTER", answer
+        made[f"countered-{width}"] = answer["proposal"]["id"]
     status, answer = portal.request("POST", "/OpenPEX/reservations", {
         "type": "XLARGE", "template": "alpine-3.20", "numInstancesFixed": 5,
         "startTime": (soon + timedelta(days=4)).strftime("%a, %d %b %Y %H:%M:%S GMT"), "duration": 3_600_000},
@@ -55,7 +57,7 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     screen("register", "/register")
     tab.login("paula", "violet-harbour-lantern-42")
     screen("welcome", "/")
-    expect(page.locator("#offers-waiting")).to_have_text("2")
+    expect(page.locator("#offers-waiting")).to_have_text("3")
     screen("reservation-new", "/reservations/new")
     tab.refusing("/reservations/new")
     page.get_by_label("Duration", exact=True).fill("abc")
@@ -65,14 +67,18 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     assert tab.overflow() <= 0
     screen("negotiation-accept", f"/reservations/{made['accepted']}")
     expect(page.get_by_role("button", name="Confirm")).to_be_visible()
-    screen("negotiation-counter-alternatives", f"/reservations/{made['countered']}")
+    screen("negotiation-counter-alternatives", f"/reservations/{made[f'countered-{width}']}")
     expect(page.locator('tr[data-changed="start"], tr[data-changed="optional"]').first).to_be_visible()
+    tab.submit("Accept")
+    expect(page.get_by_role("heading", name=re.compile("CONFIRM_REQUEST"))).to_be_visible()
+    tab.shot("negotiation-confirm-request")
+    assert tab.overflow() <= 0
     screen("negotiation-reject", f"/reservations/{made['rejected']}")
     expect(page.get_by_role("heading", name="OpenPEX cannot meet these terms (REJECT)")).to_be_visible()
     screen("reservation", f"/reservations/{made['agreed']}")
     screen("reservation-change", f"/reservations/{made['agreed']}/change")
     screen("reservations", "/reservations")
-    expect(page.locator("table.reservations tbody tr")).to_have_count(4)
+    expect(page.locator("table.reservations tbody tr")).to_have_count(5)
     screen("instances", "/instances")
     screen("not-found", "/reservations/00000000-0000-4000-8000-000000000000", status=404)
     screen("forbidden", "/admin/nodes", status=403)

@@ -4,13 +4,20 @@ what it must be, and the pages run no inline script."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from datetime import timedelta
+import signal
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
 from tests.portal.conftest import PASSWORD, TEMPLATE, register, reservations_of, reserve, now
-from tests.support.browser import local_input
+from tests.support.browser import Tabs, local_input
 from tests.support.server import Server
 
 PAGES = ("/", "/reservations", "/reservations/new", "/instances", "/admin/nodes", "/admin/capacity", "/admin/users",
@@ -137,3 +144,60 @@ def test_the_session_cookie_and_the_page_headers(tabs, portal: Server) -> None:
         tab.go(path)
         assert tab.page.locator("script:not([src])").count() == 0
         assert tab.page.locator("[onclick], [onload], [onsubmit]").count() == 0
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    moment = datetime.now(timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(moment - timedelta(minutes=1))
+                   .not_valid_after(moment + timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert, private = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert, private
+
+
+def test_over_tls_the_session_cookie_is_secure(browser, tmp_path) -> None:
+    cert, key = self_signed(tmp_path)
+    server = Server(tmp_path, "--simulated-nodes", "1", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        who = register(server, "xena")
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(server.base + "/login")
+        page.get_by_label("Username").fill(who[0])
+        page.get_by_label("Password").fill(who[1])
+        with page.expect_navigation():
+            page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, xena")
+        session = {c["name"]: c for c in context.cookies()}["openpex_session"]
+        assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Lax"
+        context.close()
+    finally:
+        server.close()
+
+
+def test_a_restart_keeps_everyone_logged_in(browser, tmp_path) -> None:
+    server = Server(tmp_path, "--simulated-nodes", "1")
+    port = server.port
+    try:
+        who = register(server, "yuri")
+        tabs = Tabs(browser, server.base)
+        tab = tabs.open()
+        tab.login(*who)
+        assert (tmp_path / "portal-session.key").stat().st_mode & 0o777 == 0o600
+        tab.page.wait_for_load_state("networkidle")  # (the icon too, before the server goes)
+        server.kill(signal.SIGTERM)
+        server = Server(tmp_path, "--simulated-nodes", "1", port=port)
+        tab.go("/reservations")
+        expect(tab.page.get_by_role("heading", level=1)).to_have_text("View and activate reservations")
+        assert not tabs.close()
+    finally:
+        server.close()

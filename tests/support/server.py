@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ADMIN_PASSWORD = "admin-password-1"
+_UNVERIFIED = ssl._create_unverified_context()  # the tests' own self-signed certificates
 
 
 def free_port() -> int:
@@ -31,6 +33,8 @@ class Server:
     def __init__(self, data_dir: Path, *extra: str, port: int | None = None, split_stderr: bool = False) -> None:
         """`split_stderr`: the log (stderr) goes to `self.stderr`, apart from what is printed."""
         self.port = port or free_port()
+        self.scheme = "https" if "--tls-cert" in extra else "http"
+        self.base = f"{self.scheme}://127.0.0.1:{self.port}"
         self.log = data_dir / f"serve-{self.port}.log"
         self.stderr = data_dir / f"serve-{self.port}.err" if split_stderr else self.log
         env = {**os.environ, "OPENPEX_ADMIN_PASSWORD": ADMIN_PASSWORD}
@@ -52,13 +56,14 @@ class Server:
 
     def request(self, method: str, path: str, body: Any = None, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if auth:
             request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=_UNVERIFIED if self.scheme == "https" else None) \
+                    as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())

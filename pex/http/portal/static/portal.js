@@ -193,7 +193,7 @@
     return row;
   }
 
-  function showInstance(table, instance) {
+  function showInstance(table, instance, highlight) {
     let row = table.querySelector('tr[data-vm="' + instance.vmID + '"]');
     const full = table.dataset.csrf !== undefined;  // the instances page (the reservation's page has no actions)
     if (!row) {
@@ -218,6 +218,7 @@
         ([operation, label]) => actionForm(instance.vmID, operation, label, table.dataset.csrf)));
       guardForm(actions);
     }
+    if (!highlight) return;
     row.classList.remove("updated");
     void row.offsetWidth;  // (restart the highlight)
     row.classList.add("updated");
@@ -237,7 +238,9 @@
     if (!table && !state) return;
     if (!window.EventSource) return;
     const source = new EventSource("/instances/live");
+    let first = true;  // (the stream's first event is the state the page already shows)
     source.addEventListener("open", () => {
+      first = true;
       if (state) state.textContent = "Live: statuses change here as they happen.";
     });
     source.addEventListener("error", () => {
@@ -254,7 +257,8 @@
         if (rows.some((instance) => instance.status !== "DELETED")) window.location.reload();
         return;
       }
-      rows.forEach((instance) => showInstance(table, instance));
+      rows.forEach((instance) => showInstance(table, instance, !first));
+      first = false;
     });
     window.addEventListener("pagehide", () => source.close());
   }
