@@ -213,7 +213,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         raise
     system.start()
     http = create_app(system, passwords, cors_origins=config.cors_origins,
-                      session_key=cookie_key, secure_cookies=config.tls_cert is not None)
+                      session_key=cookie_key, secure_cookies=config.tls_cert is not None, data_dir=config.data_dir)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()

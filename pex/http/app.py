@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -39,14 +40,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(system: System, passwords: PasswordCheck | None = None, *,
                cors_origins: Collection[str] = (), session_key: bytes | None = None,
-               secure_cookies: bool = False) -> web.Application:
+               secure_cookies: bool = False, data_dir: Path | None = None) -> web.Application:
     """The REST API under /OpenPEX and the portal beside it. `session_key` encrypts the
     portal's session cookies (default: one made for this process); `secure_cookies` marks
-    them Secure (the portal is served over TLS)."""
+    them Secure (the portal is served over TLS); the data dir keeps the sessions logged out."""
     quiet_client_errors()
     sessions = session_middleware(portal_sessions.storage(session_key or portal_sessions.session_key(None),
                                                           secure=secure_cookies))
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, portal_middleware, sessions,
+    # (the portal's errors are pages rendered inside the sessions': what they change is saved)
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, sessions, portal_middleware,
                                        cors_middleware, content_type_middleware, auth_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = system.metrics
@@ -59,7 +61,7 @@ def create_app(system: System, passwords: PasswordCheck | None = None, *,
     app[CORS_ORIGINS] = frozenset(cors_origins)
     app.on_response_prepare.append(security_headers)
     handlers.add_routes(app)
-    add_portal(app, system.app)
+    add_portal(app, system.app, data_dir)
     return app
 
 

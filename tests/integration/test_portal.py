@@ -90,3 +90,43 @@ async def test_a_session_is_refused_a_form_of_another_session(client, service, a
     response = await client.post("/logout", data={"csrf": token}, allow_redirects=False)
     assert response.status == 303 and response.headers["Location"] == "/login"
     assert (await client.get("/", allow_redirects=False)).headers["Location"].startswith("/login")
+
+
+async def test_what_a_client_sends_is_never_a_crash(client, service):
+    """Bodies no browser sends, and values out of every range: a 4xx page, never a 500."""
+    token = await csrf_of(client, "/login")
+    for headers, body in [
+        ({"Content-Type": "application/x-www-form-urlencoded; charset=nope"}, f"csrf={token}"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, f"csrf={token}&username=\xff".encode("latin-1")),
+        ({"Content-Type": "multipart/form-data; boundary=zz"}, b"garbage"),
+        ({"Content-Type": "application/json"}, b'{"csrf": "x"}'),
+    ]:
+        response = await client.post("/login", data=body, headers=headers, allow_redirects=False)
+        assert response.status in (400, 415), (headers, response.status)
+        assert "Traceback" not in await response.text()
+    await log_in(client, "admin", ADMIN_PASSWORD)
+    token = await csrf_of(client, "/admin/nodes")
+    response = await client.post("/admin/nodes", data={"csrf": token, "name": "n", "uri": "test:///default",
+                                                       "cpus": "²"})
+    assert response.status == 400 and "whole number" in await response.text()
+    for given in ("0001-01-01T00:00", "9999-12-31T23:00", "1969-12-31T00:00"):
+        response = await client.get("/admin/capacity", params={"from": given})
+        assert response.status == 400 and "from 1970 to 9999" in await response.text(), given
+    rid = await asyncio.to_thread(book, service, "admin", start=T0 + HOUR, duration=HOUR, activate=False)
+    for chosen in ("7", "-1", "x", "", "²"):
+        response = await client.post(f"/reservations/{rid}/reply", data={"csrf": token, "reply": "TAKE",
+                                                                          "alternative": chosen})
+        assert response.status == 200 and "no longer on offer" in await response.text(), chosen
+
+
+async def test_a_logged_out_session_is_refused_even_from_a_copy(client, service, aiohttp_client):
+    await sign_up(client, "xavier")
+    await log_in(client, "xavier", PASSWORD)
+    kept = {cookie.key: cookie.value for cookie in client.session.cookie_jar}
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    response = await client.post("/logout", data={"csrf": await csrf_of(client, "/")}, allow_redirects=False)
+    assert response.status == 303
+    copy = await aiohttp_client(service.http, cookies=kept)
+    response = await copy.get("/", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"].startswith("/login")
+    assert (service.config.data_dir / "portal-signed-out.json").stat().st_mode & 0o777 == 0o600

@@ -23,7 +23,7 @@ def made(portal: Server) -> dict[str, str]:
     made = {"agreed": reserve(portal, user, soon, timedelta(hours=2)),
             "accepted": reserve(portal, user, soon + timedelta(days=2), timedelta(hours=1), confirm=False)}
     reserve(portal, filler, soon + timedelta(days=3), timedelta(hours=4), count=2)  # the cluster full then
-    for width in (WIDE, NARROW):  # (one for each width's run, which accepts it)
+    for width in (WIDE, NARROW, "take"):  # (one for each width's run, which accepts it; one to take an alternative)
         status, answer = portal.request("POST", "/OpenPEX/reservations", {
             "type": "SMALL", "template": "alpine-3.20", "numInstancesFixed": 1, "numInstancesOption": 1,
             "startTime": (soon + timedelta(days=3, hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"),
@@ -57,7 +57,7 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     screen("register", "/register")
     tab.login("paula", "violet-harbour-lantern-42")
     screen("welcome", "/")
-    expect(page.locator("#offers-waiting")).to_have_text("3")
+    expect(page.locator("#offers-waiting")).to_have_text("4")
     screen("reservation-new", "/reservations/new")
     tab.refusing("/reservations/new")
     page.get_by_label("Duration", exact=True).fill("abc")
@@ -75,10 +75,17 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     assert tab.overflow() <= 0
     screen("negotiation-reject", f"/reservations/{made['rejected']}")
     expect(page.get_by_role("heading", name="OpenPEX cannot meet these terms (REJECT)")).to_be_visible()
+    if width == WIDE:  # an alternative, proposed as it is: answered at once
+        tab.go(f"/reservations/{made['countered-take']}")
+        alternatives = page.locator(".alternative")
+        expect(alternatives).not_to_have_count(0)
+        with page.expect_navigation():
+            alternatives.first.get_by_role("button", name="Propose these terms").click()
+        expect(page.locator(".notice")).to_contain_text("OpenPEX answered")
     screen("reservation", f"/reservations/{made['agreed']}")
     screen("reservation-change", f"/reservations/{made['agreed']}/change")
     screen("reservations", "/reservations")
-    expect(page.locator("table.reservations tbody tr")).to_have_count(5)
+    expect(page.locator("table.reservations tbody tr")).to_have_count(6)
     screen("instances", "/instances")
     screen("not-found", "/reservations/00000000-0000-4000-8000-000000000000", status=404)
     screen("forbidden", "/admin/nodes", status=403)

@@ -17,6 +17,7 @@ from pex.domain.clock import Millis
 from pex.http.portal import accounts, admin, pages
 from pex.http.portal.forms import iso
 from pex.http.portal.live import Hub
+from pex.http.portal.sessions import SIGNED_OUT, SIGNED_OUT_FILE, SignedOut
 from pex.http.presenters import span_words
 from pex.http.wire import format_time
 
@@ -32,12 +33,13 @@ def when(instant: Millis | None) -> Markup:
     return Markup('<time datetime="{}">{}</time>').format(iso(instant), shown)
 
 
-def add_portal(app: web.Application, domain: OpenPEX) -> None:
+def add_portal(app: web.Application, domain: OpenPEX, data_dir: Path | None = None) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pex.http.portal", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)
     env.globals.update(when=when, span=span_words, iso=iso)
     app[pages.HUB] = hub = Hub()
     app[pages.SENT] = pages.SentOnce()
+    app[SIGNED_OUT] = SignedOut(data_dir / SIGNED_OUT_FILE if data_dir is not None else None)
 
     async def start_hub(_: web.Application) -> None:
         hub.start(asyncio.get_running_loop())

@@ -27,7 +27,7 @@ def _next_page(given: str) -> str:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    if visitor_of(await get_session(request)) is not None:
+    if visitor_of(request, await get_session(request)) is not None:
         raise web.HTTPSeeOther("/")
     return await render(request, "login.html", {"values": {"next": request.query.get("next", "/")[:500]}})
 

@@ -3,11 +3,14 @@ bookings as a Gantt chart, and the accounts."""
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from pex.domain.catalogue import NodeChange
 from pex.domain.clock import DAY, HOUR
 from pex.domain.errors import DomainError, InvalidField
+from pex.domain.negotiation import LATEST_INSTANT
 from pex.http.portal.forms import instant, iso, values_of
 from pex.http.portal.gantt import chart
 from pex.http.portal.sessions import flash
@@ -15,6 +18,7 @@ from pex.http.portal.site import form_of, page, render
 from pex.http.typedefs import ask, ask_manager
 
 NODE_FIELDS = ("name", "uri", "cpus", "memory_mb", "disk_gb")
+EARLIEST = 0  # (the Unix epoch: the chart's times are from it on)
 SPANS = {"6h": 6 * HOUR, "24h": DAY, "3d": 3 * DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 
 
@@ -39,7 +43,7 @@ async def add_node(request: web.Request) -> web.Response:
         given = values[name].strip()
         if not given:
             continue
-        if not given.isdigit() or int(given) < 1:
+        if not re.fullmatch(r"[0-9]{1,9}", given) or int(given) < 1:
             errors[name] = "must be a whole number, 1 or more (or empty: what the host says)"
         else:
             size[name] = int(given)
@@ -90,8 +94,10 @@ async def capacity(request: web.Request) -> web.Response:
     if day:
         try:
             start = instant(day, "from")
+            if not EARLIEST <= start <= LATEST_INSTANT - 2 * max(SPANS.values()):
+                raise InvalidField("from", "must be from 1970 to 9999")
         except InvalidField as refused:
-            error = refused.reason
+            start, error = (now // HOUR - 1) * HOUR, refused.reason
     end = start + span
     bookings = await ask(request, lambda allocator: allocator.app.read.bookings(start, end))
     drawn = chart(found, bookings, start, end, now)

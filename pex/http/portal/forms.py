@@ -56,8 +56,9 @@ class Catalogue:
 
 
 def values_of(form: Mapping[str, Any], names: Collection[str] = FIELDS) -> dict[str, str]:
-    """The fields as typed (a bounded length: a form is no place for megabytes)."""
-    return {name: str(form.get(name, ""))[:200] for name in names}
+    """The fields as typed (whole: what is too long is refused where it is judged, never cut;
+    the body's own limit bounds them)."""
+    return {name: str(form.get(name, "")) for name in names}
 
 
 def reservation_terms(form: Mapping[str, Any], known: Catalogue, *,

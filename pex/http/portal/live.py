@@ -10,7 +10,9 @@ other read: a wake-up reveals nothing of anyone else's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 # Events after which an instance's row may read differently.
@@ -27,6 +29,21 @@ class Hub:
         self._changed: asyncio.Condition | None = None
         self.generation = 0  # how many times instances have changed
         self.closed = False
+        self._open: Counter[str] = Counter()  # streams open per user
+
+    @contextmanager
+    def streaming(self, username: str, most: int) -> Iterator[bool]:
+        """Count a stream of `username`'s while it is open; False if they have `most` already."""
+        if self._open[username] >= most:
+            yield False
+            return
+        self._open[username] += 1
+        try:
+            yield True
+        finally:
+            self._open[username] -= 1
+            if not self._open[username]:
+                del self._open[username]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop, self._changed = loop, asyncio.Condition()

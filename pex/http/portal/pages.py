@@ -32,7 +32,8 @@ from pex.domain.sizes import InstanceType
 from pex.http.portal.forms import Catalogue, form_of as terms_form, iso, reservation_terms
 from pex.http.portal.live import Hub
 from pex.http.portal.sessions import flash
-from pex.http.portal.site import form_of, page, render, visitor
+from pex.http.portal.sessions import Visitor
+from pex.http.portal.site import PageRefused, form_of, page, render, visitor
 from pex.http.presenters import event_texts
 from pex.http.typedefs import ask, ask_manager, ask_manager_later
 from pex.http.wire import UUID_PATTERN
@@ -46,30 +47,42 @@ HUB = web.AppKey("portal_hub", Hub)
 
 class SentOnce:
     """New reservations by form token: a second submission of one form (a double click, a
-    resubmit) waits for the first and is sent where it went, instead of proposing again.
-    In memory: bounded, and forgotten at a restart."""
+    resubmit) waits for the first and is sent where it went, instead of proposing again. A
+    refusal (nothing recorded) frees the token, so the corrected form may be sent; a failure
+    whose outcome is unknown (no answer in time) does not: it may have been recorded.
+    In memory, bounded per user; a restart forgets it."""
 
-    def __init__(self, most: int = 10_000) -> None:
-        self._sent: OrderedDict[tuple[str, str], asyncio.Future[str | None]] = OrderedDict()
-        self.most = most
+    UNKNOWN = ""  # sent, but whether it was recorded is not known
 
-    async def run(self, key: tuple[str, str], send: Callable[[], Awaitable[str]]) -> str:
+    def __init__(self, per_user: int = 100, users: int = 10_000) -> None:
+        self._sent: OrderedDict[str, OrderedDict[str, asyncio.Future[str | None]]] = OrderedDict()
+        self.per_user, self.users = per_user, users
+
+    async def run(self, username: str, token: str, send: Callable[[], Awaitable[str]]) -> str:
+        """The reservation the form made (UNKNOWN: the first sending's outcome is not known)."""
+        mine = self._sent.setdefault(username, OrderedDict())
+        self._sent.move_to_end(username)
+        while len(self._sent) > self.users:
+            self._sent.popitem(last=False)
         while True:
-            earlier = self._sent.get(key)
+            earlier = mine.get(token)
             if earlier is None:
                 break
             done = await asyncio.shield(earlier)
             if done is not None:
                 return done
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._sent[key] = future
-        while len(self._sent) > self.most:
-            self._sent.popitem(last=False)
+        mine[token] = future
+        while len(mine) > self.per_user:
+            mine.popitem(last=False)
         try:
             result = await send()
-        except BaseException:
-            del self._sent[key]  # refused: the form may be corrected and sent again
+        except DomainError:
+            mine.pop(token, None)  # refused, nothing recorded: the form may be corrected and sent again
             future.set_result(None)
+            raise
+        except BaseException:
+            future.set_result(self.UNKNOWN)
             raise
         future.set_result(result)
         return result
@@ -161,9 +174,13 @@ async def new_reservation(request: web.Request) -> web.Response:
 
     once = judged.values["once"] or secrets.token_urlsafe(16)
     try:
-        rid = await request.app[SENT].run((who.username, once), propose)
+        rid = await request.app[SENT].run(who.username, once, propose)
     except InvalidField as error:
         return await _new_form(request, judged.values, {error.field: error.reason}, choices)
+    if rid == SentOnce.UNKNOWN:
+        await flash(request, "This form was sent before and OpenPEX did not answer in time: look for the "
+                             "reservation here before sending it again.", "error")
+        raise web.HTTPSeeOther("/reservations")
     raise web.HTTPSeeOther(f"/reservations/{rid}")
 
 
@@ -284,12 +301,15 @@ async def reply(request: web.Request) -> web.Response:
     rid, who, form = reservation_id(request), visitor(request), form_of(request)
     message = str(form.get("reply", ""))
     proposal: TermsChange | None = None
-    if message == "TAKE":  # one of the alternatives OpenPEX found: proposed as they are
-        try:
-            proposal = _alternative(form)
-        except (InvalidField, ValueError):
-            await flash(request, "That alternative could not be read; choose it again.", "error")
+    if message == "TAKE":  # one of the alternatives OpenPEX found (by its place), proposed as it is
+        found = await ask(request, lambda allocator: allocator.app.read.reservation(
+            rid, who.username, is_admin=who.is_admin))
+        alternatives = found.offer.alternatives if found.offer else ()
+        chosen = str(form.get("alternative", ""))
+        if not (chosen.isascii() and chosen.isdigit() and int(chosen) < len(alternatives)):
+            await flash(request, "That alternative is no longer on offer.", "error")
             raise web.HTTPSeeOther(f"/reservations/{rid}")
+        proposal = TermsChange.of(alternatives[int(chosen)])
         message = "COUNTER"
     if message not in ("CONFIRM", "ACCEPT", "REJECT", "COUNTER"):
         await flash(request, "Choose Confirm, Accept or Reject.", "error")
@@ -307,13 +327,6 @@ async def reply(request: web.Request) -> web.Response:
         await flash(request, REPLY_WORDS.get(answer.reply.value, "") if message == "ACCEPT" else said or
                     f"OpenPEX answered {answer.reply.value}.")
     raise web.HTTPSeeOther(f"/reservations/{rid}")
-
-
-def _alternative(form: Any) -> TermsChange:
-    terms = json.loads(str(form.get("terms", "")))
-    if not isinstance(terms, dict):
-        raise ValueError("not terms")
-    return TermsChange.of(Terms.from_dict(terms))
 
 
 @page()
@@ -443,12 +456,22 @@ def instance_row(found: InstanceView) -> dict[str, Any]:
 HEARTBEAT = 15.0  # seconds between comments on a quiet stream (proxies close silent ones)
 
 
+STREAMS_PER_USER = 8  # live pages one user may have open at once (each read costs the Allocator)
+
+
 @page()
 async def live_instances(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the visitor's instances, each time the service records a change to
     any instance (only rows that read differently are sent), until the page goes away."""
     who = visitor(request)
     hub = request.app[HUB]
+    with hub.streaming(who.username, STREAMS_PER_USER) as allowed:
+        if not allowed:
+            raise PageRefused(429, f"You have {STREAMS_PER_USER} live pages open already: close one.")
+        return await _stream(request, who, hub)
+
+
+async def _stream(request: web.Request, who: Visitor, hub: Hub) -> web.StreamResponse:
     stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                          "X-Accel-Buffering": "no"})
     await stream.prepare(request)

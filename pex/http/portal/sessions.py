@@ -10,8 +10,11 @@ app made in a test) each process makes its own.
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import os
 import secrets
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,10 @@ from pex.domain.errors import DomainError
 # aiohttp-session 2.12 keeps its session under a str key of the request (its own choice).
 warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_session")
 
+log = logging.getLogger(__name__)
+
 KEY_FILE = "portal-session.key"
+SIGNED_OUT_FILE = "portal-signed-out.json"
 COOKIE = "openpex_session"
 LIFETIME = 12 * 3600  # seconds a login lasts
 
@@ -73,9 +79,45 @@ def storage(key: bytes, *, secure: bool) -> EncryptedCookieStorage:
                                   secure=secure or None)
 
 
-def visitor_of(session: Session) -> Visitor | None:
+class SignedOut:
+    """Sessions logged out before they lapsed. A cookie session lives in the browser, so
+    clearing it there is not enough: a copy kept elsewhere would still be good. Each session has
+    an id; a logout records it here until the session would have lapsed anyway, in a file of the
+    data dir (so a restart does not bring it back), or in memory for an app without one."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._until: dict[str, float] = {}  # session id -> when it would have lapsed
+        if path is not None and path.exists():
+            try:
+                loaded = json.loads(path.read_text())
+                self._until = {str(sid): float(until) for sid, until in loaded.items()}
+            except (ValueError, AttributeError, TypeError, OSError):
+                log.warning("%s could not be read: sessions logged out before this start may be good again", path)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._until
+
+    def add(self, sid: str, lapses: float) -> None:
+        now = time.time()
+        self._until = {known: until for known, until in self._until.items() if until > now}
+        self._until[sid] = lapses
+        if self.path is not None:
+            written = self.path.with_suffix(".tmp")
+            descriptor = os.open(written, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(self._until, file)
+            os.replace(written, self.path)
+
+
+SIGNED_OUT = web.AppKey("portal_signed_out", SignedOut)
+
+
+def visitor_of(request: web.Request, session: Session) -> Visitor | None:
     username = session.get("user")
-    return Visitor(username, bool(session.get("admin"))) if isinstance(username, str) else None
+    if not isinstance(username, str) or session.get("sid") in request.app[SIGNED_OUT]:
+        return None
+    return Visitor(username, bool(session.get("admin")))
 
 
 async def sign_in(request: web.Request, visitor: Visitor) -> None:
@@ -83,10 +125,16 @@ async def sign_in(request: web.Request, visitor: Visitor) -> None:
     session = await new_session(request)
     session["user"], session["admin"] = visitor.username, visitor.is_admin
     session["csrf"] = secrets.token_urlsafe(32)
+    session["sid"] = secrets.token_urlsafe(16)
 
 
 async def sign_out(request: web.Request) -> None:
-    (await get_session(request)).invalidate()
+    """Forget the session in the browser, and refuse it from anywhere else until it lapses."""
+    session = await get_session(request)
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        request.app[SIGNED_OUT].add(sid, (session.created or time.time()) + LIFETIME)
+    session.invalidate()
 
 
 async def csrf_token(request: web.Request) -> str:

@@ -14,6 +14,7 @@ import pykka
 from aiohttp import web
 from aiohttp_session import get_session
 from multidict import MultiDictProxy
+from urllib.parse import quote
 
 from pex.domain.errors import DomainError, InvalidField
 from pex.drivers.base import DriverError
@@ -50,10 +51,10 @@ def page(*, admin: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def run(request: web.Request) -> web.StreamResponse:
-            visitor = visitor_of(await get_session(request))
+            visitor = visitor_of(request, await get_session(request))
             if visitor is None:
                 if request.method == "GET":
-                    raise web.HTTPSeeOther(f"/login?next={request.rel_url}")
+                    raise web.HTTPSeeOther(f"/login?next={quote(str(request.rel_url), safe='')}")
                 raise web.HTTPSeeOther("/login")
             request[VISITOR] = visitor
             if admin and not visitor.is_admin:
@@ -65,9 +66,19 @@ def page(*, admin: bool = False) -> Callable[[Handler], Handler]:
     return wrap
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "")
+
+
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
-    """The posted form, once its CSRF token is checked."""
-    form = await request.post()
+    """The posted form, once its CSRF token is checked; a body that is no readable form is
+    refused (400), as is one of another type (415)."""
+    if request.content_type not in FORM_TYPES:
+        raise PageRefused(415, "This page takes a form (application/x-www-form-urlencoded).")
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError, ValueError, AssertionError):
+        raise PageRefused(400, "The form could not be read (its encoding or its parts are not what a browser "
+                               "sends). Reload the page and send it again.") from None
     await check_csrf(request, form)
     request[FORM] = form
     return form
