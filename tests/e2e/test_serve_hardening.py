@@ -68,3 +68,14 @@ def test_a_configured_node_with_a_bad_name_stops_the_start_in_one_line_before_an
                             "--node", "a=qemu:///system", "--node", "b=qemu:///system"], capture_output=True, text=True,
                            timeout=60)
     assert twice.returncode == 2 and "given twice" in twice.stderr
+
+
+def test_unusable_tls_files_stop_the_start_in_one_line(tmp_path):
+    (tmp_path / "not-a-cert.pem").write_text("hello\n")
+    for flags, says in ((["--tls-cert", str(tmp_path / "missing.pem")], "--tls-cert/--tls-key cannot be used"),
+                        (["--tls-cert", str(tmp_path / "not-a-cert.pem")], "--tls-cert/--tls-key cannot be used"),
+                        (["--tls-key", str(tmp_path / "not-a-cert.pem")], "--tls-key needs --tls-cert")):
+        done = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path / "data"),
+                               "--simulated-nodes", "0", *flags], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len([line for line in done.stderr.splitlines() if "cannot start" in line]) == 1
