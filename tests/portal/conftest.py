@@ -1,5 +1,5 @@
-"""Fixtures for the portal's tests: one Chromium for the session, `openpex serve` as a real
-process per module, and tabs whose console must stay free of errors."""
+"""Fixtures for the portal's tests: Chromium and `openpex serve` as a real process per module,
+and tabs whose console must stay free of errors."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ PASSWORD = "violet-harbour-lantern-42"
 TEMPLATE = "alpine-3.20"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: while Playwright's sync API runs, its event loop counts as
+    # running in this thread, and async tests collected after the portal's could not start theirs.
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield launched

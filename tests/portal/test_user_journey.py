@@ -65,6 +65,8 @@ def test_register_reserve_negotiate_run_stop_and_delete(tabs, portal: Server) ->
     expect(page.locator('tr[data-changed="start"] td').nth(1).locator("time")).to_contain_text(
         re.compile(r"CET|GMT\+1|UTC\+1|\+01"))
     expect(page.locator(".countdown")).to_have_text(re.compile(r"[0-9] min [0-9]{2} s"))
+    expect(page.locator(".history")).to_contain_text("countered (start moved to")
+    expect(page.locator(".history")).not_to_contain_text("GMT")  # its times in the visitor's zone too
     for name in ("Accept", "Reject"):
         expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Counter with changed terms")).to_be_visible()

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from pex.domain.application import OpenPEX
 from pex.domain.clock import Millis
 from pex.http.portal import accounts, admin, pages
-from pex.http.portal.forms import iso
+from pex.http.portal.forms import iso, picker_value
 from pex.http.portal.live import Hub
 from pex.http.portal.sessions import SIGNED_OUT, SIGNED_OUT_FILE, SignedOut
 from pex.http.presenters import span_words
@@ -37,6 +37,7 @@ def add_portal(app: web.Application, domain: OpenPEX, data_dir: Path | None = No
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pex.http.portal", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)
     env.globals.update(when=when, span=span_words, iso=iso)
+    env.filters["picker"] = picker_value
     app[pages.HUB] = hub = Hub()
     app[pages.SENT] = pages.SentOnce()
     app[SIGNED_OUT] = SignedOut(data_dir / SIGNED_OUT_FILE if data_dir is not None else None)

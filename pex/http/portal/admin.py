@@ -97,7 +97,7 @@ async def capacity(request: web.Request) -> web.Response:
             if not EARLIEST <= start <= LATEST_INSTANT - 2 * max(SPANS.values()):
                 raise InvalidField("from", "must be from 1970 to 9999")
         except InvalidField as refused:
-            start, error = (now // HOUR - 1) * HOUR, refused.reason
+            start, error = (now // HOUR - 1) * HOUR, f"{day[:40]!r} {refused.reason}"
     end = start + span
     bookings = await ask(request, lambda allocator: allocator.app.read.bookings(start, end))
     drawn = chart(found, bookings, start, end, now)

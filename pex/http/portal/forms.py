@@ -117,6 +117,12 @@ def form_of(terms: Terms) -> dict[str, str]:
             "end": _local(terms.end), "end_utc": iso(terms.end)}
 
 
+def picker_value(typed: str) -> str:
+    """What a date-and-time field can show of a value: itself if it is one, else nothing (a
+    browser's picker cannot hold other text; the field's message says what was wrong)."""
+    return typed if _LOCAL.fullmatch(typed) and "T" in typed else ""
+
+
 def iso(instant: Millis) -> str:
     """An instant as ISO 8601 in UTC (what <time datetime> and the page's script read)."""
     return datetime.fromtimestamp(instant / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

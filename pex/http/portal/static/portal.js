@@ -33,6 +33,18 @@
     });
   }
 
+  // Lines of a history name instants as RFC 1123 (GMT) inside their words: shown in local time too.
+  const RFC1123 = /[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT/g;
+
+  function localWords(root) {
+    root.querySelectorAll("[data-local-words]").forEach((element) => {
+      element.textContent = element.textContent.replace(RFC1123, (found) => {
+        const date = new Date(found);
+        return isNaN(date) ? found : (date.getSeconds() ? secondsFormat : longFormat).format(date);
+      });
+    });
+  }
+
   function localInput(date) {
     const pad = (n) => String(n).padStart(2, "0");
     return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) + "T" +
@@ -275,6 +287,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     localTimes(document);
+    localWords(document);
     zones();
     guardForms();
     countdowns();
