@@ -93,6 +93,9 @@ def test_register_reserve_negotiate_run_stop_and_delete(tabs, portal: Server) ->
         expect(row.locator('[data-field="status"]')).to_have_text("RUNNING", timeout=150_000)
     assert page.evaluate("window.stayedHere === true"), "the page was loaded again"
     tab.shot("instances-running")
+    tab.go("/")
+    expect(page.locator("#instances-running")).to_have_text("2")
+    tab.go("/instances")
 
     first = rows.nth(0)
     vm = first.get_attribute("data-vm")

@@ -14,7 +14,7 @@ from pex.domain.negotiation import LATEST_INSTANT
 from pex.http.portal.forms import instant, iso, values_of
 from pex.http.portal.gantt import chart
 from pex.http.portal.sessions import flash
-from pex.http.portal.site import form_of, page, render
+from pex.http.portal.site import act, form_of, page, render
 from pex.http.typedefs import ask, ask_manager
 
 NODE_FIELDS = ("name", "uri", "cpus", "memory_mb", "disk_gb")
@@ -68,15 +68,9 @@ async def add_node(request: web.Request) -> web.Response:
 async def mark_node(request: web.Request) -> web.Response:
     name, change = request.match_info["name"], request.match_info["change"]
     marked: NodeChange = "DRAINED" if change == "drain" else "UNDRAINED"
-    try:
-        await ask(request, lambda allocator: allocator.app.catalogue.mark_node(name, marked))
-    except DomainError as refused:
-        if refused.status == 404:
-            raise
-        await flash(request, refused.message, "error")
-    else:
-        await flash(request, f"Node {name} " + ("drained: it takes no new bookings." if change == "drain"
-                                                 else "back in service."))
+    await act(request, ask(request, lambda allocator: allocator.app.catalogue.mark_node(name, marked)),
+              lambda _: (f"Node {name} " + ("drained: it takes no new bookings." if change == "drain"
+                                             else "back in service."), "ok"))
     raise web.HTTPSeeOther("/admin/nodes")
 
 

@@ -33,7 +33,7 @@ from pex.http.portal.forms import Catalogue, form_of as terms_form, iso, reserva
 from pex.http.portal.live import Hub
 from pex.http.portal.sessions import flash
 from pex.http.portal.sessions import Visitor
-from pex.http.portal.site import PageRefused, form_of, page, render, visitor
+from pex.http.portal.site import PageRefused, act, form_of, page, render, visitor
 from pex.http.presenters import event_texts
 from pex.http.typedefs import ask, ask_manager, ask_manager_later
 from pex.http.wire import UUID_PATTERN
@@ -290,9 +290,10 @@ async def reservation(request: web.Request) -> web.Response:
         "agreed": found.status in AGREED, "hold_until": iso(offer.hold_until) if offer else ""})
 
 
-REPLY_WORDS = {"CONFIRM_REQUEST": "You accepted the counter offer. OpenPEX holds it and asks you to confirm "
-                                  "(CONFIRM_REQUEST).",
-               "REQUEST_SUCCESS": "Done (REQUEST_SUCCESS)."}
+# What a notice says once OpenPEX has answered the visitor's reply (a counter: what it answered).
+REPLY_WORDS = {"ACCEPT": "You accepted the counter offer. OpenPEX holds it and asks you to confirm (CONFIRM_REQUEST).",
+               "CONFIRM": "Confirmed: the reservation is made (REQUEST_SUCCESS).",
+               "REJECT": "You rejected the offer; nothing is held for it any more."}
 
 
 @page()
@@ -314,18 +315,9 @@ async def reply(request: web.Request) -> web.Response:
     if message not in ("CONFIRM", "ACCEPT", "REJECT", "COUNTER"):
         await flash(request, "Choose Confirm, Accept or Reject.", "error")
         raise web.HTTPSeeOther(f"/reservations/{rid}")
-    try:
-        answer = await ask(request, lambda allocator: allocator.respond(rid, who.username, message, proposal,
-                                                                        is_admin=who.is_admin))
-    except DomainError as refused:
-        if refused.status == 404:
-            raise
-        await flash(request, refused.message, "error")
-    else:
-        said = {"CONFIRM": "Confirmed: the reservation is made (REQUEST_SUCCESS).",
-                "REJECT": "You rejected the offer; nothing is held for it any more."}.get(message)
-        await flash(request, REPLY_WORDS.get(answer.reply.value, "") if message == "ACCEPT" else said or
-                    f"OpenPEX answered {answer.reply.value}.")
+    await act(request, ask(request, lambda allocator: allocator.respond(rid, who.username, message, proposal,
+                                                                       is_admin=who.is_admin)),
+              lambda answer: (REPLY_WORDS.get(message) or f"OpenPEX answered {answer.reply.value}.", "ok"))
     raise web.HTTPSeeOther(f"/reservations/{rid}")
 
 
@@ -368,22 +360,17 @@ async def change(request: web.Request) -> web.Response:
             raise
         await flash(request, refused.message, "error")
     else:
-        await flash(request, f"OpenPEX answered {answer.reply.value}." + (
-            f" {answer.reason}" if answer.reason else ""), "error" if answer.reply.value == "REJECT" else "ok")
+        rejected = answer.reply.value == "REJECT"
+        await flash(request, f"OpenPEX answered {answer.reply.value}." + (f" {answer.reason}" if answer.reason else ""),
+                    "error" if rejected else "ok")
     raise web.HTTPSeeOther(f"/reservations/{rid}")
 
 
 @page()
 async def activate(request: web.Request) -> web.Response:
     rid, who = reservation_id(request), visitor(request)
-    try:
-        await ask(request, lambda allocator: allocator.app.lifecycle.activate(rid, who.username, is_admin=who.is_admin))
-    except DomainError as refused:
-        if refused.status == 404:
-            raise
-        await flash(request, refused.message, "error")
-    else:
-        await flash(request, "Activated: its VMs boot at its start.")
+    await act(request, ask(request, lambda allocator: allocator.app.lifecycle.activate(
+        rid, who.username, is_admin=who.is_admin)), lambda _: ("Activated: its VMs boot at its start.", "ok"))
     raise web.HTTPSeeOther(_back(request, f"/reservations/{rid}"))
 
 
@@ -391,14 +378,8 @@ async def activate(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """Cancel an agreed reservation, or withdraw one still being negotiated."""
     rid, who = reservation_id(request), visitor(request)
-    try:
-        await ask_manager(request, lambda manager: manager.cancel(rid, who.username, is_admin=who.is_admin))
-    except DomainError as refused:
-        if refused.status == 404:
-            raise
-        await flash(request, refused.message, "error")
-    else:
-        await flash(request, "Deleted: the reservation is cancelled and its VMs are stopped.")
+    await act(request, ask_manager(request, lambda manager: manager.cancel(rid, who.username, is_admin=who.is_admin)),
+              lambda _: ("Deleted: the reservation is cancelled and its VMs are stopped.", "ok"))
     raise web.HTTPSeeOther(_back(request, f"/reservations/{rid}"))
 
 
@@ -434,15 +415,9 @@ async def operate(request: web.Request) -> web.Response:
     operation = request.match_info["operation"]
     if not _UUID.fullmatch(vm_id) or operation not in OPERATIONS:
         raise NotFound("There is no such instance.")
-    try:
-        done = await ask_manager_later(request, lambda manager: manager.operate(
-            vm_id, who.username, OPERATIONS[operation], is_admin=who.is_admin))
-    except DomainError as refused:
-        if refused.status == 404:
-            raise
-        await flash(request, refused.message, "error")
-    else:
-        await flash(request, f"VM {done.name} {DONE[operation]}.")
+    await act(request, ask_manager_later(request, lambda manager: manager.operate(
+        vm_id, who.username, OPERATIONS[operation], is_admin=who.is_admin)),
+        lambda done: (f"VM {done.name} {DONE[operation]}.", "ok"))
     raise web.HTTPSeeOther(_back(request, "/instances"))
 
 

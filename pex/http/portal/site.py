@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp_jinja2
 import pykka
@@ -16,14 +16,15 @@ from aiohttp_session import get_session
 from multidict import MultiDictProxy
 from urllib.parse import quote
 
-from pex.domain.errors import DomainError, InvalidField
+from pex.domain.errors import DomainError
 from pex.drivers.base import DriverError
-from pex.http.portal.sessions import VISITOR, Visitor, check_csrf, csrf_token, flashes, visitor_of
+from pex.http.portal.sessions import VISITOR, Tone, Visitor, check_csrf, csrf_token, flash, flashes, visitor_of
 from pex.http.typedefs import BASE, METRICS_PATH
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -146,5 +147,14 @@ async def _error_page(request: web.Request, status: int, message: str, retry_aft
     return response
 
 
-def field_errors(error: InvalidField) -> dict[str, str]:
-    return {error.field: error.reason}
+async def act(request: web.Request, action: Awaitable[T], said: Callable[[T], tuple[str, Tone]]) -> None:
+    """Carry out a button's action and say how it went in a notice on the next page: a refusal
+    (409, 429, ...) is said there too; something not found (someone else's) stays a 404 page."""
+    try:
+        result = await action
+    except DomainError as refused:
+        if refused.status == 404:
+            raise
+        await flash(request, refused.message, "error")
+    else:
+        await flash(request, *said(result))
