@@ -50,12 +50,16 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     tab = tabs.open(width=width)
     page = tab.page
 
-    def screen(name: str, path: str, *, status: int = 200, wide_ok: bool = False) -> None:
+    def screen(name: str, path: str, *, status: int = 200) -> None:
         tab.go(path, status=status)
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         tab.shot(name)
-        if not wide_ok:
-            assert tab.overflow() <= 0, f"{name} scrolls sideways at {width} px"
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+            'input:not([type=hidden]), select, textarea, button')].filter((field) =>
+            !(field.labels && field.labels.length) && !field.getAttribute('aria-label') &&
+            !(field.tagName === 'BUTTON' && field.textContent.trim())).map((field) => field.outerHTML)""")
+        assert not unlabelled, f"{name}: fields without a label: {unlabelled}"
+        assert tab.overflow() <= 0, f"{name} scrolls sideways at {width} px"
 
     screen("login", "/login")
     screen("register", "/register")
