@@ -29,6 +29,7 @@ class Hub:
         self._changed: asyncio.Condition | None = None
         self.generation = 0  # how many times instances have changed
         self.closed = False
+        self._pending = False  # a wake is on its way to the loop
         self._open: Counter[str] = Counter()  # streams open per user
 
     @contextmanager
@@ -52,11 +53,13 @@ class Hub:
         """The application's listener (any thread)."""
         if self._loop is None or self._loop.is_closed():
             return
-        if any(type(event).__qualname__.startswith(INSTANCE_EVENTS) for event in events):
+        if not self._pending and any(type(event).__qualname__.startswith(INSTANCE_EVENTS) for event in events):
+            self._pending = True  # (saves in a burst wake the streams once; a race costs one more wake)
             self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._wake()))
 
     async def _wake(self) -> None:
         assert self._changed is not None
+        self._pending = False
         async with self._changed:
             self.generation += 1
             self._changed.notify_all()

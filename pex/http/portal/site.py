@@ -8,13 +8,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp_jinja2
 import pykka
 from aiohttp import web
 from aiohttp_session import get_session
 from multidict import MultiDictProxy
-from urllib.parse import quote
 
 from pex.domain.errors import DomainError
 from pex.drivers.base import DriverError
@@ -67,7 +67,7 @@ def page(*, admin: bool = False) -> Callable[[Handler], Handler]:
     return wrap
 
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 async def read_form(request: web.Request) -> MultiDictProxy[Any]:
@@ -100,7 +100,7 @@ class PageRefused(Exception):
 
 
 TITLES = {400: "That cannot be done", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
-          409: "That cannot be done now", 413: "Too large", 429: "Too many requests",
+          409: "That cannot be done now", 413: "Too large", 415: "Not a form", 429: "Too many requests",
           502: "A host did not answer", 503: "OpenPEX is busy or down", 504: "OpenPEX is busy"}
 
 
@@ -116,6 +116,8 @@ async def portal_middleware(request: web.Request, handler: Handler) -> web.Strea
             error.headers.update(PAGE_HEADERS)
             raise
         response = await _error_page(request, error.status, error.reason)
+        if "Allow" in error.headers:  # (a 405 says what the path does allow)
+            response.headers["Allow"] = error.headers["Allow"]
     except PageRefused as refused:
         response = await _error_page(request, refused.status, refused.message)
     except DomainError as error:
