@@ -22,17 +22,17 @@ from uuid import UUID
 from aiohttp import web
 
 from pex.actors.allocator import Allocator
+from pex.domain.clock import HOUR, MINUTE
 from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.event_log import EventListing
 from pex.domain.listing import Listing
 from pex.domain.negotiation import AGREED, OfferState, Status, Terms, TermsChange
 from pex.domain.orders import Operation
-from pex.domain.read_models import EventPage, InstanceView, ReservationView
+from pex.domain.read_models import EventPage, InstanceView, ReservationView, TemplateView
 from pex.domain.sizes import InstanceType
 from pex.http.portal.forms import Catalogue, form_of as terms_form, iso, reservation_terms
 from pex.http.portal.live import Hub
-from pex.http.portal.sessions import flash
-from pex.http.portal.sessions import Visitor
+from pex.http.portal.sessions import Visitor, flash
 from pex.http.portal.site import PageRefused, act, form_of, page, render, visitor
 from pex.http.presenters import event_texts
 from pex.http.typedefs import ask, ask_manager, ask_manager_later
@@ -105,7 +105,7 @@ async def welcome(request: web.Request) -> web.Response:
 @dataclass(frozen=True)
 class FormChoices:
     types: list[InstanceType]
-    templates: list[Any]
+    templates: list[TemplateView]
     catalogue: Catalogue
 
 
@@ -147,15 +147,16 @@ async def _start_values(request: web.Request, choices: FormChoices) -> dict[str,
         except NotFound:
             pass
         else:
-            values = terms_form(found.requested or found.terms)
-            if found.terms.start < choices.catalogue.now:  # (a start gone by is no default)
+            terms = found.requested or found.terms
+            values = terms_form(terms)
+            if terms.start < choices.catalogue.now:  # (a start gone by is no default)
                 values.pop("start"), values.pop("start_utc")
             return values
-    quarter = 15 * 60_000
+    quarter = 15 * MINUTE
     start = (choices.catalogue.now // quarter + 1) * quarter
     kind = choices.types[0].name if choices.types else ""
     template = choices.templates[0].name if choices.templates else ""
-    return terms_form(Terms(kind, template, 1, 0, start, 3_600_000))
+    return terms_form(Terms(kind, template, 1, 0, start, HOUR))
 
 
 @page()
@@ -281,13 +282,13 @@ async def reservation(request: web.Request) -> web.Response:
     asked = found.requested or found.terms
     offer = found.offer
     return await render(request, "reservation.html", {
-        "r": found, "instances": instances, "now": now, "asked": asked,
+        "r": found, "instances": instances,
         "offer": offer, "compared": compared(asked, offer.terms) if offer else [],
         "alternatives": [(terms, compared(asked, terms)) for terms in offer.alternatives] if offer else [],
         "held_seconds": max(0, (offer.hold_until - now) // 1000) if offer else 0,
         "steps": protocol_steps(found, history),
         "history": list(zip(history.records, event_texts(history))),
-        "agreed": found.status in AGREED, "hold_until": iso(offer.hold_until) if offer else ""})
+        "agreed": found.status in AGREED})
 
 
 # What a notice says once OpenPEX has answered the visitor's reply (a counter: what it answered).
