@@ -16,6 +16,7 @@ Persistence is chosen by environment, as eventsourcing does: PERSISTENCE_MODULE
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from pex.domain.operations import InstanceOperations
 from pex.domain.projections import Projections
 from pex.domain.quotas import Quota, TokenBuckets
 from pex.domain.reading import Reading
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class OpenPEX(Application[UUID]):
         self.proposals = TokenBuckets()  # in memory: a refusal stores nothing
         self.refusals: Counter[str] = Counter()  # quota refusals per user since start (for operators)
         # Called with the events of each save once it is done (the portal's live pages listen);
-        # a listener must be quick and must not raise.
+        # a listener must be quick (it runs on the writer's thread).
         self.saved_listeners: list[Callable[[Sequence[Any]], None]] = []
         self.catalogue = Catalogue(self)
         self.negotiation = Negotiation(self)
@@ -167,7 +170,10 @@ class OpenPEX(Application[UUID]):
 
     def _tell_saved(self, events: Sequence[Any]) -> None:
         for listener in self.saved_listeners:
-            listener(events)
+            try:
+                listener(events)
+            except Exception:  # what was saved stands: a listener's failure is its own
+                log.exception("a listener of saved events failed")
 
     def _try_rebuild(self) -> None:
         try:

@@ -14,12 +14,11 @@ from typing import Any
 
 import pykka
 from aiohttp import web
+from aiohttp_session import session_middleware
 
 from pex.actors.system import System
 from pex.domain.errors import DomainError
 from pex.drivers.base import DriverError
-from aiohttp_session import session_middleware
-
 from pex.http import handlers, presenters
 from pex.http.portal import add_portal
 from pex.http.portal import sessions as portal_sessions

@@ -7,6 +7,8 @@ even one a page on another site makes it send. Such a page can only send "simple
 (a form or a text/plain body) without asking first: refusing every body that is not
 application/json (415) and every state-changing request from a foreign `Origin` (403) leaves it
 nothing to act with. Preflights are answered without credentials, as browsers send them.
+(The portal's pages beside the API take forms, and refuse any without their session's CSRF
+token: pex/http/portal/site.py.)
 """
 
 from __future__ import annotations

@@ -379,3 +379,23 @@ def test_after_a_restart_a_vm_defined_but_never_started_is_booted(app):
     # The process died after `define` and before `start`: the host has it, shut off.
     orders = app.hosts.recover_node(boot.node, {boot.domain: "HALTED"}, NOW + 2 * MINUTE)
     assert [(o.operation.value, o.domain) for o in orders] == [("boot", boot.domain)]
+
+
+def test_listeners_hear_every_save_once_it_is_done_and_cannot_undo_it(app, caplog):
+    heard: list[list[str]] = []
+
+    def broken(events):
+        raise RuntimeError("a listener that fails")
+
+    app.saved_listeners.extend([lambda events: heard.append([type(e).__qualname__ for e in events]), broken])
+    answer = app.negotiation.propose("alice", proposal(), NOW)  # one save
+    assert heard == [["Reservation.Requested", "Reservation.Offered"]]
+    app.begin_batch()  # a group commit: heard once, at its end
+    app.negotiation.respond(answer.reservation_id, "alice", "CONFIRM", NOW)
+    app.negotiation.propose("bob", proposal(), NOW)
+    assert len(heard) == 1
+    app.end_batch()
+    assert heard[1][0] == "Reservation.Confirmed" and "Instance.Planned" in heard[1]
+    assert heard[1][-2:] == ["Reservation.Requested", "Reservation.Offered"]
+    assert app.read.reservation(answer.reservation_id, "alice").status == "CONFIRMED"  # saved all the same
+    assert "a listener of saved events failed" in caplog.text
