@@ -285,20 +285,42 @@ class Limits:
     max_duration: Millis
 
 
+class Beyond(StrEnum):
+    """A limit of the service that a term is beyond."""
+
+    PAST = "PAST"  # a start before now
+    ADVANCE = "ADVANCE"  # a start further ahead than `max_advance`
+    DURATION = "DURATION"  # longer than `max_duration`
+
+
+def beyond_limits(limits: Limits, *, now: Millis, start: Millis | None = None, duration: Millis | None = None,
+                  running: bool = False) -> list[Beyond]:
+    """The limits the given start and duration are beyond (those not given are not judged),
+    in the order a refusal names them. For a `running` reservation (renegotiated after its
+    start) the start is rightly in the past."""
+    found = []
+    if start is not None:
+        if start < now and not running:
+            found.append(Beyond.PAST)
+        elif start - now > limits.max_advance:
+            found.append(Beyond.ADVANCE)
+    if duration is not None and duration > limits.max_duration:
+        found.append(Beyond.DURATION)
+    return found
+
+
 def rejection_reason(
     terms: Terms, *, now: Millis, templates: Collection[str], limits: Limits, running: bool = False
 ) -> str | None:
-    """Why these terms can never be accepted, or None if admission should decide. For a
-    `running` reservation (renegotiated after its start) the start is rightly in the past."""
+    """Why these terms can never be accepted, or None if admission should decide."""
     if terms.template not in templates:
         return f"unknown template {terms.template!r}"
-    if terms.start < now and not running:
-        return "startTime is in the past"
-    if terms.start - now > limits.max_advance:
-        return f"startTime is more than {limits.max_advance // 86_400_000} days ahead"
-    if terms.duration > limits.max_duration:
-        return f"duration is longer than {limits.max_duration // 86_400_000} days"
-    return None
+    beyond = beyond_limits(limits, now=now, start=terms.start, duration=terms.duration, running=running)
+    if not beyond:
+        return None
+    return {Beyond.PAST: "startTime is in the past",
+            Beyond.ADVANCE: f"startTime is more than {limits.max_advance // 86_400_000} days ahead",
+            Beyond.DURATION: f"duration is longer than {limits.max_duration // 86_400_000} days"}[beyond[0]]
 
 
 def to_year(instant: Millis) -> int:

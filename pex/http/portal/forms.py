@@ -2,8 +2,9 @@
 wrong: a form that comes back shows every value as it was typed and each message next to its
 field; nothing is recorded.
 
-A new reservation's terms are judged here as far as one field tells: a start in the past, an
-unknown size or template, a duration too long. The engine would answer such terms REJECT and
+A new reservation's terms are judged here as far as one field tells: an unknown size or
+template, and the service's own limits on times (`negotiation.beyond_limits`: a start in the
+past or too far ahead, a duration too long). The engine would answer such terms REJECT and
 record it (an API client asked for that); a person at a form is better served by the form.
 Whether the cluster has room is the negotiation's question, never the form's.
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from pex.domain.clock import DAY, HOUR, MINUTE, Millis
 from pex.domain.errors import InvalidField
-from pex.domain.negotiation import Limits, Terms, TermsChange
+from pex.domain.negotiation import Beyond, Limits, Terms, TermsChange, beyond_limits
 
 UNITS = {"minutes": MINUTE, "hours": HOUR, "days": DAY}
 FIELDS = ("instance_type", "template", "fixed", "optional", "start", "start_utc", "length", "duration", "unit",
@@ -77,11 +78,6 @@ def reservation_terms(form: Mapping[str, Any], known: Catalogue, *,
     fixed = _whole(judged, "fixed", least=1)
     optional = _whole(judged, "optional", least=0, empty=0)
     start = base.start if running and base is not None else _instant(judged, "start")
-    if start is not None and not running:
-        if start < known.now:
-            judged.refuse("start", "is in the past: choose a later start")
-        elif start - known.now > known.limits.max_advance:
-            judged.refuse("start", f"may be at most {known.limits.max_advance // DAY} days ahead")
     duration = None
     if values["length"] == "end":
         end = _instant(judged, "end")
@@ -92,9 +88,13 @@ def reservation_terms(form: Mapping[str, Any], known: Catalogue, *,
                 duration = end - start
     else:
         duration = _duration(judged)
-    if duration is not None and duration > known.limits.max_duration:
-        judged.refuse("end" if values["length"] == "end" else "duration",
-                      f"may be at most {known.limits.max_duration // DAY} days")
+    limits = known.limits
+    said = {Beyond.PAST: ("start", "is in the past: choose a later start"),
+            Beyond.ADVANCE: ("start", f"may be at most {limits.max_advance // DAY} days ahead"),
+            Beyond.DURATION: ("end" if values["length"] == "end" else "duration",
+                              f"may be at most {limits.max_duration // DAY} days")}
+    for beyond in beyond_limits(limits, now=known.now, start=start, duration=duration, running=running):
+        judged.refuse(*said[beyond])
     if judged.errors:
         return None, judged
     try:
