@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 
+from pex.domain.pricing import POLICIES
 from pex.domain.sizes import DEFAULT_NODE
 from pex.logs import FORMATS
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--quota-instance-hours", type=_count, metavar="N",
                        help="instance-hours a user's open offers may hold (default 2000)")
     serve.add_argument("--quota-proposals", type=_count, metavar="N", help="proposals a user may send a minute (default 60)")
+    serve.add_argument("--pricing", choices=sorted(POLICIES), default="demand",
+                       help="how demand moves the rate card's prices: demand (x1 up to 50 %% committed, rising to x3 "
+                            "at 100 %%; default) or flat")
     serve.add_argument("--signing-key", metavar="PATH",
                        help="the Ed25519 key (PEM) tree heads are signed with (default DATA_DIR/audit-signing-key.pem, "
                             "made on the first start)")
@@ -150,7 +154,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         monitor_interval=args.monitor_interval, cors_origins=tuple(args.cors_origin), quota=quota,
                         image_dir=Path(args.image_dir) if args.image_dir else None,
                         signing_key=Path(args.signing_key) if args.signing_key else None,
-                        head_interval=args.head_interval,
+                        head_interval=args.head_interval, pricing=POLICIES[args.pricing],
                         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                         tls_key=Path(args.tls_key) if args.tls_key else None), log_format=args.log_format)
 

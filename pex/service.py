@@ -26,6 +26,7 @@ from pex.actors.notary import Notarising
 from pex.actors.system import System
 from pex.audit.ledger import LedgerError
 from pex.audit.signing import KEY_FILE, SigningKeyError, signing_key
+from pex.domain.pricing import DemandPricing, PricingPolicy
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.catalogue import node_size
 from pex.domain.clock import SECOND, Clock, SystemClock
@@ -74,6 +75,7 @@ class Config:
     head_interval: float = 1.0  # seconds between signed tree heads; 0: none
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM); the portal's cookies are then Secure
     tls_key: Path | None = None  # its private key, if not in the certificate's file
+    pricing: PricingPolicy = field(default_factory=DemandPricing)  # how demand moves the rate card's prices
 
     @property
     def scheme(self) -> str:
@@ -148,7 +150,7 @@ def keep_private(data_dir: Path, database: str | None) -> None:
 def open_app(config: Config, clock: Clock) -> OpenPEX:
     keep_private(config.data_dir, config.database)
     config.images.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    settings = Settings(offer_ttl=int(config.offer_ttl * SECOND), quota=config.quota)
+    settings = Settings(offer_ttl=int(config.offer_ttl * SECOND), quota=config.quota, pricing=config.pricing)
     return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now())
 
 
@@ -163,6 +165,7 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
         if not password:
             password = generated = secrets.token_urlsafe(12)
         app.catalogue.register_account("admin", hasher.hash(password), "Administrator", "", is_admin=True)
+    app.catalogue.seed_prices()
     if not app.catalogue.templates():
         for name, description in TEMPLATES:
             app.catalogue.register_template(name, description, {"kind": "simulated"})

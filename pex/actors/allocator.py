@@ -30,7 +30,8 @@ import pykka
 from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
-from pex.domain.clock import DAY, Clock, Millis
+from pex.domain.clock import DAY, Clock, Millis, month_start
+from pex.domain.billing import Statements
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
@@ -159,7 +160,7 @@ class Allocator(CallableActor):
     def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> tuple[ReservationView, list[VMOrder]]:
         """Cancel and hand back the orders for its VMs (computed before they are discarded)."""
         orders = self.app.lifecycle.cancel_orders(reservation_id, userid, is_admin=is_admin)
-        return self.app.lifecycle.cancel(reservation_id, userid, is_admin=is_admin), orders
+        return self.app.lifecycle.cancel(reservation_id, userid, is_admin=is_admin, now=self.clock.now()), orders
 
     def settle(self) -> list[VMOrder]:
         """Timer (through the ReservationManager): what has fallen due. The timer that sent it
@@ -196,6 +197,13 @@ class Allocator(CallableActor):
 
     def set_quota(self, username: Any, limits: Any) -> AccountUsage:
         return self.app.catalogue.set_quota(username, limits, self.clock.now())
+
+    def usage(self, userid: str, start: Millis | None, end: Millis | None, *, is_admin: bool = False) -> Statements:
+        """Statements from `start` (default: the first of this month, UTC) to `end` (default: now)."""
+        now = self.clock.now()
+        end = now if end is None else end
+        start = month_start(min(now, end - 1)) if start is None else start
+        return self.app.read.usage(userid, start, end, now, is_admin=is_admin)
 
     def capacity(self, start: Millis | None, end: Millis | None, step: Millis, *, nodes: Collection[str] = (),
                  most: int) -> CapacityReport:

@@ -1,4 +1,4 @@
-"""Event-sourced aggregates: Reservation, Instance, Node, Template, Account.
+"""Event-sourced aggregates: Reservation, PriceList, Instance, Node, Template, Account.
 
 Aggregates decide, then record: a public method checks the protocol and takes the decision
 (admission itself is computed by the application from the capacity model and handed in), then
@@ -54,6 +54,8 @@ class Reservation(Aggregate):
         self.reason: str | None = None  # why the last proposal was rejected
         self.launched = False  # its start has been carried out: its instances were sent to boot
         self.activated = False  # the user asked for its VMs to start at its start time
+        self.price: dict[str, Any] | None = None  # the price bound at the last confirmation (Quote.to_dict)
+        self.cancelled_at: Millis | None = None  # when an agreed reservation was cancelled
 
     # ---------------------------------------------------------------- reading
 
@@ -125,9 +127,11 @@ class Reservation(Aggregate):
 
     def answer(self, reply: Reply, *, terms: Terms | None = None, allocation: Allocation | None = None,
                hold_until: Millis | None = None, reason: str | None = None,
-               alternatives: list[dict[str, Any]] | None = None, opened: Millis | None = None) -> None:
+               alternatives: list[dict[str, Any]] | None = None, opened: Millis | None = None,
+               price: dict[str, Any] | None = None) -> None:
         """Record OpenPEX's answer to the latest proposal (computed by admission). `opened` is
-        when this negotiation's first offer was made: its holds are bounded from then."""
+        when this negotiation's first offer was made: its holds are bounded from then; `price`
+        is the offer's (Quote.to_dict), held with its capacity."""
         if reply is Reply.REJECT:
             self._declined(reason=reason or "rejected")
         elif reply in (Reply.ACCEPT, Reply.COUNTER):
@@ -139,6 +143,7 @@ class Reservation(Aggregate):
                 hold_until=hold_until,
                 alternatives=alternatives or [],
                 opened=opened if opened is not None else self.negotiation_opened,
+                price=price,
             )
         else:
             raise ValueError(f"{reply} is not an answer to a proposal")
@@ -151,7 +156,7 @@ class Reservation(Aggregate):
     def confirm(self, now: Millis) -> None:
         self.action_for(Message.CONFIRM)
         self._check_offer_open(now)
-        self._confirmed()
+        self._confirmed(price=self.open_offer.get("price"))
 
     def withdraw(self) -> None:
         """The user REJECTs the open offer."""
@@ -178,11 +183,13 @@ class Reservation(Aggregate):
             raise ProtocolViolation("the reservation has not started yet")
         self._launched()
 
-    def cancel(self) -> None:
+    def cancel(self, now: Millis | None = None) -> None:
+        """DELETE: an open offer is withdrawn, agreed terms are cancelled (at `now`: what was
+        used by then is charged)."""
         if self.action_for(Message.CANCEL) is Action.WITHDRAW:
             self._withdrawn()
         else:
-            self._cancelled()
+            self._cancelled(at=now)
 
     def expire(self, now: Millis) -> None:
         self.action_for(Message.EXPIRE)
@@ -202,10 +209,11 @@ class Reservation(Aggregate):
 
     @event("Offered")
     def _offered(self, reply: str, terms: dict[str, Any], allocation: list[Any], hold_until: Millis,
-                 alternatives: list[dict[str, Any]], opened: Millis | None = None) -> None:
+                 alternatives: list[dict[str, Any]], opened: Millis | None = None,
+                 price: dict[str, Any] | None = None) -> None:
         state = OfferState.ACCEPTED if reply == Reply.ACCEPT.value else OfferState.COUNTERED
         self.offer = {"state": state.value, "terms": terms, "allocation": allocation,
-                      "hold_until": hold_until, "alternatives": alternatives, "opened": opened}
+                      "hold_until": hold_until, "alternatives": alternatives, "opened": opened, "price": price}
         self.reason = None
         if not self.is_agreed:
             self.status = OFFER_STATUS[state]
@@ -224,7 +232,8 @@ class Reservation(Aggregate):
             self.status = Status.ACCEPTED
 
     @event("Confirmed")
-    def _confirmed(self) -> None:
+    def _confirmed(self, price: dict[str, Any] | None = None) -> None:
+        self.price = price  # bound: no later rate or demand changes it
         self.agreed = self.open_offer["terms"]
         self.booking = self.open_offer["allocation"]
         self.offer = None
@@ -275,9 +284,10 @@ class Reservation(Aggregate):
             self.reason = reason
 
     @event("Cancelled")
-    def _cancelled(self) -> None:
+    def _cancelled(self, at: Millis | None = None) -> None:
         self.offer = None
         self.status = Status.CANCELLED
+        self.cancelled_at = at
 
     @event("Expired")
     def _expired(self) -> None:
@@ -285,6 +295,26 @@ class Reservation(Aggregate):
         self.status = Status.EXPIRED
 
 
+class PriceList(Aggregate):
+    """The admin's rate card: what an instance-hour of each size costs (decimal strings), in
+    one currency. One per store."""
+
+    @event("Registered")
+    def __init__(self, currency: str, rates: dict[str, str]) -> None:
+        self.currency = currency
+        self.rates = rates
+
+    @staticmethod
+    def create_id(**_: Any) -> UUID:
+        return named_id("prices", "rate card")
+
+    def change(self, rates: dict[str, str]) -> None:
+        if rates != self.rates:
+            self._changed(rates=rates)
+
+    @event("Changed")
+    def _changed(self, rates: dict[str, str]) -> None:
+        self.rates = rates
 
 
 class Instance(Aggregate):

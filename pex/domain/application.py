@@ -37,6 +37,7 @@ from pex.domain.negotiating import Negotiation
 from pex.domain.negotiation import Limits
 from pex.domain.operations import InstanceOperations
 from pex.domain.projections import Projections
+from pex.domain.pricing import DemandPricing, PricingPolicy
 from pex.domain.quotas import Quota, TokenBuckets
 from pex.domain.reading import Reading
 
@@ -51,6 +52,7 @@ class Settings:
     limits: Limits = Limits(max_advance=365 * DAY, max_duration=90 * DAY)
     admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     bucket: Millis = 15 * MINUTE  # width of the capacity index's buckets
+    pricing: PricingPolicy = field(default_factory=DemandPricing)  # how demand moves the rate card's prices
 
 
 class OpenPEX(Application[UUID]):

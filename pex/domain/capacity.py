@@ -31,7 +31,7 @@ import numpy as np
 from sortedcontainers import SortedList
 
 from pex.domain.capacity_index import BucketIndex
-from pex.domain.clock import DAY, MINUTE, Millis
+from pex.domain.clock import DAY, HOUR, MINUTE, Millis
 from pex.domain.errors import CapacityExceeded, NotFound
 from pex.domain.sizes import Resources
 
@@ -661,6 +661,32 @@ class CapacityModel:
         return None
 
     # ----------------------------------------------------------------- read side
+
+    def committed(self, first: Millis, hours: int) -> np.ndarray:
+        """The cluster's committed share (0 to 1) of each of `hours` clock hours from `first`
+        (an hour's start): per bucket the most committed of its resources on the eligible
+        nodes (from each node's least free amount then), averaged over the buckets the hour
+        meets. What demand pricing reads; outside the index nothing is committed."""
+        index = self._index
+        capacity = (index.capacity * index.counted).sum(axis=1)
+        starts = first + HOUR * np.arange(hours + 1, dtype=np.int64)
+        lo = (starts[:-1] - index.origin) // index.width  # first and last bucket of each hour
+        hi = (starts[1:] - 1 - index.origin) // index.width
+        wanted = np.arange(lo[0], hi[-1] + 1)
+        inside = (wanted >= 0) & (wanted < index.buckets)
+        free = np.repeat(capacity[None].astype(np.float64), len(wanted), axis=0)
+        free[inside] = index.totals[wanted[inside]]
+        if not capacity.all():
+            return np.ones(hours)  # no eligible node: nothing is free
+        used = np.clip(1.0 - free / capacity, 0.0, 1.0).max(axis=1)
+        per_hour = HOUR // index.width
+        if per_hour * index.width == HOUR and (first - index.origin) % index.width == 0:
+            # (row by row: an hour's figure is the same whichever range it is asked in)
+            hourly: np.ndarray = used.reshape(hours, per_hour).mean(axis=1)
+            return hourly
+        total = np.concatenate([[0.0], np.cumsum(used)])
+        averaged: np.ndarray = (total[hi - lo[0] + 1] - total[lo - lo[0]]) / (hi - lo + 1)
+        return averaged
 
     def free_at(self, node: str, t: Millis) -> Resources:
         return self._profiles[self._node(node)].free_at(t)

@@ -10,15 +10,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pex.domain.aggregates import Account, Node, Template
+from pex.domain.aggregates import Account, Node, PriceList, Template
 from pex.domain.clock import Millis
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound
 from pex.domain.negotiation import check_text
+from pex.domain.pricing import RATE_PLACES, RateCard, amount_in
 from pex.domain.quotas import Quota, limits_given
 from pex.domain.read_models import (
     AccountUsage,
     AccountView,
     NodeView,
+    PricesView,
     TemplateView,
     account_view,
     node_view,
@@ -112,6 +114,44 @@ class Catalogue:
         if account.pending_events:
             self.app.commit(account)
         return self.account_usage(account.username, now)
+
+    # ------------------------------------------------------------------ prices
+
+    def prices(self) -> PricesView:
+        card = self.app.view.rate_card
+        return PricesView(card.currency, dict(card.rates), self.app.settings.pricing.describe())
+
+    def seed_prices(self) -> None:
+        """A first start's rate card (RateCard.default), recorded so that the log says what
+        prices were in force from the start."""
+        if self.app.view.price_list is None:
+            card = RateCard.default()
+            self.app.commit(PriceList(card.currency, card.to_stored()))
+
+    def set_prices(self, rates: Mapping[str, Any], currency: Any = None) -> PricesView:
+        """The admin changes the rates of the sizes given (the others are kept). The currency
+        is the card's for good: agreed prices are in it. Agreed prices never change."""
+        card = self.app.view.rate_card
+        if currency is not None and currency != card.currency:
+            raise InvalidField("currency", f"is {card.currency} for good (agreed prices are in it)")
+        if not rates:
+            raise InvalidField("rates", f"must give the rate of one or more of {', '.join(InstanceType.__members__)}")
+        changed = dict(card.rates)
+        for size, rate in rates.items():
+            if size not in InstanceType.__members__:
+                raise InvalidField(f"rates.{str(size)[:64]}", f"is not a size; sizes are {', '.join(InstanceType.__members__)}",
+                                   as_given=True)
+            changed[size] = amount_in(rate, f"rates.{size}", places=RATE_PLACES)
+        new = RateCard(card.currency, changed)
+        price_list = self.app.view.price_list
+        if price_list is None:
+            self.app.commit(PriceList(new.currency, new.to_stored()))
+        else:
+            aggregate: PriceList = self.app.load(price_list.id)
+            aggregate.change(new.to_stored())
+            if aggregate.pending_events:
+                self.app.commit(aggregate)
+        return self.prices()
 
     # ------------------------------------------------------------------ templates
 

@@ -64,3 +64,8 @@ def from_datetime(moment: datetime) -> Millis:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return round(moment.timestamp() * 1000)
+
+
+def month_start(instant: Millis) -> Millis:
+    """The first instant of the (UTC) calendar month holding `instant`."""
+    return from_datetime(to_datetime(instant).replace(day=1, hour=0, minute=0, second=0, microsecond=0))

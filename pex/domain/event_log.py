@@ -25,7 +25,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification,
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.aggregates import Account, Instance, Node, PriceList, Reservation, Template
 from pex.domain.errors import InvalidField
 from pex.domain.listing import LONGEST_PAGE
 from pex.domain.read_models import SECRET_FIELDS, EventRecord, event_fields
@@ -40,7 +40,7 @@ def _event_kinds() -> dict[str, tuple[str, ...]]:
     """Stored topics by kind: an event's class ("Reservation.Offered") or its aggregate's
     name ("Reservation", every event of reservations)."""
     kinds: dict[str, tuple[str, ...]] = {}
-    for aggregate in (Reservation, Instance, Node, Template, Account):
+    for aggregate in (Reservation, Instance, Node, Template, Account, PriceList):
         own = [kind for kind in vars(aggregate).values()
                if isinstance(kind, type) and issubclass(kind, Aggregate.Event)
                and kind not in (aggregate.Event, aggregate.Created)]

@@ -41,9 +41,10 @@ class Lifecycle:
             return []
         return self.app.read.orders(reservation.id, Operation.DELETE, REMOVABLE)
 
-    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False) -> ReservationView:
+    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False, now: Millis | None = None) -> ReservationView:
+        """DELETE of a reservation, at `now` (what it used by then is charged)."""
         reservation = self._load(reservation_id, userid, is_admin)
-        reservation.cancel()
+        reservation.cancel(now)
         instances: list[Instance] = [self.app.load(i) for i in self.app.view.instances_of.get(reservation.id, ())]
         for instance in instances:
             instance.discard()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pex.domain.admission import Decision, decide
+from pex.domain.admission import decide
 from pex.domain.aggregates import Instance, Reservation
 from pex.domain.bookings import decide_running_change
 from pex.domain.capacity import Allocation
@@ -15,7 +15,9 @@ from pex.domain.clock import Millis
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import Action, Message, Reply, Terms, TermsChange, rejection_reason
 from pex.domain.planning import PlannedInstance, plan_instances
+from pex.domain.pricing import Quote
 from pex.domain.quotas import HeldOffers, QuotaExceeded, check_offers
+from pex.domain.quoting import PricedDecision, Pricing, priced
 from pex.domain.read_models import Answer, offer_view
 from pex.domain.statuses import InstanceStatus
 
@@ -80,26 +82,33 @@ class Negotiation:
         if reason is None and agreed is not None and terms.instance_type != agreed.instance_type:
             # Capacity holds one size per reservation (the old and new terms are held at once).
             reason = f"an agreed reservation keeps its size ({agreed.instance_type}); make a new reservation for another"
+        latest_start = now + limits.max_advance
+        pricing = Pricing(app.view.rate_card, app.settings.pricing, app.capacity)
+        bound = (agreed, Quote.from_dict(reservation.price) if reservation.price else None) if agreed else None
         if reason is None and running:
             assert agreed is not None and reservation.booking is not None
             decision = decide_running_change(reservation.id, agreed, Allocation.from_list(reservation.booking), terms,
                                              app.capacity, {name: node.status for name, node in app.view.nodes.items()})
+            with app.capacity.without(reservation.id):  # (its own hold is no demand on its price)
+                outcome = priced(decision, terms, pricing, latest_start=latest_start, agreed=bound)
         elif reason is None:
             with app.capacity.without(reservation.id):
-                decision = decide(app.capacity, terms, latest_start=now + limits.max_advance,
-                                  policy=app.settings.admission)
+                decision = decide(app.capacity, terms, latest_start=latest_start, policy=app.settings.admission)
+                outcome = priced(decision, terms, pricing, latest_start=latest_start, agreed=bound)
         else:
-            decision = Decision.reject(reason)
-        if decision.offer is None:
-            reservation.answer(Reply.REJECT, reason=decision.reason)
+            outcome = PricedDecision(Reply.REJECT, reason=reason)
+        if outcome.offer is None:
+            reservation.answer(Reply.REJECT, reason=outcome.reason)
         else:
+            assert outcome.price is not None
             reservation.answer(
-                decision.reply,
-                terms=decision.offer.terms,
-                allocation=decision.offer.allocation,
+                outcome.reply,
+                terms=outcome.offer.terms,
+                allocation=outcome.offer.allocation,
                 hold_until=self._hold_until(reservation, now),
-                alternatives=[alt.terms.to_dict() for alt in decision.alternatives],
+                alternatives=[{**alt.to_dict(), "price": price.to_dict()} for alt, price in outcome.alternatives],
                 opened=reservation.negotiation_opened or now,
+                price=outcome.price.to_dict(),
             )
         app.commit(reservation)
 
@@ -173,5 +182,7 @@ def _answer(reservation: Reservation, reply: Reply, terms: Terms | None = None) 
     reason = reservation.reason if reply is Reply.REJECT else None
     if reservation.offer and reply in (Reply.ACCEPT, Reply.COUNTER, Reply.CONFIRM_REQUEST):
         offer = offer_view(reservation.offer)
-        return Answer(reply, reservation.id, reservation.userid, terms, reason, offer.hold_until, offer.alternatives)
-    return Answer(reply, reservation.id, reservation.userid, terms, reason)
+        return Answer(reply, reservation.id, reservation.userid, terms, reason, offer.hold_until, offer.alternatives,
+                      offer.price, offer.alternative_prices)
+    bound = Quote.from_dict(reservation.price) if reply is Reply.REQUEST_SUCCESS and reservation.price else None
+    return Answer(reply, reservation.id, reservation.userid, terms, reason, price=bound)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from pex.domain.clock import Millis, to_datetime
 from pex.domain.errors import InvalidField, ProtocolViolation
+from pex.domain.pricing import amount_in
 from pex.domain.sizes import InstanceType
 
 
@@ -153,6 +155,7 @@ class Terms:
     optional: int
     start: Millis
     duration: Millis
+    max_price: Decimal | None = None  # the most the user will pay for the whole reservation
 
     @property
     def end(self) -> Millis:
@@ -166,7 +169,7 @@ class Terms:
         return replace(self, start=start)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        stored = {
             "instance_type": self.instance_type,
             "template": self.template,
             "fixed": self.fixed,
@@ -174,10 +177,16 @@ class Terms:
             "start": self.start,
             "duration": self.duration,
         }
+        if self.max_price is not None:
+            stored["max_price"] = str(self.max_price)  # (exact: events hold amounts as strings)
+        return stored
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Terms:
-        return cls(**data)
+        ceiling = data.get("max_price")
+        if ceiling is None:
+            return cls(**data)
+        return cls(**{**data, "max_price": Decimal(ceiling)})
 
 
 # Bounds that keep every stored number inside what msgpack, datetime and RFC 1123 can carry.
@@ -200,6 +209,7 @@ class TermsChange:
     start: Millis | None = None
     duration: Millis | None = None
     end: Millis | None = None
+    max_price: Any = None  # as the client sent it: a decimal string or a number
 
     def __post_init__(self) -> None:
         if self.instance_type is not None and InstanceType.named(self.instance_type) is None:
@@ -213,6 +223,8 @@ class TermsChange:
         _check_integer("duration", self.duration, 1, LONGEST)
         _check_instant("start", self.start, LATEST_START)
         _check_instant("end", self.end, LATEST_INSTANT)
+        if self.max_price is not None:
+            object.__setattr__(self, "max_price", amount_in(self.max_price, "max_price"))
 
     def applied_to(self, base: Terms | None) -> Terms:
         """The terms this change makes of `base` (None: a new proposal), or InvalidField naming
@@ -230,12 +242,14 @@ class TermsChange:
             _given_or(self.optional, base.optional if base else 0, "optional"),
             start,
             _given_or(duration, base.duration if base else None, "duration"),
+            self.max_price if self.max_price is not None else base.max_price if base else None,
         )
 
     @classmethod
     def of(cls, terms: Terms) -> TermsChange:
         """A change that gives every one of `terms` (a proposal of exactly them)."""
-        return cls(terms.instance_type, terms.template, terms.fixed, terms.optional, terms.start, terms.duration)
+        return cls(terms.instance_type, terms.template, terms.fixed, terms.optional, terms.start, terms.duration,
+                   max_price=terms.max_price)
 
 
 G = TypeVar("G")

@@ -23,9 +23,10 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from sortedcontainers import SortedList
 
-from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
+from pex.domain.aggregates import Account, Instance, Node, PriceList, Reservation, Template
 from pex.domain.capacity import Allocation, CapacityModel, use_at
 from pex.domain.clock import Millis
+from pex.domain.pricing import RateCard
 from pex.domain.quotas import HeldOffers
 from pex.domain.sizes import Resources
 
@@ -130,6 +131,8 @@ class Projections:
         self.nodes: dict[str, Node] = {}
         self.templates: dict[str, Template] = {}
         self.accounts: dict[str, Account] = {}
+        self.price_list: PriceList | None = None
+        self.rate_card = RateCard.default()  # the admin's, once there is one
         self.account_names: dict[str, str] = {}  # casefolded username -> the username (the first)
         self.offers_held: dict[str, HeldOffers] = defaultdict(HeldOffers)  # per user, for quotas (writer)
         self.offers_of: dict[str, dict[UUID, int]] = defaultdict(dict)  # user -> open offer -> instance-ms (writer)
@@ -248,6 +251,9 @@ class Projections:
             self.accounts[account.username] = account
             self.account_names.setdefault(account.username.casefold(), account.username)
             self._names[account.id] = account.username
+        elif isinstance(event, PriceList.Event):
+            self.price_list = _advanced(event, self.price_list)
+            self.rate_card = RateCard.stored(self.price_list.currency, self.price_list.rates)
 
     def _apply_reservation(self, event: Any) -> None:
         known = self.reservations.get(event.originator_id)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
 from pex.domain.clock import Millis
 from pex.domain.negotiation import OfferState, Reply, Status, Terms
+from pex.domain.pricing import Quote
 from pex.domain.quotas import Quota
 from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus, NodeStatus
@@ -29,6 +31,8 @@ class OfferView:
     terms: Terms
     hold_until: Millis
     alternatives: tuple[Terms, ...] = ()
+    price: Quote | None = None  # what the terms cost (None: offered before prices were kept)
+    alternative_prices: tuple[Quote | None, ...] = ()  # one per alternative
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class ReservationView:
     activated: bool = False  # its VMs are to boot at its start
     launched: bool = False  # its start was carried out
     requested: Terms | None = None  # the latest terms its user proposed (what an offer answers)
+    price: Quote | None = None  # the price agreed: bound at the last confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,8 @@ class Answer:
     reason: str | None = None  # why, for a REJECT
     hold_until: Millis | None = None  # for an offer
     alternatives: tuple[Terms, ...] = ()
+    price: Quote | None = None  # an offer's; after a CONFIRM, the price bound
+    alternative_prices: tuple[Quote | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +166,15 @@ class CapacityReport:
     nodes: Mapping[str, tuple[Resources, tuple[CapacityStep, ...]]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PricesView:
+    """The rate card (per instance-hour of each size) and how demand moves it."""
+
+    currency: str
+    rates: Mapping[str, Decimal]
+    policy: Mapping[str, Any]  # the policy's own description of itself
+
+
 # What every stored event carries besides its own fields, and the fields no listing shows.
 ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 SECRET_FIELDS = frozenset({"password_hash"})
@@ -172,16 +188,23 @@ def event_fields(event: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- from the aggregates
 
 def offer_view(offer: Mapping[str, Any]) -> OfferView:
+    alternatives = offer.get("alternatives") or ()
     return OfferView(OfferState(offer["state"]), Terms.from_dict(offer["terms"]), offer["hold_until"],
-                     tuple(_alternative(alt) for alt in offer.get("alternatives") or ()))
+                     tuple(_alternative(alt) for alt in alternatives), stored_price(offer.get("price")),
+                     tuple(stored_price(alt.get("price")) for alt in alternatives))
+
+
+def stored_price(stored: Mapping[str, Any] | None) -> Quote | None:
+    return Quote.from_dict(stored) if stored else None
 
 
 def _alternative(stored: Mapping[str, Any]) -> Terms:
-    """An alternative as recorded: in the domain's names, or (before 2026-11) in the paper's."""
+    """An alternative as recorded: in the domain's names (with its price, since 2026-11-26), or
+    (before 2026-11) in the paper's."""
     if "type" in stored:
         return Terms(stored["type"], stored["template"], stored["numInstancesFixed"], stored["numInstancesOption"],
                      stored["startTime"], stored["duration"])
-    return Terms.from_dict(stored)
+    return Terms.from_dict({name: value for name, value in stored.items() if name != "price"})
 
 
 def reservation_view(reservation: Reservation, instances: tuple[UUID, ...]) -> ReservationView:
@@ -190,7 +213,7 @@ def reservation_view(reservation: Reservation, instances: tuple[UUID, ...]) -> R
         terms=reservation.terms_in_force, instances=instances, reason=reservation.reason,
         offer=offer_view(reservation.offer) if reservation.offer else None,
         activated=bool(getattr(reservation, "activated", False)), launched=bool(reservation.launched),
-        requested=Terms.from_dict(reservation.requested))
+        requested=Terms.from_dict(reservation.requested), price=stored_price(getattr(reservation, "price", None)))
 
 
 def instance_view(instance: Instance) -> InstanceView:

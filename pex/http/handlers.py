@@ -32,7 +32,9 @@ from pex.http.wire import (
     period_in,
     quota_in,
     parse_json,
+    prices_in,
     proposal_in,
+    usage_period_in,
 )
 
 _UUID = re.compile(UUID_PATTERN)
@@ -69,6 +71,9 @@ def add_routes(app: web.Application) -> None:
         web.put(f"{BASE}/instances/{{vm_id}}/{{operation:stop|start|reboot}}", operate),
         web.delete(f"{BASE}/instances/{{vm_id}}", delete_instance),
         web.get(f"{BASE}/capacity", capacity),
+        web.get(f"{BASE}/prices", prices),
+        web.put(f"{BASE}/prices", set_prices),
+        web.get(f"{BASE}/usage", usage),
         web.get(f"{BASE}/nodes", nodes),
         web.post(f"{BASE}/nodes", add_node),
         web.get(f"{BASE}/nodes/{{name}}", node),
@@ -323,6 +328,28 @@ async def capacity(request: web.Request) -> web.Response:
     report = await ask(request, lambda allocator: allocator.capacity(start, end, step, nodes=nodes,
                                                                      most=MOST_CAPACITY_STEPS))
     return reply(presenters.capacity_report(report))
+
+
+# ---------------------------------------------------------------------- prices and statements
+
+async def prices(request: web.Request) -> web.Response:
+    """The rate card and the pricing policy (everyone)."""
+    return reply(presenters.prices(await ask(request, lambda allocator: allocator.app.catalogue.prices())))
+
+
+async def set_prices(request: web.Request) -> web.Response:
+    """The admin changes rates (recorded as an event); agreed prices never change."""
+    admin_only(request)
+    rates, currency = prices_in(await json_object(request))
+    return reply(presenters.prices(await ask(request, lambda allocator: allocator.app.catalogue.set_prices(rates, currency))))
+
+
+async def usage(request: web.Request) -> web.Response:
+    """The caller's statement of a period (`from`, `to`); the admin's has every user's and their total."""
+    username, is_admin = caller(request)
+    start, end = usage_period_in(request.query)
+    found = await ask(request, lambda allocator: allocator.usage(username, start, end, is_admin=is_admin))
+    return reply(presenters.statements(found) if is_admin else presenters.statement(found.users[0]))
 
 
 # ---------------------------------------------------------------------- nodes (admin)

@@ -8,7 +8,8 @@ server really does; every status an operation can answer is listed with its head
 
 What JSON Schema cannot say is said in descriptions, and is all a 400 naming the field:
 a password must not be easy to guess (zxcvbn, told the username, full name and e-mail); an
-endTime given without a duration must be after the startTime; a kernel template's files must
+endTime given without a duration must be after the startTime; an amount sent as a JSON number
+(maxPrice, a rate) has at most 2 (a rate 6) decimal places; a kernel template's files must
 be files in the image directory; a test:// node URI must name an .xml file in the data
 directory's hosts/ folder.
 """
@@ -23,6 +24,7 @@ from pex.domain.event_log import EVENT_KINDS, KIND_NAMES, KINDS, LAST_POSITION, 
 from pex.domain.listing import LONGEST_PAGE
 from pex.domain.statuses import InstanceStatus, NodeStatus
 from pex.domain.negotiation import LARGEST_COUNT, LATEST_INSTANT, LATEST_START, LONGEST, Message, Reply, Status
+from pex.domain.pricing import CURRENCY, LARGEST_AMOUNT, RATE_PLACES, amount_pattern
 from pex.domain.quotas import LARGEST_LIMIT, Quota
 from pex.domain.sizes import InstanceType
 from pex.http import passwords, presenters
@@ -113,6 +115,25 @@ SPEC_VALUE = {"type": ["string", "integer", "boolean", "null"], "maxLength": 409
 _NODE_SIZE = _integer(1, LARGEST_SIZE)
 
 
+def _amount_in(places: int, description: str) -> dict[str, Any]:
+    """An amount a client sends (pricing.amount_in): a decimal string, or a JSON number."""
+    return {"anyOf": [
+        {"type": "string", "pattern": _anchored(amount_pattern(places)),
+         "description": f"digits, more than 0 and less than a billion, no leading zero, at most {places} decimal places"},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": int(LARGEST_AMOUNT),
+         "description": f"with at most {places} decimal places (else 400)"}],
+        "description": description}
+
+
+MAX_PRICE_IN = _amount_in(2, "the most you will pay for the whole reservation, in the rate card's currency: terms "
+                             "that fit but cost more are answered COUNTER at their price, with the nearest window "
+                             "costing at most this among the alternatives")
+_MONEY_OUT = {"type": "string", "pattern": "^-?[0-9]+[.][0-9]{2}$", "description": "an exact amount (a decimal string)"}
+_QUANTITY_OUT = {"type": "string", "pattern": "^[0-9]+([.][0-9]{1,6})?$",
+                 "description": "a decimal string, exact to 6 places"}
+_RATE_OUT = {"type": "string", "pattern": "^[0-9]+([.][0-9]+)?$", "description": "an exact decimal string"}
+
+
 def _proposal_properties(*, nullable: bool) -> dict[str, Any]:
     def maybe(schema: dict[str, Any]) -> dict[str, Any]:
         return _nullable(schema) if nullable else schema
@@ -126,6 +147,7 @@ def _proposal_properties(*, nullable: bool) -> dict[str, Any]:
         "startTime": maybe(START_IN),
         "duration": _integer(1, LONGEST, "milliseconds; required unless endTime is given", nullable=True),
         "endTime": _nullable(END_IN),
+        "maxPrice": _nullable(MAX_PRICE_IN),
     }
 
 
@@ -144,7 +166,19 @@ def _terms_out(*extra: str) -> dict[str, Any]:
         properties["id"] = {"type": "string", "format": "uuid", "pattern": UUID}
     if "userid" in extra:
         properties["userid"] = {"type": "string"}
-    return {"type": "object", "additionalProperties": False, "required": sorted(properties), "properties": properties}
+    required = sorted(properties)
+    properties["maxPrice"] = {**_MONEY_OUT, "description": "the most the user said they will pay"}
+    if "price" in extra:
+        properties.update(_PRICED)
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
+
+_PRICED = {
+    "price": {**_MONEY_OUT, "description": "the price of the whole reservation (for a change of agreed terms: the "
+                                           "new total)"},
+    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"},
+    "priceDetail": {"$ref": "#/components/schemas/PriceDetail"},
+}
 
 
 _QUOTA_NAMES = list(presenters.quota(Quota()))
@@ -170,7 +204,25 @@ SCHEMAS: dict[str, Any] = {
                   {"type": "object", "required": ["proposal"], "properties": {"proposal": _ref("Proposal")}}],
     },
     "Terms": _terms_out(),
+    "PricedTerms": _terms_out("price"),
     "OfferedTerms": _terms_out("id", "userid"),
+    "PriceDetail": {
+        "type": "object", "additionalProperties": False, "required": ["instanceHours", "hours"],
+        "description": "How a price is made up: the instance-hours priced, and each run of hours at one rate (the "
+                       "card's rate per instance-hour times the policy's multiplier for how committed the cluster "
+                       "is then). For a change of agreed terms only the change is priced: the hours added at "
+                       "today's rates, and `credit`, the hours given up at the agreed price's average rate, taken "
+                       "off `agreedPrice`.",
+        "properties": {
+            "instanceHours": _QUANTITY_OUT,
+            "hours": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["from", "to", "instances", "instanceHours", "rate", "multiplier", "amount"],
+                "properties": {"from": TIME_OUT, "to": TIME_OUT, "instances": {"type": "integer", "minimum": 1},
+                               "instanceHours": _QUANTITY_OUT,
+                               "rate": {**_RATE_OUT, "description": "per instance-hour"},
+                               "multiplier": _RATE_OUT, "amount": {**_MONEY_OUT, "description": "rounded to cents"}}}},
+            "agreedPrice": _MONEY_OUT, "credit": _MONEY_OUT}},
     "Reply": {
         "type": "object", "additionalProperties": False, "required": ["reply", "proposal"],
         "properties": {
@@ -179,8 +231,10 @@ SCHEMAS: dict[str, Any] = {
                                                                 "reservation's id"},
             "reason": {"type": "string", "description": "why, with REJECT"},
             "holdUntil": {**TIME_OUT, "description": "the offer is held until then"},
-            "alternatives": {"type": "array", "items": _ref("Terms"),
-                             "description": "other offers OpenPEX would make (extension)"}}},
+            **_PRICED,
+            "alternatives": {"type": "array", "items": _ref("PricedTerms"),
+                             "description": "other offers OpenPEX would make, each at its price (extension); a "
+                                            "COUNTER on price has first the nearest window within maxPrice"}}},
     "UserReply": {
         "type": "object", "required": ["reply"], "description": "Other properties are ignored.",
         "properties": {
@@ -202,10 +256,50 @@ SCHEMAS: dict[str, Any] = {
             "instances": {"type": "array", "items": {"type": "string", "format": "uuid", "pattern": UUID},
                           "description": "the vmIDs of its instances (not deleted)"},
             "reason": {"type": "string"},
+            **_PRICED,
             "offer": {"type": "object", "additionalProperties": False, "required": ["state", "holdUntil", "proposal"],
-                      "description": "the offer open on it, if any",
+                      "description": "the offer open on it, if any, and its price",
                       "properties": {"state": {"type": "string", "enum": ["ACCEPTED", "COUNTERED"]},
-                                     "holdUntil": TIME_OUT, "proposal": _ref("Terms")}}}},
+                                     "holdUntil": TIME_OUT, "proposal": _ref("Terms"), **_PRICED}}}},
+    "Prices": {
+        "type": "object", "additionalProperties": False, "required": ["currency", "unit", "rates", "policy", "utilisation"],
+        "properties": {
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}, "unit": {"const": "instance-hour"},
+            "rates": {"type": "object", "additionalProperties": False, "required": _SIZES,
+                      "properties": {size: _RATE_OUT for size in _SIZES}},
+            "policy": {"type": "object", "required": ["policy"], "additionalProperties": {"type": "string"},
+                       "description": "the pricing policy (demand or flat) and its numbers"},
+            "utilisation": {"type": "string", "description": "what demand pricing measures"}}},
+    "PriceChange": {
+        "type": "object", "additionalProperties": False, "required": ["rates"],
+        "description": "New rates per instance-hour for the sizes given (the others stay). Agreed prices never change.",
+        "properties": {
+            "rates": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                      "properties": {size: _amount_in(RATE_PLACES, f"per instance-hour of {size}") for size in _SIZES}},
+            "currency": {"const": CURRENCY, "description": "the card's currency, which does not change"}}},
+    "Statement": {
+        "type": "object", "additionalProperties": False,
+        "required": ["userid", "from", "to", "currency", "reservations", "instanceHours", "charges", "refunds", "total"],
+        "description": "A user's charges over [from, to): each reservation's hours booked in the period at its "
+                       "agreed price (cancelled before its start: nothing; after: the hours up to then), less "
+                       "refunds for instances lost with a node and placed nowhere else; hours still to come are "
+                       "not charged yet",
+        "properties": {
+            "userid": {"type": "string"}, "from": TIME_OUT, "to": TIME_OUT, "currency": {"type": "string"},
+            "reservations": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["id", "status", "price", "instanceHours", "charged", "refunded"],
+                "properties": {"id": {"type": "string", "format": "uuid", "pattern": UUID},
+                               "status": {"type": "string", "enum": _RESERVATION_STATUSES},
+                               "price": {**_MONEY_OUT, "description": "agreed for the whole reservation"},
+                               "instanceHours": _QUANTITY_OUT, "charged": _MONEY_OUT, "refunded": _MONEY_OUT}}},
+            "instanceHours": _QUANTITY_OUT, "charges": _MONEY_OUT, "refunds": _MONEY_OUT, "total": _MONEY_OUT}},
+    "Usage": {
+        "anyOf": [_ref("Statement"), {
+            "type": "object", "additionalProperties": False, "required": ["from", "to", "currency", "users", "total"],
+            "description": "the admin's: every user's statement with a charge, and their total",
+            "properties": {"from": TIME_OUT, "to": TIME_OUT, "currency": {"type": "string"},
+                           "users": _list("Statement"), "total": _MONEY_OUT}}]},
     "Instance": {
         "type": "object", "additionalProperties": False,
         "required": ["vmID", "name", "status", "reservationId", "node", "startTime", "endTime", "ipAddress"],
@@ -486,6 +580,14 @@ def _period() -> list[dict[str, Any]]:
                             "others, 404 for a node there is not)"}]
 
 
+def _usage_period() -> list[dict[str, Any]]:
+    """A statement's period (pex.http.wire.usage_period_in)."""
+    times = [p for p in _listing([]) if p["name"] in ("from", "to")]
+    times[0]["description"] = "the period's start (default: the first of this month, UTC)"
+    times[1]["description"] = "its end (default: now); after the start (else 400)"
+    return times
+
+
 def _text(operation: dict[str, Any]) -> dict[str, Any]:
     """An operation whose success is Prometheus' text format, not JSON."""
     operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
@@ -610,6 +712,14 @@ PATHS: dict[str, Any] = {
                    "open offers; a past period shows only what is still held); the admin may also ask for nodes' "
                    "own", "200", _ref("CapacityReport"), path=True,
                    query=_period(), forbidden=True)},
+    "/OpenPEX/prices": {
+        "get": _op("getPrices", "get", "The rate card (per instance-hour of each size) and the pricing policy", "200",
+                   _ref("Prices")),
+        "put": _op("setPrices", "put", "Change rates (admin; recorded as an event): the sizes given change, the "
+                   "others stay; agreed prices never change", "200", _ref("Prices"), body="PriceChange", admin=True)},
+    "/OpenPEX/usage": {
+        "get": _op("getUsage", "get", "Your statement of a period (the admin: every user's, and the total)", "200",
+                   _ref("Usage"), query=_usage_period())},
     "/OpenPEX/nodes": {
         "get": _op("listNodes", "get", "Hypervisor hosts (admin)", "200", _list("Node"), admin=True,
                    links=_node_links("$response.body#/0/name")),

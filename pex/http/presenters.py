@@ -9,14 +9,18 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
+from pex.domain.billing import Statement, Statements
 from pex.domain.capacity import Allocation
 from pex.domain.clock import DAY, HOUR, MINUTE, SECOND
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.negotiation import Reply, Terms
+from pex.domain.pricing import Quote, money
 from pex.domain.read_models import (
     AccountUsage,
     AccountView,
@@ -27,6 +31,7 @@ from pex.domain.read_models import (
     EventRecord,
     InstanceView,
     NodeView,
+    PricesView,
     ReservationView,
     SECRET_FIELDS,
     TemplateView,
@@ -43,21 +48,55 @@ Body = dict[str, Any]
 
 
 def proposal(terms: Terms) -> Body:
-    """Terms in the paper's names (Fig. 7)."""
-    return {"duration": terms.duration, "numInstancesFixed": terms.fixed, "numInstancesOption": terms.optional,
+    """Terms in the paper's names (Fig. 7), and the user's maxPrice if they gave one."""
+    body = {"duration": terms.duration, "numInstancesFixed": terms.fixed, "numInstancesOption": terms.optional,
             "startTime": format_time(terms.start), "template": terms.template, "type": terms.instance_type}
+    if terms.max_price is not None:
+        body["maxPrice"] = amount(terms.max_price)
+    return body
+
+
+def amount(value: Decimal) -> str:
+    """An exact amount as a decimal string ("12.50", "0.05"), never in exponent form."""
+    return f"{value:f}"
+
+
+def quantity(value: Fraction) -> str:
+    """A count of instance-hours as a decimal string: exact where six places hold it."""
+    exact = Decimal(value.numerator) / Decimal(value.denominator)
+    shown = exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+    return f"{shown:f}"
+
+
+def priced(found: Quote | None) -> Body:
+    """A price as answers and reservations carry it: `price` (the total, a decimal string),
+    `currency`, and `priceDetail` (instance-hours, and the rate of each run of hours)."""
+    if found is None:
+        return {}
+    detail: Body = {"instanceHours": quantity(found.instance_hours),
+                    "hours": [{"from": format_time(span.start), "to": format_time(span.end), "instances": span.count,
+                               "instanceHours": quantity(span.instance_hours), "rate": amount(span.rate.normalize()),
+                               "multiplier": amount(span.multiplier.normalize()),
+                               "amount": amount(money(span.amount))} for span in found.spans]}
+    if found.agreed is not None:  # a change of agreed terms: priced as the change
+        detail["agreedPrice"] = amount(found.agreed)
+        detail["credit"] = amount(found.credit or Decimal(0))
+    return {"price": amount(found.total), "currency": found.currency, "priceDetail": detail}
 
 
 def answer(found: Answer) -> Body:
-    """A reply to a proposal or to a message about an offer (Figs. 8, 9)."""
+    """A reply to a proposal or to a message about an offer (Figs. 8, 9), with its price."""
     body: Body = {"reply": found.reply.value,
                   "proposal": {**proposal(found.terms), "id": str(found.reservation_id), "userid": found.userid}}
     if found.reply is Reply.REJECT:
         body["reason"] = found.reason
+    body.update(priced(found.price))
     if found.hold_until is not None:
         body["holdUntil"] = format_time(found.hold_until)
         if found.alternatives:
-            body["alternatives"] = [proposal(terms) for terms in found.alternatives]
+            prices = found.alternative_prices or (None,) * len(found.alternatives)
+            body["alternatives"] = [{**proposal(terms), **priced(price)}
+                                    for terms, price in zip(found.alternatives, prices)]
     return body
 
 
@@ -78,9 +117,10 @@ def reservation(found: ReservationView) -> Body:
     }
     if found.reason:
         body["reason"] = found.reason
+    body.update(priced(found.price))  # the price agreed, bound at confirmation
     if found.offer:
         body["offer"] = {"state": found.offer.state.value, "holdUntil": format_time(found.offer.hold_until),
-                         "proposal": proposal(found.offer.terms)}
+                         "proposal": proposal(found.offer.terms), **priced(found.offer.price)}
     return body
 
 
@@ -132,6 +172,31 @@ def account_usage(found: AccountUsage) -> Body:
                       "heldInstanceHours": round(found.held_instance_ms / HOUR, 3),
                       "proposalsAvailable": found.proposals_available},
             "refusedOverQuota": found.refused_over_quota}
+
+
+def prices(found: PricesView) -> Body:
+    """The rate card and the policy that moves it (GET /OpenPEX/prices)."""
+    return {"currency": found.currency, "unit": "instance-hour",
+            "rates": {size: amount(rate) for size, rate in found.rates.items()}, "policy": dict(found.policy),
+            "utilisation": "the cluster's committed share in each clock hour: per quarter-hour the most committed "
+                           "of CPUs, memory and disk on the nodes in service, averaged over the hour"}
+
+
+def statement(found: Statement) -> Body:
+    """One user's statement of a period (GET /OpenPEX/usage)."""
+    return {"userid": found.userid, "from": format_time(found.start), "to": format_time(found.end),
+            "currency": found.currency,
+            "reservations": [{"id": str(line.reservation_id), "status": line.status.value, "price": amount(line.price),
+                              "instanceHours": quantity(line.instance_hours), "charged": amount(line.charged),
+                              "refunded": amount(line.refunded)} for line in found.lines],
+            "instanceHours": quantity(found.instance_hours), "charges": amount(found.charges),
+            "refunds": amount(found.refunds), "total": amount(found.total)}
+
+
+def statements(found: Statements) -> Body:
+    """Every user's statement of a period, and their total (the admin's GET /OpenPEX/usage)."""
+    return {"from": format_time(found.start), "to": format_time(found.end), "currency": found.currency,
+            "users": [statement(one) for one in found.users], "total": amount(found.total)}
 
 
 def capacity_step(step: CapacityStep) -> Body:
@@ -304,20 +369,25 @@ def _quota_set(story: _Story, record: EventRecord, fields: Mapping[str, Any]) ->
 Words = Callable[[_Story, EventRecord, Mapping[str, Any]], str]
 # A line for every kind of event there is (tests/integration/test_http_history.py checks that
 # none is missing: a new event needs its words here).
+def _rates(rates: Mapping[str, Any]) -> str:
+    return ", ".join(f"{size} {rate}" for size, rate in rates.items())
+
+
 EVENT_WORDS: dict[str, Words] = {
     "Reservation.Requested": lambda s, r, f: f"requested by {f['userid']}: {_terms(f['terms'])}",
     "Reservation.Proposed": lambda s, r, f: f"new terms proposed: {_terms(f['terms'])}",
     "Reservation.Offered": lambda s, r, f: s.offered(r, f),
     "Reservation.Declined": lambda s, r, f: f"refused by OpenPEX: {f['reason']}",
     "Reservation.CounterAccepted": lambda s, r, f: f"counter offer accepted, held until {format_time(f['hold_until'])}",
-    "Reservation.Confirmed": lambda s, r, f: "confirmed",
+    "Reservation.Confirmed": lambda s, r, f: "confirmed" + (
+        f" at {f['price']['total']} {f['price']['currency']}" if f.get("price") else ""),
     "Reservation.Withdrawn": lambda s, r, f: "withdrawn by its user",
     "Reservation.OfferLapsed": lambda s, r, f: "offer lapsed unconfirmed",
     "Reservation.Activated": lambda s, r, f: "activated: its VMs start at its start time",
     "Reservation.Launched": lambda s, r, f: "launched: its VMs were sent to boot",
     "Reservation.Replanned": lambda s, r, f: "re-planned after a node was lost" + (
         f"; degraded: {f['reason']}" if f.get("reason") else ""),
-    "Reservation.Cancelled": lambda s, r, f: "cancelled",
+    "Reservation.Cancelled": lambda s, r, f: "cancelled" + (f" at {format_time(f['at'])}" if f.get("at") else ""),
     "Reservation.Expired": lambda s, r, f: "expired: its time is over",
     "Instance.Planned": lambda s, r, f: f"VM {f['name']} planned on {f['node']}, from {format_time(f['start'])} to "
                                         f"{format_time(f['end'])}" if f["node"] else f"VM {f['name']} planned, with no node",
@@ -336,6 +406,8 @@ EVENT_WORDS: dict[str, Words] = {
     "Account.Registered": lambda s, r, f: f"account {f['username']} registered" + (
         " (the administrator)" if f["is_admin"] else ""),
     "Account.QuotaSet": _quota_set,
+    "PriceList.Registered": lambda s, r, f: f"rate card set ({f['currency']} per instance-hour): {_rates(f['rates'])}",
+    "PriceList.Changed": lambda s, r, f: f"rate card changed (per instance-hour): {_rates(f['rates'])}",
 }
 
 

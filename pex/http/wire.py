@@ -31,7 +31,7 @@ WIRE_NAMES = {"instance_type": "type", "fixed": "numInstancesFixed", "optional":
               "start": "startTime", "end": "endTime", "memory_mb": "memoryMB", "disk_gb": "diskGB",
               "open_offers": "openOffers", "held_instance_hours": "heldInstanceHours",
               "proposals_per_minute": "proposalsPerMinute", "hold_until": "holdUntil",
-              "reservation_id": "reservationId", "is_admin": "isAdmin"}
+              "reservation_id": "reservationId", "is_admin": "isAdmin", "max_price": "maxPrice"}
 DOMAIN_NAMES = {wire: name for name, wire in WIRE_NAMES.items()}
 
 # Reservation and instance ids in paths: UUIDs written the usual way (36 characters, either
@@ -327,7 +327,32 @@ def proposal_in(body: Any) -> TermsChange:
         instance_type=kind, template=given.get("template"), fixed=given.get("numInstancesFixed"),
         optional=given.get("numInstancesOption"), duration=given.get("duration"),
         start=parse_time("startTime", given["startTime"]) if "startTime" in given else None,
-        end=parse_time("endTime", given["endTime"]) if "endTime" in given else None)
+        end=parse_time("endTime", given["endTime"]) if "endTime" in given else None,
+        max_price=given.get("maxPrice"))
+
+
+def prices_in(body: Any) -> tuple[dict[str, Any], Any]:
+    """An admin's change of the rate card: `rates` (size -> price per instance-hour, as decimal
+    strings or numbers; the domain judges them) and, optionally, `currency`."""
+    if not isinstance(body, dict):
+        raise InvalidField("body", "must be a JSON object")
+    for name in body:
+        if name not in ("rates", "currency"):
+            raise InvalidField(str(name)[:64], "is not part of the rate card; give rates and, optionally, currency",
+                               as_given=True)
+    rates = body.get("rates")
+    if not isinstance(rates, dict):
+        raise InvalidField("rates", "must be an object of sizes and their prices per instance-hour")
+    return rates, body.get("currency")
+
+
+def usage_period_in(query: MultiMapping[str]) -> tuple[Millis | None, Millis | None]:
+    """A statement's `from` and `to` (times; left out: the first of this month, and now)."""
+    start = _query_time("from", query["from"]) if "from" in query else None
+    end = _query_time("to", query["to"]) if "to" in query else None
+    if start is not None and end is not None and end <= start:
+        raise InvalidField("to", "must be after from", as_given=True)
+    return start, end
 
 
 def listing_in(query: MultiMapping[str], statuses: Collection[str]) -> Listing:

@@ -4,7 +4,8 @@ tests/e2e/test_schemathesis.py, and by the command line through tests/e2e/schema
 
 A few rules cannot be written in JSON Schema, and the description states them in words: a
 password must not be easy to guess; an endTime given without a duration must be after the
-start; a kernel template's files, and a test:// node's host file, must exist where the service
+start; an amount given as a JSON number has at most 2 decimal places (a rate 6); a kernel
+template's files, and a test:// node's host file, must exist where the service
 keeps them. And a body may not be over 64 KiB (413), which no schema can bound. A request that
 meets the schema may be refused 400 or 413 for those alone, so schemathesis.toml lets
 positive_data_acceptance take those statuses on the operations concerned, and the check below
@@ -21,8 +22,13 @@ import schemathesis
 # operationId -> (field, the start of the message) of the refusals the description explains.
 EXPLAINED_REFUSALS: dict[str, tuple[tuple[str, str], ...]] = {
     "register": (("password", "password: is too easy to guess"),),
-    "propose": (("endTime", "endTime: must be after the start"),),
-    "replyToReservation": (("endTime", "endTime: must be after the start"),),
+    "propose": (("endTime", "endTime: must be after the start"), ("maxPrice", "maxPrice: may have at most 2 decimal")),
+    "replyToReservation": (("endTime", "endTime: must be after the start"),
+                           ("maxPrice", "maxPrice: may have at most 2 decimal")),
+    "setPrices": tuple((f"rates.{size}", f"rates.{size}: may have at most 6 decimal")
+                       for size in ("SMALL", "MEDIUM", "LARGE", "XLARGE")),
+    "getUsage": (("to", "to: must be after from"), ("from", "from: must be a time from 1970"),
+                 ("to", "to: must be a time from 1970")),
     "addTemplate": tuple((field, f"{field}: {rule}") for field in ("kernel", "initrd")
                          for rule in ("must be a file in the image directory", "there is no file")),
     "addNode": (("uri", "uri: must be a file in the hosts directory"), ("uri", "uri: there is no file"),

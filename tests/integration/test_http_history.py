@@ -84,7 +84,7 @@ async def test_the_log_is_filtered_by_event_type_and_the_links_keep_the_filter(c
     both = await log(client, "?type=Confirmed&type=Requested&limit=2")
     assert [(e["type"], e["id"]) for e in both] == [(kind, rid) for rid in made for kind in ("Requested", "Confirmed")]
     assert both == await log(client, "?type=Confirmed,Requested&limit=2")
-    assert {e["kind"] for e in await log(client, "?type=Registered")} == {"Account", "Node", "Template"}
+    assert {e["kind"] for e in await log(client, "?type=Registered")} == {"Account", "Node", "PriceList", "Template"}
     accounts = await log(client, "?type=Account")
     assert {e["type"] for e in accounts} == {"Registered"} and len(accounts) == 2  # the admin and alice
     assert {e["kind"] for e in await log(client, "?type=Instance")} == {"Instance"}
@@ -173,7 +173,7 @@ async def test_a_reservation_s_history_tells_its_life_in_the_domain_s_words(clie
         (f"requested by bob: {re.escape(one_hour)}", "Requested"),
         (re.escape(f"countered (start moved to {format_time(T0 + 2 * HOUR)})") + hold, "Offered"),
         ("counter offer accepted" + hold, "CounterAccepted"),
-        ("confirmed", "Confirmed"),
+        (r"confirmed at [0-9]+\.[0-9]{2} USD", "Confirmed"),
         (re.escape(f"VM {name} planned on {node}, from {format_time(T0 + 2 * HOUR)} to {format_time(T0 + 3 * HOUR)}"),
          "Planned"),
         ("activated: its VMs start at its start time", "Activated"),
@@ -182,7 +182,7 @@ async def test_a_reservation_s_history_tells_its_life_in_the_domain_s_words(clie
         (re.escape(f"VM {name} stopped"), "StatusChanged"),
         (re.escape(f"VM {name} started on {node}"), "StatusChanged"),
         (re.escape(f"VM {name} deleted"), "Discarded"),
-        ("cancelled", "Cancelled"),
+        ("cancelled at " + RFC1123_OUT, "Cancelled"),
     ]
     assert [e["type"] for e in events] == [kind for _, kind in expected], texts
     for (pattern, _), text in zip(expected, texts):
@@ -283,6 +283,8 @@ SAMPLES: dict[str, Any] = {
     "disk_gb": 100, "description": "", "spec": {"kind": "stand-in"}, "username": "alice",
     "password_hash": "$argon2id$v=19$secret", "fullname": "Alice", "email": "", "is_admin": False,
     "limits": {"open_offers": 3, "proposals_per_minute": 10},
+    "price": {"currency": "USD", "total": "0.15", "spans": [[T0, T0 + HOUR, 3, "0.05", "1"]]}, "at": T0 + HOUR // 2,
+    "currency": "USD", "rates": {"SMALL": "0.05", "MEDIUM": "0.10", "LARGE": "0.15", "XLARGE": "0.20"},
 }
 
 

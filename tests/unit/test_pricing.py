@@ -11,7 +11,8 @@ from hypothesis import given, strategies as st
 
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.errors import InvalidField
-from pex.domain.pricing import (DemandPricing, FlatPricing, RateCard, amount_in, hour_slices, money, quote)
+from pex.domain.pricing import (DemandPricing, FlatPricing, RateCard, amount_in, hour_slices, money, multiplier,
+                                quote)
 
 CARD = RateCard.default()
 
@@ -23,7 +24,8 @@ def test_money_rounds_half_up_to_cents_exactly():
 
 
 @pytest.mark.parametrize("given, expected", [
-    ("12.50", Decimal("12.50")), ("7", Decimal(7)), (12.5, Decimal("12.5")), (3, Decimal(3)), (" 0.01 ", Decimal("0.01")),
+    ("12.50", Decimal("12.50")), ("7", Decimal(7)), (12.5, Decimal("12.5")), (3, Decimal(3)), ("0.01", Decimal("0.01")),
+    ("0.5", Decimal("0.5")), ("999999999.99", Decimal("999999999.99")),
 ])
 def test_an_amount_may_be_a_decimal_string_or_a_number(given, expected):
     assert amount_in(given, "maxPrice") == expected
@@ -33,7 +35,8 @@ def test_an_amount_may_be_a_decimal_string_or_a_number(given, expected):
     ("-1", "digits"), (-1, "more than 0"), (0, "more than 0"), ("0.00", "more than 0"), ("abc", "digits"),
     ("NaN", "digits"), (float("nan"), "finite"), (float("inf"), "finite"), ("1e3", "digits"), ("12.345", "decimal places"),
     (10 ** 12, "less than"), ("999999999999", "less than"), (True, "amount"), (None, "amount"), ([1], "amount"),
-    ("1.2.3", "digits"), ("²", "digits"), ("", "digits"), (1e-7, "decimal places"),
+    ("1.2.3", "digits"), ("²", "digits"), ("", "digits"), (1e-7, "decimal places"), (" 1", "digits"),
+    ("012", "leading zero"), ("1000000000", "less than"), ("1.", "digits"), (".5", "digits"), ("1e2", "digits"),
 ])
 def test_an_amount_that_is_no_price_is_refused_naming_its_field(given, said):
     with pytest.raises(InvalidField) as refused:
@@ -63,12 +66,12 @@ def test_a_window_is_cut_at_every_clock_hour():
 def test_flat_pricing_is_the_rate_times_the_instance_hours():
     priced = quote(CARD, FlatPricing(), "MEDIUM", 3, 30 * MINUTE, 4 * HOUR, [0.9, 0.1, 1.0, 0.0])
     assert priced.total == Decimal("1.05")  # 3 × 3.5 h × 0.10
-    assert sum(hour.instance_hours for hour in priced.hours) == Fraction(21, 2)
+    assert sum(hour.instance_hours for hour in priced.spans) == Fraction(21, 2)
 
 
 def test_demand_pricing_is_the_card_price_when_calm_and_three_times_it_when_full():
     policy = DemandPricing()
-    assert [policy.multiplier(u) for u in (0.0, 0.5, 0.75, 1.0, 1.7, -0.2)] == [
+    assert [multiplier(policy, u) for u in (0.0, 0.5, 0.75, 1.0, 1.7, -0.2)] == [
         Decimal(1), Decimal(1), Decimal(2), Decimal(3), Decimal(3), Decimal(1)]
     priced = quote(CARD, policy, "SMALL", 2, 30 * MINUTE, 3 * HOUR + 15 * MINUTE, [0.1, 0.8, 0.95, 1.0])
     assert priced.total == Decimal("0.63")  # 0.05 + 2×0.11 + 2×0.14 + 0.5×0.15 = 0.625, rounded half up
@@ -79,7 +82,7 @@ def test_demand_pricing_is_the_card_price_when_calm_and_three_times_it_when_full
 def test_a_price_never_falls_when_utilisation_rises(first, second):
     low, high = sorted((first, second))
     policy = DemandPricing()
-    assert policy.multiplier(low) <= policy.multiplier(high)
+    assert multiplier(policy, low) <= multiplier(policy, high)
     assert (quote(CARD, policy, "LARGE", 2, 0, 3 * HOUR, [low] * 3).total
             <= quote(CARD, policy, "LARGE", 2, 0, 3 * HOUR, [high] * 3).total)
 
@@ -90,8 +93,8 @@ def test_a_quote_is_the_sum_of_its_hours_rounded_once(start_minute, minutes, cou
     used = data.draw(st.lists(st.floats(0, 1), min_size=len(hour_slices(start, end)),
                               max_size=len(hour_slices(start, end))))
     priced = quote(CARD, DemandPricing(), "XLARGE", count, start, end, used)
-    assert priced.total == money(sum(hour.amount for hour in priced.hours))
-    assert sum(hour.instance_hours for hour in priced.hours) == Fraction(count * minutes, 60)
+    assert priced.total == money(sum(hour.amount for hour in priced.spans))
+    assert sum(hour.instance_hours for hour in priced.spans) == Fraction(count * minutes, 60)
     assert Fraction(CARD.rate("XLARGE")) * Fraction(count * minutes, 60) <= Fraction(priced.total) + Fraction(1, 200)
     with pytest.raises(ValueError):
         quote(CARD, DemandPricing(), "XLARGE", count, start, end, used + [0.5])

@@ -1,0 +1,112 @@
+"""Charges and statements (issue 12): what a reservation costs its user over a period, read off
+its recorded life. Pure: the reservations come from the projections (so a replay of the log
+gives the same numbers), and nothing here is stored.
+
+A reservation is charged its bound price for the hours it was booked, pro rata over its
+instance-hours: cancelled before its start it costs nothing; cancelled after, the hours up to
+the cancellation are charged; instances lost with a node and placed nowhere else are refunded
+for the hours they could not run (the booking, re-planned at the loss, no longer holds them).
+Hours still to come are not charged yet. Each line is rounded to cents; a statement's totals
+are the exact sums of its lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+from uuid import UUID
+
+from pex.domain.aggregates import Reservation
+from pex.domain.capacity import Allocation
+from pex.domain.clock import HOUR, Millis
+from pex.domain.negotiation import Status
+from pex.domain.pricing import Quote, money
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One reservation's line of a statement."""
+
+    reservation_id: UUID
+    userid: str
+    status: Status
+    price: Decimal  # the price bound for the whole reservation
+    instance_hours: Fraction  # booked and run within the period
+    charged: Decimal  # the hours scheduled within the period, at the bound price
+    refunded: Decimal  # the hours of those that lost instances could not run
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """What one user (or, for the admin, everyone: `userid` None) owes for [start, end)."""
+
+    userid: str | None
+    start: Millis
+    end: Millis
+    currency: str
+    lines: tuple[Charge, ...]
+
+    @property
+    def instance_hours(self) -> Fraction:
+        return sum((line.instance_hours for line in self.lines), Fraction(0))
+
+    @property
+    def charges(self) -> Decimal:
+        return sum((line.charged for line in self.lines), Decimal("0.00"))
+
+    @property
+    def refunds(self) -> Decimal:
+        return sum((line.refunded for line in self.lines), Decimal("0.00"))
+
+    @property
+    def total(self) -> Decimal:
+        return self.charges - self.refunds
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The statements of one period: the caller's own, or every user's with a charge (admin)."""
+
+    start: Millis
+    end: Millis
+    currency: str
+    users: tuple[Statement, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((one.total for one in self.users), Decimal("0.00"))
+
+
+def charge_of(reservation: Reservation, start: Millis, end: Millis, now: Millis) -> Charge | None:
+    """The reservation's charge for [start, end) as of `now`, or None if it has none there."""
+    stored: dict[str, Any] | None = getattr(reservation, "price", None)
+    terms = reservation.agreed_terms
+    if stored is None or terms is None:
+        return None
+    stop = min(terms.end, now)
+    if reservation.status is Status.CANCELLED:
+        cancelled_at = getattr(reservation, "cancelled_at", None)
+        stop = min(stop, cancelled_at if cancelled_at is not None else terms.start)
+    lo, hi = max(terms.start, start), min(stop, end)
+    if hi <= lo:
+        return None
+    whole = terms.count * terms.duration
+    scheduled = terms.count * (hi - lo)
+    booked = 0
+    if reservation.booking:
+        for share in Allocation.from_list(reservation.booking).shares:
+            booked += share.count * max(0, min(share.end, hi) - max(share.start, lo))
+    booked = min(booked, scheduled)
+    price = Quote.from_dict(stored).total
+    return Charge(reservation.id, reservation.userid, reservation.status, price, Fraction(booked, HOUR),
+                  money(Fraction(price) * Fraction(scheduled, whole)),
+                  money(Fraction(price) * Fraction(scheduled - booked, whole)))
+
+
+def statement(reservations: Iterable[Reservation], userid: str | None, currency: str, start: Millis, end: Millis,
+              now: Millis) -> Statement:
+    lines = (charge_of(reservation, start, end, now) for reservation in reservations)
+    return Statement(userid, start, end, currency, tuple(line for line in lines if line is not None))
