@@ -1,12 +1,15 @@
 """Random sessions of propose / accept / counter / confirm / reject / cancel / activate / lapse /
-expire, with nodes failing, against the real application on a SQLite file: no node is ever over
-capacity at any instant, the capacity model always equals what the reservations hold, and a
-restart rebuilds exactly the same state."""
+expire, with nodes failing, prices asked for (maxPrice) and the rate card changing, against the
+real application on a SQLite file: no node is ever over capacity at any instant (priced offers
+and price counters included), the capacity model always equals what the reservations hold, a
+bound price never changes (whatever the rates do, and across a restart), every statement is the
+sum of its lines, and a restart rebuilds exactly the same state and statements."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,12 +28,15 @@ USERS = ("alice", "bob")
 
 step = st.one_of(
     st.tuples(st.just("propose"), st.sampled_from(USERS), st.sampled_from(["SMALL", "MEDIUM", "LARGE", "XLARGE"]),
-              st.integers(1, 6), st.integers(0, 3), st.integers(0, 48), st.integers(1, 12)),
+              st.integers(1, 6), st.integers(0, 3), st.integers(0, 48), st.integers(1, 12),
+              st.none() | st.integers(1, 1000)),  # maxPrice in cents
     st.tuples(st.sampled_from(["ACCEPT", "CONFIRM", "REJECT", "COUNTER", "cancel", "activate"]), st.integers(0, 50),
               st.integers(0, 24), st.integers(1, 12)),
     st.tuples(st.sampled_from(["CONFIRM", "ACCEPT", "next"]), st.integers(0, 50), st.integers(0, 24), st.integers(1, 12)),
     st.tuples(st.just("wait"), st.integers(1, 90) | st.integers(1, 24 * 60)),  # minutes
     st.tuples(st.sampled_from(["DOWN", "UP", "DRAINED"]), st.sampled_from(sorted(NODES))),
+    st.tuples(st.just("rates"), st.sampled_from(["SMALL", "MEDIUM", "LARGE", "XLARGE"]), st.integers(1, 100)),
+    st.tuples(st.just("maxPrice"), st.integers(0, 50), st.integers(0, 1), st.integers(1, 1000)),  # a new maxPrice
 )
 
 
@@ -49,6 +55,31 @@ def check(app):
         if instance.status != "DELETED" and instance.node and reservation.booking and reservation.is_agreed:
             nodes = {share[0] for share in reservation.booking[1]}
             assert instance.node in nodes, (instance.node, reservation.booking)
+
+
+def check_priced(answer):
+    """Every offer carries its price; one within the user's maxPrice is an ACCEPT only if it
+    costs at most that; each alternative found on price costs at most it."""
+    if answer.reply.value in ("ACCEPT", "COUNTER"):
+        assert answer.price is not None and answer.price.total > 0
+        ceiling = answer.terms.max_price
+        if answer.reply.value == "ACCEPT" and ceiling is not None:
+            assert answer.price.total <= ceiling
+        assert len(answer.alternative_prices) == len(answer.alternatives)
+    else:
+        assert answer.price is None or answer.reply.value == "REQUEST_SUCCESS"
+
+
+def check_statements(statements):
+    """A statement's figures are the exact sums of its lines; nothing is charged beyond the
+    price bound, nor refunded beyond what was charged."""
+    for one in statements.users:
+        assert one.charges == sum((line.charged for line in one.lines), Decimal(0))
+        assert one.refunds == sum((line.refunded for line in one.lines), Decimal(0))
+        assert one.total == one.charges - one.refunds
+        for line in one.lines:
+            assert 0 <= line.refunded <= line.charged <= line.price
+    assert statements.total == sum((one.total for one in statements.users), Decimal(0))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,6 +107,7 @@ def run_session(steps, *, batch_every: int) -> None:
             app.catalogue.register_template("debian")
             now = NOW
             ids: list[str] = []
+            bound: dict[str, Decimal] = {}  # the price each confirmation bound, as its answer said
             for number, s in enumerate(steps):
                 if batch_every:
                     if number % batch_every == 0:
@@ -84,11 +116,15 @@ def run_session(steps, *, batch_every: int) -> None:
                 kind = s[0]
                 try:
                     if kind == "propose":
-                        _, user, type_, fixed, optional, start_h, hours = s
+                        _, user, type_, fixed, optional, start_h, hours, cents = s
+                        ceiling = Decimal(cents) / 100 if cents is not None else None
                         reply = app.negotiation.propose(user, TermsChange(
                             instance_type=type_, template="debian", fixed=fixed, optional=optional,
-                            start=now + start_h * HOUR, duration=hours * HOUR), now)
+                            start=now + start_h * HOUR, duration=hours * HOUR, max_price=ceiling), now)
                         ids.append(reply.reservation_id)
+                        check_priced(reply)
+                    elif kind == "rates":
+                        app.catalogue.set_prices({s[1]: Decimal(s[2]) / 100})
                     elif kind == "wait":
                         now += s[1] * MINUTE
                         app.lifecycle.lapse_due(now)
@@ -98,11 +134,11 @@ def run_session(steps, *, batch_every: int) -> None:
                     elif kind in ("UP", "DRAINED"):
                         app.catalogue.mark_node(s[1], kind)
                     elif ids:
-                        _, pick, start_h, hours = s
+                        _, pick, start_h, hours = s[:4]
                         rid = ids[pick % len(ids)]
                         owner = app.view.reservations[rid].userid
                         if kind == "cancel":
-                            app.lifecycle.cancel(rid, owner)
+                            app.lifecycle.cancel(rid, owner, now=now)
                         elif kind == "next":  # whatever moves this reservation on
                             status = app.read.reservation(rid, owner).status
                             message = {"ACCEPTED": "CONFIRM", "COUNTERED": "ACCEPT"}.get(status)
@@ -113,23 +149,34 @@ def run_session(steps, *, batch_every: int) -> None:
                         elif kind == "activate":
                             app.lifecycle.activate(rid, owner)
                         elif kind == "COUNTER":
-                            app.negotiation.respond(rid, owner, kind, now, TermsChange(start=now + start_h * HOUR,
-                                                                                      duration=hours * HOUR))
+                            check_priced(app.negotiation.respond(rid, owner, kind, now, TermsChange(
+                                start=now + start_h * HOUR, duration=hours * HOUR)))
+                        elif kind == "maxPrice":
+                            check_priced(app.negotiation.respond(rid, owner, "COUNTER", now, TermsChange(
+                                max_price=Decimal(s[3]) / 100)))
                         else:
-                            app.negotiation.respond(rid, owner, kind, now)
+                            answer = app.negotiation.respond(rid, owner, kind, now)
+                            if kind == "CONFIRM":
+                                assert answer.price is not None
+                                bound[rid] = answer.price.total
                 except DomainError:
                     pass  # illegal steps are refused; what matters is that nothing overbooks
                 check(app)
+                for rid, price in bound.items():  # no rate change or later event alters a bound price
+                    assert app.read.reservation(rid, "x", is_admin=True).price.total == price
             app.end_batch()
             assert not app.in_batch
+            statements = app.read.usage("x", NOW, now + 200 * HOUR, now, is_admin=True)
+            check_statements(statements)
             snapshot = (held_by_reservations(app), app.read.reservations("x", is_admin=True),
-                        [app.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES])
+                        [app.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES], statements)
         finally:
             app.close()
         reopened = OpenPEX(env, settings=Settings(offer_ttl=60 * MINUTE), origin=NOW)
         try:
             check(reopened)
             assert (held_by_reservations(reopened), reopened.read.reservations("x", is_admin=True),
-                    [reopened.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES]) == snapshot
+                    [reopened.read.capacity_timeline(n, NOW, now + 100 * HOUR) for n in NODES],
+                    reopened.read.usage("x", NOW, now + 200 * HOUR, now, is_admin=True)) == snapshot
         finally:
             reopened.close()
