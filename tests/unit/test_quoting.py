@@ -1,0 +1,98 @@
+"""Quoting on the real capacity model (pex.domain.quoting): prices read off what is committed,
+never falling as more is committed; the cheaper window is the nearest that fits and costs at
+most the ceiling; a change of agreed terms costs only the change."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from pex.domain.capacity import Allocation, CapacityModel
+from pex.domain.clock import HOUR, MINUTE
+from pex.domain.negotiation import Terms
+from pex.domain.pricing import DemandPricing, RateCard, quote_pieces
+from pex.domain.quoting import Pricing
+from pex.domain.sizes import InstanceType, Resources
+
+NODES = {"a": Resources(8, 16384, 200), "b": Resources(4, 8192, 100)}
+SIZE = InstanceType.SMALL.resources
+CARD = RateCard.default()
+
+
+def model_with(holds):
+    model = CapacityModel(origin=0, horizon=10 * 24 * HOUR)
+    for name, capacity in NODES.items():
+        model.add_node(name, capacity)
+    for key, (node, start_q, quarters, count) in enumerate(holds):
+        start, end = start_q * 15 * MINUTE, (start_q + quarters) * 15 * MINUTE
+        fits = model.fit_on(node, SIZE, start, end)
+        if fits:
+            model.hold(key, Allocation.uniform(SIZE, [(node, min(count, fits))], start, end))
+    return model
+
+
+holds = st.lists(st.tuples(st.sampled_from(sorted(NODES)), st.integers(0, 200), st.integers(1, 40), st.integers(1, 6)),
+                 max_size=25)
+terms = st.builds(lambda q, quarters, count: Terms("SMALL", "t", count, 0, q * 15 * MINUTE + 7 * MINUTE,
+                                                   quarters * 15 * MINUTE),
+                  st.integers(0, 150), st.integers(1, 60), st.integers(1, 12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(holds, st.tuples(st.sampled_from(sorted(NODES)), st.integers(0, 200), st.integers(1, 40), st.integers(1, 6)),
+       terms)
+def test_a_price_never_falls_as_the_cluster_commits_more(before, more, asked):
+    model = model_with(before)
+    pricing = Pricing(CARD, DemandPricing(), model)
+    low = pricing.of(asked)
+    busier = model_with([*before, more])
+    high = Pricing(CARD, DemandPricing(), busier).of(asked)
+    assert high.total >= low.total
+    assert (busier.committed(0, 60) >= model.committed(0, 60) - 1e-12).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(holds, terms, st.integers(1, 400))
+def test_the_cheaper_window_is_the_nearest_that_fits_within_the_ceiling(before, asked, cents):
+    model = model_with(before)
+    pricing = Pricing(CARD, DemandPricing(), model)
+    ceiling = Decimal(cents) / 100
+    latest = asked.start + 3 * 24 * HOUR
+    found = pricing.cheaper_window(asked, ceiling, latest)
+    first = -(-asked.start // HOUR) * HOUR + (HOUR if asked.start % HOUR == 0 else 0)
+    candidates = range(first, latest + 1, HOUR)
+
+    def fits_within(start):
+        shifted = Terms("SMALL", "t", asked.fixed, 0, start, asked.duration)
+        return (model.has_room(SIZE, start, start + asked.duration, asked.count)
+                and pricing.of(shifted).total <= ceiling)
+
+    event("a window found" if found else "none")
+    if found is None:
+        assert not any(fits_within(start) for start in candidates)
+    else:
+        assert found.start in candidates and fits_within(found.start)
+        assert not any(fits_within(start) for start in candidates if start < found.start)
+        assert (found.duration, found.count) == (asked.duration, asked.count)
+
+
+@settings(max_examples=100, deadline=None)
+@given(holds, terms, st.integers(-8, 8), st.integers(-4, 8), st.integers(0, 4))
+def test_a_change_costs_the_hours_added_less_the_hours_given_up(before, agreed, move_q, longer_q, more):
+    model = model_with(before)
+    pricing = Pricing(CARD, DemandPricing(), model)
+    bound = pricing.of(agreed)
+    start = max(0, agreed.start + move_q * 15 * MINUTE)
+    new = Terms("SMALL", "t", agreed.fixed + more, 0, start, max(15 * MINUTE, agreed.duration + longer_q * 15 * MINUTE))
+    change = pricing.of_change(agreed, bound, new)
+    assert change.agreed == bound.total and 0 <= change.credit <= bound.total
+    assert change.total == bound.total + quote_pieces(CARD, DemandPricing(), "SMALL",
+                                                      [(s.start, s.end, s.count) for s in change.spans],
+                                                      model.committed).total - change.credit
+    if new == agreed:
+        assert change.total == bound.total and not change.spans
+    if new.start == agreed.start and new.duration >= agreed.duration and more >= 0:
+        assert change.credit == 0  # nothing given up: never cheaper than agreed
+        assert change.total >= bound.total
