@@ -307,13 +307,18 @@ class _Story:
 
     def offered(self, record: EventRecord, fields: Mapping[str, Any]) -> str:
         held = f"held until {format_time(fields['hold_until'])}"
+        price = fields.get("price")
+        at = f" at {price['total']} {price['currency']}" if price else ""
         if fields["reply"] == Reply.ACCEPT.value:
-            return f"offered as asked, {held}"
+            return f"offered as asked{at}, {held}"
         asked = self.asked.get(record.originator_id)
         changes = _changes(asked, fields["terms"]) if asked is not None else []
+        if not changes and price and fields["terms"].get("max_price"):
+            return f"countered on price: {price['total']} {price['currency']}, more than the " \
+                   f"{fields['terms']['max_price']} asked, {held}"
         if not changes:
-            return f"countered with {_terms(fields['terms'])}, {held}"
-        return f"countered ({'; '.join(changes)}), {held}"
+            return f"countered with {_terms(fields['terms'])}{at}, {held}"
+        return f"countered ({'; '.join(changes)}){at}, {held}"
 
     def status_changed(self, record: EventRecord, fields: Mapping[str, Any]) -> str:
         status = fields["status"]

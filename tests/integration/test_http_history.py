@@ -171,7 +171,8 @@ async def test_a_reservation_s_history_tells_its_life_in_the_domain_s_words(clie
     hold = re.escape(", held until ") + RFC1123_OUT
     expected = [
         (f"requested by bob: {re.escape(one_hour)}", "Requested"),
-        (re.escape(f"countered (start moved to {format_time(T0 + 2 * HOUR)})") + hold, "Offered"),
+        (re.escape(f"countered (start moved to {format_time(T0 + 2 * HOUR)})") + r" at [0-9]+\.[0-9]{2} USD" + hold,
+         "Offered"),
         ("counter offer accepted" + hold, "CounterAccepted"),
         (r"confirmed at [0-9]+\.[0-9]{2} USD", "Confirmed"),
         (re.escape(f"VM {name} planned on {node}, from {format_time(T0 + 2 * HOUR)} to {format_time(T0 + 3 * HOUR)}"),
@@ -316,3 +317,12 @@ def test_every_event_type_has_words():
     )[1]
     assert counter == (f"countered (start moved to {format_time(T0 + HOUR)}; 0 of 1 optional instances), "
                        f"held until {format_time(T0)}")
+    price = {"currency": "USD", "total": "0.40", "spans": []}
+    on_price = presenters.event_texts(EventPage((
+        EventRecord(1, UUID(int=1), 1, "Reservation.Requested", T0, {"userid": "alice", "terms": SAMPLE_TERMS}),
+        EventRecord(2, UUID(int=1), 2, "Reservation.Offered", T0, {
+            "reply": "COUNTER", "terms": {**SAMPLE_TERMS, "max_price": "0.30"}, "hold_until": T0, "price": price}),
+        EventRecord(3, UUID(int=1), 3, "Reservation.Offered", T0, {
+            "reply": "ACCEPT", "terms": SAMPLE_TERMS, "hold_until": T0, "price": price}))))
+    assert on_price[1:] == [f"countered on price: 0.40 USD, more than the 0.30 asked, held until {format_time(T0)}",
+                            f"offered as asked at 0.40 USD, held until {format_time(T0)}"]
