@@ -167,7 +167,8 @@ def _terms_out(*extra: str) -> dict[str, Any]:
     if "userid" in extra:
         properties["userid"] = {"type": "string"}
     required = sorted(properties)
-    properties["maxPrice"] = {**_MONEY_OUT, "description": "the most the user said they will pay"}
+    properties["maxPrice"] = {"type": "string", "pattern": "^[0-9]+([.][0-9]{1,2})?$",
+                              "description": "the most the user said they will pay, as they wrote it"}
     if "price" in extra:
         properties.update(_PRICED)
     return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
@@ -276,7 +277,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "rates": {"type": "object", "minProperties": 1, "additionalProperties": False,
                       "properties": {size: _amount_in(RATE_PLACES, f"per instance-hour of {size}") for size in _SIZES}},
-            "currency": {"const": CURRENCY, "description": "the card's currency, which does not change"}}},
+            "currency": {"anyOf": [{"const": CURRENCY}, {"type": "null"}],
+                         "description": "the card's currency, which does not change (null: not given)"}}},
     "Statement": {
         "type": "object", "additionalProperties": False,
         "required": ["userid", "from", "to", "currency", "reservations", "instanceHours", "charges", "refunds", "total"],
