@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 import tempfile
 from dataclasses import replace
 from typing import Any
@@ -71,6 +72,13 @@ def run(data_dir: str | None = None) -> int:
         _say("carol", "1 XLARGE, up to 3 more if possible, 6 hours", presenters.proposal(ask))
         reply = app.negotiation.propose("carol", TermsChange.of(ask), now)
         _say("OpenPEX", reply.reply, presenters.answer(reply))
+
+        ask = Terms("XLARGE", "Debian 12", 1, 0, start, HOUR, max_price=Decimal("0.30"))
+        _say("dave", "1 XLARGE in alice's first hour, paying at most 0.30 (the card says 0.20 an hour, "
+                     "but that hour is busy)", presenters.proposal(ask))
+        reply = app.negotiation.propose("dave", TermsChange.of(ask), now)
+        _say("OpenPEX", f"{reply.reply} at {reply.price.total if reply.price else '-'} for the hour asked (a COUNTER "
+                        "on price lists the nearest window within 0.30 first)", presenters.answer(reply))
 
         _say("alice", "renegotiate: extend to 3 hours")
         reply = app.negotiation.respond(alice, "alice", "COUNTER", now, TermsChange(duration=3 * HOUR))
