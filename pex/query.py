@@ -9,7 +9,9 @@ notification log, as `openpex serve` does when it starts, and answers in the rea
 pex.domain.read_models. It never writes: a SQLite file is opened read-only and no table is ever
 created, so it can be opened beside a running service. `refresh()` applies what was recorded
 since. Opened `as_of` an instant or at a `position` of the log, it shows the store as it was
-then. See docs/querying.md.
+then. Reservations carry their prices (the agreed one, an open offer's); `prices()` is the rate
+card in force and `usage()` the billing statements of a period (pex.domain.billing), the
+numbers the service's GET /OpenPEX/usage gives. See docs/querying.md.
 
 Instants are aware datetimes or epoch milliseconds; durations timedeltas or milliseconds.
 Input that cannot be used raises QueryError (a ValueError) naming it; a store that cannot be
@@ -33,11 +35,13 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Persist
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from pex.domain.aggregates import Instance, Reservation
+from pex.domain.billing import Statements, statement
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
 from pex.domain.clock import DAY, HOUR, Millis
 from pex.domain.event_log import KINDS as KINDS, CheckedMapper, UndecodableEvent, event_record  # (KINDS: pex.audit.events reads it here)
 from pex.domain.listing import Listing
 from pex.domain.negotiation import LATEST_INSTANT, Status
+from pex.domain.pricing import RateCard
 from pex.domain.projections import Projections, collector_paused
 from pex.domain.read_models import (
     CapacityStep,
@@ -342,12 +346,52 @@ class Query:
             raise NotFoundError(f"no reservation {rid} in the store (at position {self.position})")
         return found
 
-    def _username(self, user: str) -> str:
+    def _username(self, user: str, name: str = "user") -> str:
         """The user's name as recorded: accounts are one whatever the case of their name."""
         if not isinstance(user, str):
-            raise QueryError(f"user: expected a username, got {user!r}")
+            raise QueryError(f"{name}: expected a username, got {user!r}")
         account = self._view.account(user)
         return account.username if account is not None else user
+
+    # ------------------------------------------------------------------ prices and statements
+
+    def prices(self) -> RateCard:
+        """The rate card in force at the query's position: the admin's last (PriceList events),
+        or the default card the service starts with if the store has none yet."""
+        self._check_open()
+        return self._view.rate_card
+
+    def usage(self, start: Instant, end: Instant, *, userid: str | None = None,
+              now: Instant | None = None) -> Statements:
+        """The billing statements of [start, end) as of `now` (pex.domain.billing, as GET
+        /OpenPEX/usage gives them): one user's (`userid`, whatever its case: one statement,
+        even with no line), or every user's with a charge in the period (None, as the admin
+        sees them). `now` bounds what is charged of reservations still running; by default
+        the instant the query shows: its `as_of`, or when its last notification was recorded
+        if opened at a `position`, else the current time."""
+        self._check_open()
+        if start is None or end is None:
+            raise QueryError(f"{'start' if start is None else 'end'}: required")
+        lo, hi = _period(start, end)
+        assert lo is not None and hi is not None
+        moment = self._now() if now is None else _instant(now, "now")
+        view = self._view
+        currency = view.rate_card.currency
+        users = sorted(view.reservations_of) if userid is None else [self._username(userid, "userid")]
+        found = [statement((view.reservations[rid] for rid in view.reservations_of.get(user, ())), user, currency,
+                           lo, hi, moment) for user in users]
+        return Statements(lo, hi, currency, tuple(one for one in found if one.lines or userid is not None))
+
+    def _now(self) -> Millis:
+        """The instant the query shows (see usage)."""
+        if self._until is None and self._as_of is None:
+            return (datetime.now(timezone.utc) - _EPOCH) // _MILLISECOND
+        if self._as_of is not None and (self._until is None or self.position < self._until):
+            return (self._as_of - _EPOCH) // _MILLISECOND  # (as_of is the last microsecond of its millisecond)
+        if self.position == 0:
+            return 0
+        last = self.events(after=self.position - 1, limit=1)
+        return last[0].timestamp if last else 0
 
     # ------------------------------------------------------------------ nodes and capacity
 

@@ -28,6 +28,7 @@ from pex.audit.arguments import (UsageError, answered, instant, one_line_errors,
 from pex.domain.clock import DAY, Millis
 from pex.domain.errors import one_line
 from pex.domain.negotiation import LATEST_INSTANT, Terms
+from pex.domain.pricing import Quote
 from pex.domain.projections import collector_paused
 from pex.domain.read_models import InstanceView, NodeView, OfferView, ReservationView
 from pex.domain.sizes import Resources
@@ -183,7 +184,10 @@ def _reservation_changes(before: State, after: State) -> Iterator[Change]:
         yield Change("reservation", change, str(now.id), now.userid, None if old is None else old.status.value,
                      now.status.value, {"terms": terms_json(now.terms),
                                         "termsBefore": None if old is None or old.terms == now.terms
-                                        else terms_json(old.terms)})
+                                        else terms_json(old.terms),
+                                        **price_json(now.price),
+                                        "priceBefore": None if old is None or old.price == now.price
+                                        else _amount(old.price)})
 
 
 def _node_changes(before: State, after: State) -> Iterator[Change]:
@@ -292,11 +296,21 @@ def terms_json(terms: Terms) -> Line:
             "duration": terms.duration}
 
 
+def price_json(price: Quote | None) -> Line:
+    """A price as the API writes it: the total as a decimal string and its currency (both null
+    without one)."""
+    return {"price": _amount(price), "currency": None if price is None else price.currency}
+
+
+def _amount(price: Quote | None) -> str | None:
+    return None if price is None else f"{price.total:f}"
+
+
 def reservation_json(found: ReservationView) -> Line:
     return {"kind": "reservation", "id": str(found.id), "userid": found.userid, "status": found.status.value,
             **terms_json(found.terms), "instances": [str(i) for i in found.instances], "reason": found.reason,
             "offer": None if found.offer is None else _offer_fields(found.offer), "activated": found.activated,
-            "launched": found.launched}
+            "launched": found.launched, **price_json(found.price)}
 
 
 def offer_json(found: ReservationView) -> Line:
@@ -306,8 +320,11 @@ def offer_json(found: ReservationView) -> Line:
 
 
 def _offer_fields(offer: OfferView) -> Line:
+    prices = offer.alternative_prices or (None,) * len(offer.alternatives)
     return {"state": offer.state.value, "holdUntil": iso_time(offer.hold_until), "proposal": terms_json(offer.terms),
-            "alternatives": [terms_json(terms) for terms in offer.alternatives]}
+            **price_json(offer.price),
+            "alternatives": [{**terms_json(terms), "price": _amount(price)}
+                             for terms, price in zip(offer.alternatives, prices)]}
 
 
 def instance_json(found: InstanceView) -> Line:
@@ -353,15 +370,18 @@ def _time_or_none(millis: Millis | None) -> str | None:
 def state_table(store: str, state: State) -> str:
     at = "before its first event" if state.at is None else f"at {_when(state.at)}"
     parts = [f"{store} {at} (position {state.position})\n"]
-    parts.append(_section("RESERVATIONS", ["ID", "USER", "STATUS", "TYPE", "TEMPLATE", "COUNT", "START", "END", "VMS"],
+    parts.append(_section("RESERVATIONS", ["ID", "USER", "STATUS", "TYPE", "TEMPLATE", "COUNT", "START", "END", "VMS",
+                                           "PRICE"],
                           [[str(r.id), r.userid, r.status.value, r.terms.instance_type, r.terms.template,
-                            _count(r.terms), _when(r.terms.start), _when(r.terms.end), str(len(r.instances))]
+                            _count(r.terms), _when(r.terms.start), _when(r.terms.end), str(len(r.instances)),
+                            _price_text(r.price)]
                            for r in state.reservations]))
     parts.append(_section("OPEN OFFERS", ["RESERVATION", "USER", "STATE", "HOLD UNTIL", "TYPE", "COUNT", "START",
-                                          "END"],
+                                          "END", "PRICE"],
                           [[str(r.id), r.userid, r.offer.state.value, _when(r.offer.hold_until),
                             r.offer.terms.instance_type, _count(r.offer.terms), _when(r.offer.terms.start),
-                            _when(r.offer.terms.end)] for r in state.offers if r.offer is not None]))
+                            _when(r.offer.terms.end), _price_text(r.offer.price)]
+                           for r in state.offers if r.offer is not None]))
     parts.append(_section("INSTANCES", ["ID", "NAME", "USER", "STATUS", "NODE", "RESERVATION"],
                           [[str(i.id), i.name, i.userid, i.status.value, i.node or "(none)", str(i.reservation_id)]
                            for i in state.instances]))
@@ -384,7 +404,11 @@ def _detail(change: Change) -> str:
     details = change.details
     if change.kind == "reservation":
         now = _terms_text(details["terms"])
-        return now if details["termsBefore"] is None else f"{_terms_text(details['termsBefore'])} -> {now}"
+        text = now if details["termsBefore"] is None else f"{_terms_text(details['termsBefore'])} -> {now}"
+        if details["price"] is not None:
+            was = f"{details['priceBefore']} -> " if details["priceBefore"] is not None else ""
+            text += f" at {was}{details['price']} {details['currency']}"
+        return text
     if change.kind == "instance":
         node, was = details["node"], details["nodeBefore"]
         moved = f" (was on {was or '(none)'})" if was is not None and was != node else ""
@@ -401,6 +425,10 @@ def _terms_text(terms: Line) -> str:
     count = str(terms["numInstancesFixed"]) + (f"+{terms['numInstancesOption']}" if terms["numInstancesOption"] else "")
     times = (terms["startTime"].replace(".000Z", "Z"), terms["endTime"].replace(".000Z", "Z"))
     return f"{count} {terms['type']} {terms['template']} {times[0]} to {times[1]}"
+
+
+def _price_text(price: Quote | None) -> str:
+    return "-" if price is None else f"{price.total:f} {price.currency}"
 
 
 def _count(terms: Terms) -> str:

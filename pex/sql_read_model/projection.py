@@ -23,8 +23,8 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, Tracking
 from eventsourcing.projection import Projection
 
-from pex.domain.aggregates import Instance, Node, Reservation
-from pex.domain.clock import SystemClock
+from pex.domain.aggregates import Instance, Node, PriceList, Reservation
+from pex.domain.clock import SystemClock, from_datetime
 from pex.sql_read_model.rows import (
     Row,
     booking_in_force,
@@ -32,13 +32,14 @@ from pex.sql_read_model.rows import (
     event_row,
     instance_row,
     node_row,
+    price_rows,
     reservation_row,
 )
 from pex.sql_read_model.views import Changes, ReadModel
 
 BATCH = 20_000  # events per transaction
 CACHED = 100_000  # aggregates kept in memory (about 4 KB each)
-_MODELLED = (Reservation.Event, Instance.Event, Node.Event)
+_MODELLED = (Reservation.Event, Instance.Event, Node.Event, PriceList.Event)
 
 
 def identity_of(recorder: ApplicationRecorder) -> str | None:
@@ -68,6 +69,7 @@ class ReadModelProjection(Projection[ReadModel]):
         self._source_recorded = view.source() is not None
         self._events: list[Row] = []
         self._changed: dict[UUID, Any] = {}  # aggregates changed by the batch
+        self._cards: list[tuple[int, list[Row]]] = []  # rate cards set by the batch, in log order
         self._last: Tracking | None = None
         self._head = 0  # the source's last position, as last read
         self.position = 0  # the last event written by this run
@@ -77,12 +79,12 @@ class ReadModelProjection(Projection[ReadModel]):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self._events.append(event_row(tracking.notification_id, domain_event))
         if isinstance(domain_event, _MODELLED):
-            self._apply(domain_event)
+            self._apply(domain_event, tracking.notification_id)
         self._last = tracking
         if len(self._events) >= self._batch_size or self._at_head(tracking.notification_id):
             self.flush()
 
-    def _apply(self, event: Any) -> None:
+    def _apply(self, event: Any, position: int) -> None:
         aggregate = self._aggregates.pop(event.originator_id, None)
         if aggregate is None and event.originator_version > 1:
             aggregate = self._source.repository.get(event.originator_id, version=event.originator_version - 1)
@@ -91,7 +93,11 @@ class ReadModelProjection(Projection[ReadModel]):
         if event.originator_version == 1 and isinstance(aggregate, Reservation):
             self._booked[aggregate.id] = None  # new: no booking rows to replace
         self._aggregates[aggregate.id] = aggregate
-        self._changed[aggregate.id] = aggregate
+        if isinstance(aggregate, PriceList):  # (each card has rows of its own: a history, not one row)
+            at = from_datetime(event.timestamp)
+            self._cards.append((at, price_rows(position, at, aggregate)))
+        else:
+            self._changed[aggregate.id] = aggregate
 
     def _at_head(self, position: int) -> bool:
         """Whether `position` is the last event in the source (read again once reached)."""
@@ -104,7 +110,7 @@ class ReadModelProjection(Projection[ReadModel]):
         """Write the batch applied so far, with its tracking record, in one transaction."""
         if self._last is None or not self._events:
             return
-        changes = Changes(events=self._events)
+        changes = Changes(events=self._events, cards=self._cards)
         booked: dict[UUID, list[Any] | None] = {}
         for aggregate_id, aggregate in self._changed.items():
             if isinstance(aggregate, Reservation):
@@ -127,7 +133,7 @@ class ReadModelProjection(Projection[ReadModel]):
         self._booked.update(booked)
         self.applied += len(self._events)
         self.position = self._last.notification_id
-        self._events, self._changed = [], {}
+        self._events, self._changed, self._cards = [], {}, []
         while len(self._aggregates) > self._cache_size:
             dropped, _ = self._aggregates.popitem(last=False)
             self._booked.pop(dropped, None)

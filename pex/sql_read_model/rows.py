@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from pex.domain.aggregates import Instance, Node, Reservation
+from pex.domain.aggregates import Instance, Node, PriceList, Reservation
 from pex.domain.capacity import Allocation
 from pex.domain.clock import Millis, from_datetime
 from pex.domain.read_models import SECRET_FIELDS, event_fields
@@ -37,7 +37,30 @@ def reservation_row(reservation: Reservation) -> Row:
             terms.instance_type, terms.template, terms.fixed, terms.optional,
             terms.start, terms.end, terms.duration,
             reservation.reason, offer["state"] if offer else None, offer["hold_until"] if offer else None,
-            bool(reservation.activated), bool(reservation.launched), *_recorded(reservation))
+            bool(reservation.activated), bool(reservation.launched),
+            *_prices(reservation.price, offer.get("price") if offer else None),
+            getattr(reservation, "cancelled_at", None), *_recorded(reservation))
+
+
+def _prices(agreed: dict[str, Any] | None, offered: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
+    """The agreed price, the currency (the agreed price's, else the offer's), the open offer's
+    price: totals as decimal strings, as the events hold them (None: not priced)."""
+    currency = agreed["currency"] if agreed else offered["currency"] if offered else None
+    return _amount(agreed), currency, _amount(offered)
+
+
+def _amount(price: dict[str, Any] | None) -> str | None:
+    return None if not price else _decimal(price["total"])
+
+
+def _decimal(amount: Any) -> str:
+    """An exact amount as a decimal string, never in exponent form ("12.50", "0.05")."""
+    return f"{Decimal(amount):f}"
+
+
+def price_rows(position: int, at: Millis, price_list: PriceList) -> list[Row]:
+    """The card a PriceList event left in force, one row per size, from `at` on."""
+    return [(position, size, _decimal(rate), price_list.currency, at, None) for size, rate in price_list.rates.items()]
 
 
 def booking_in_force(reservation: Reservation) -> list[Any] | None:

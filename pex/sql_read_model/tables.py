@@ -17,6 +17,9 @@ KINDS = {
     "int": ("INTEGER", "bigint"),
     "bool": ("INTEGER", "boolean"),
     "json": ("TEXT", "jsonb"),
+    # An exact amount: a decimal string in SQLite (whose NUMERIC would make 0.10 a float), numeric
+    # in PostgreSQL. Written as a decimal string ("12.50") to both.
+    "decimal": ("TEXT", "numeric"),
 }
 # An instant, from its epoch-milliseconds column: computed by the database, never written, so
 # it costs the projection nothing (ISO 8601 text in UTC in SQLite; timestamptz in PostgreSQL).
@@ -44,10 +47,11 @@ RESERVATIONS = Table(
      ("start_ms", "int"), ("end_ms", "int"), ("duration_ms", "int"),
      ("reason", "text"), ("offer_state", "text"), ("hold_until_ms", "int"),
      ("activated", "bool"), ("launched", "bool"),
+     ("price", "decimal"), ("currency", "text"), ("offer_price", "decimal"), ("cancelled_ms", "int"),
      ("version", "int"), ("created_ms", "int"), ("modified_ms", "int")),
     key=("id",),
     indexes=(("userid",),),
-    instants=(("start_at", "start_ms"), ("end_at", "end_ms")),
+    instants=(("start_at", "start_ms"), ("end_at", "end_ms"), ("cancelled_at", "cancelled_ms")),
 )
 
 INSTANCES = Table(
@@ -86,6 +90,16 @@ EVENTS = Table(
     instants=(("timestamp", "timestamp_ms"),),
 )
 
+# The rate card: one row per size for each card the admin set (PriceList events), in force from
+# when it was recorded until the next one was (NULL: in force).
+PRICES = Table(
+    "prices",
+    (("position", "int"), ("size", "text"), ("rate", "decimal"), ("currency", "text"),
+     ("from_ms", "int"), ("until_ms", "int")),
+    key=("position", "size"),
+    instants=(("from_at", "from_ms"), ("until_at", "until_ms")),
+)
+
 # Which event store this read model is of (one row): a second store is refused.
 SOURCE = Table(
     "read_model_source",
@@ -93,7 +107,7 @@ SOURCE = Table(
     key=("identity",),
 )
 
-TABLES = (RESERVATIONS, INSTANCES, NODES, BOOKINGS, EVENTS, SOURCE)
+TABLES = (RESERVATIONS, INSTANCES, NODES, BOOKINGS, PRICES, EVENTS, SOURCE)
 
 
 def quote(name: str) -> str:
@@ -136,6 +150,18 @@ class Dialect:
         changed = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in table.column_names if c not in table.key)
         key = ", ".join(quote(c) for c in table.key)
         return f"{self.insert(table)} ON CONFLICT ({key}) DO UPDATE SET {changed}"
+
+    def close_prices(self) -> str:
+        """The card in force ends when the next one comes in."""
+        return (f"UPDATE {self.table(PRICES.name)} SET {quote('until_ms')} = {self.marker} "
+                f"WHERE {quote('until_ms')} IS NULL")
+
+    def columns_of(self, table: Table) -> tuple[str, tuple[str, ...]]:
+        """A query for the names of a table's columns as the database has them (none: no table)."""
+        if self.postgres:
+            return ("SELECT column_name AS name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s", (self.schema, table.name))
+        return "SELECT name FROM pragma_table_info(?)", (table.name,)
 
     def delete_bookings(self) -> str:
         return f"DELETE FROM {self.table(BOOKINGS.name)} WHERE {quote('reservation_id')} = {self.marker}"

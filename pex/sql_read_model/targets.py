@@ -80,6 +80,10 @@ def _check_postgres_target(env: dict[str, str], where: str) -> None:
 
 def check_belongs(view: ReadModel, source: EventLog, where: str) -> None:
     """A view holds one store's projection: refuse another store's, or one that is ahead."""
+    missing = view.missing_columns()
+    if missing:
+        raise ProjectionError(f"{where} holds a read model an older OpenPEX made (it has no column {missing[0]}): "
+                              "project into a new target")
     recorded = view.source()
     position = view.max_tracking_id(EventLog.name) or 0
     if recorded is None:

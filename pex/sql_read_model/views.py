@@ -25,6 +25,7 @@ from pex.sql_read_model.tables import (
     EVENTS,
     INSTANCES,
     NODES,
+    PRICES,
     RESERVATIONS,
     SOURCE,
     TABLES,
@@ -42,6 +43,7 @@ class Changes:
     nodes: list[Row] = field(default_factory=list)
     rebooked: list[tuple[str]] = field(default_factory=list)  # reservations whose booking rows are replaced
     bookings: list[Row] = field(default_factory=list)
+    cards: list[tuple[int, list[Row]]] = field(default_factory=list)  # (in force from, its rows), in log order
     source: Row | None = None  # the source's identity, when the view has none yet
 
 
@@ -58,6 +60,7 @@ class ReadModel(TrackingRecorder, ABC):
         d = self.dialect
         self._sql = {table.name: (d.insert(table), d.upsert(table)) for table in TABLES}
         self._delete_bookings = d.delete_bookings()
+        self._close_prices = d.close_prices()
 
     @abstractmethod
     def _transaction(self, *, commit: bool) -> AbstractContextManager[Any]:
@@ -80,6 +83,9 @@ class ReadModel(TrackingRecorder, ABC):
                 c.executemany(self._delete_bookings, changes.rebooked)
             if changes.bookings:
                 c.executemany(self._sql[BOOKINGS.name][0], changes.bookings)
+            for start, rows in changes.cards:
+                c.execute(self._close_prices, (start,))
+                c.executemany(self._sql[PRICES.name][0], rows)
             self._insert_tracking(c, tracking)
 
     def source(self) -> Source | None:
@@ -87,6 +93,16 @@ class ReadModel(TrackingRecorder, ABC):
         for row in self._select(f"SELECT identity, location FROM {self.dialect.table(SOURCE.name)}"):
             return Source(row["identity"], row["location"])
         return None
+
+    def missing_columns(self) -> list[str]:
+        """The columns this version writes that the view's tables lack ("table.column"): a read
+        model an older OpenPEX made."""
+        missing = []
+        for table in TABLES:
+            statement, params = self.dialect.columns_of(table)
+            have = {str(row["name"]) for row in self._select(statement, params)}
+            missing += [f"{table.name}.{name}" for name in table.column_names if name not in have]
+        return missing
 
     def event_at(self, position: int) -> tuple[str, int] | None:
         """(originator id, version) of the event projected at `position`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,23 @@ def test_running_again_carries_on(tmp_path: Path, store: Path) -> None:
     assert (first.returncode, again.returncode) == (0, 0)
     assert "applied" in again.stdout and again.stderr == ""
     assert (tmp_path / "read.db").stat().st_mode & 0o077 == 0  # private, as the store is
+
+
+def test_a_read_model_an_older_openpex_made_is_refused(tmp_path: Path, store: Path) -> None:
+    """One made before prices were projected (no price columns): its rows would lack them, so it
+    is refused rather than half-filled; a new target is made from scratch."""
+    into = tmp_path / "read.db"
+    assert openpex_project("--database", str(store), "--into", str(into)).returncode == 0
+    db = sqlite3.connect(into)
+    try:
+        for column in ("price", "currency", "offer_price", "cancelled_at", "cancelled_ms"):
+            db.execute(f"ALTER TABLE reservations DROP COLUMN {column}")
+        db.execute("DROP TABLE prices")
+        db.commit()
+    finally:
+        db.close()
+    build_store(store, 1)
+    refused(openpex_project("--database", str(store), "--into", str(into)), "older OpenPEX", "reservations.price",
+            "new target")
+    fresh = openpex_project("--database", str(store), "--into", str(tmp_path / "new.db"))
+    assert fresh.returncode == 0, fresh.stderr

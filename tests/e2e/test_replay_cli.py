@@ -202,8 +202,13 @@ def test_replay_at_each_instant_agrees_with_what_the_api_answered_then(session: 
                 assert mine[key] == answered[key], (number, key, mine, answered)
             for key in ("startTime", "endTime"):
                 assert millis(mine[key]) == millis(answered[key]), (number, key)
+            # The price agreed (bound at CONFIRM), and an open offer's, as GET showed them.
+            assert (mine["price"], mine["currency"]) == (answered.get("price"), answered.get("currency")), number
+            assert (mine["price"] is not None) == (mine["status"] in ("CONFIRMED", "ACTIVATED", "CANCELLED")), number
             assert (mine["offer"] is None) == ("offer" not in answered), number
             if mine["offer"] is not None:
+                assert (mine["offer"]["price"], mine["offer"]["currency"]) == (
+                    answered["offer"]["price"], answered["offer"]["currency"]), number
                 assert mine["offer"]["state"] == answered["offer"]["state"]
                 assert millis(mine["offer"]["holdUntil"]) // 1000 == millis(answered["offer"]["holdUntil"]) // 1000
                 offered, asked = mine["offer"]["proposal"], answered["offer"]["proposal"]
@@ -224,6 +229,8 @@ def test_replay_at_each_instant_agrees_with_what_the_api_answered_then(session: 
         assert capacity["size"] == then.capacity["cluster"]["size"] and capacity["at"] == iso(then.at)
         offers = of_kind(lines, "offer")
         assert [o["reservationId"] for o in offers] == [r["id"] for r in then.reservations if "offer" in r], number
+        assert [(o["price"], o["currency"]) for o in offers] == [
+            (r["offer"]["price"], r["offer"]["currency"]) for r in then.reservations if "offer" in r], number
         [summary] = of_kind(lines, "summary")
         assert lines[-1] is summary and summary["at"] == iso(then.at)
         assert sum(summary["reservations"].values()) == len(then.reservations)
@@ -293,6 +300,8 @@ def test_a_diff_carries_the_terms_and_the_nodes(session: Session) -> None:
     assert (created["userid"], created["terms"]["type"], created["terms"]["numInstancesFixed"],
             millis(created["terms"]["startTime"]), created["termsBefore"]) == (
         "alice", "SMALL", 1, millis(answered["startTime"]), None)
+    assert (created["price"], created["currency"], created["priceBefore"]) == (
+        answered["price"], answered["currency"], None)
     started = next(c for c in lines if c["kind"] == "instance")
     assert (started["node"], started["reservationId"], started["nodeBefore"]) == (
         snaps[3].instances[-1]["node"], session.ids["a3"], None)
@@ -307,6 +316,12 @@ def test_the_tables_show_the_state_and_the_changes(session: Session) -> None:
     for heading in ("RESERVATIONS (4)", "OPEN OFFERS (1)", "INSTANCES (4)", "NODES (2)", "CLUSTER"):
         assert heading in text, text
     assert session.ids["a2"] in text and "WITHDRAWN" in text and "DRAINED" in text
+    b1 = next(r for r in snaps[2].reservations if r["id"] == session.ids["b1"])
+    row = next(line for line in text.splitlines() if line.startswith(session.ids["b1"]))
+    assert row.endswith(f"{b1['price']} {b1['currency']}"), row  # the price agreed
+    a2 = next(r for r in snaps[2].reservations if r["id"] == session.ids["a2"])
+    offered = [line for line in text.splitlines() if line.startswith(session.ids["a2"])]
+    assert offered[-1].endswith(f"{a2['offer']['price']} {a2['offer']['currency']}"), offered  # the open offer's
     result = openpex_replay("--data-dir", str(session.folder), "--diff", str(snaps[3].at), str(snaps[4].at),
                             "--format", "table")
     assert result.returncode == 0 and "CHANGES (1)" in result.stdout

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -21,6 +22,7 @@ import pytest
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.negotiation import Status, TermsChange
+from pex.domain.pricing import RateCard
 from pex.domain.read_models import CapacityStep
 from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
@@ -188,6 +190,30 @@ def test_events_of_the_log_of_one_aggregate_and_of_some_kinds(query, history, wr
     assert offered.position == history.offer_position and offered.version == 2
     assert offered.fields["reply"] == "ACCEPT" and offered.fields["hold_until"] == NOW + 5 * MINUTE
     assert offered.timestamp < history.between.timestamp() * 1000 < everything[-1].timestamp
+
+
+def test_reservations_carry_their_prices_and_the_rate_card_in_force(store, history, writer):
+    with Query.open(store) as query:
+        agreed, still_open = query.reservation(history.agreed), query.reservation(history.still_open)
+        assert agreed.price is not None and agreed.price == writer.read.view_of(writer.view.reservations[history.agreed]).price
+        assert (agreed.price.currency, agreed.price.instance_hours) == ("USD", 3)  # 3 XLARGE for an hour
+        assert still_open.price is None and still_open.offer is not None and still_open.offer.price is not None
+        assert query.prices() == writer.view.rate_card == RateCard.default()  # (no card recorded: the default)
+        before = query.position
+    with Query.open(store, position=history.offer_position) as then:  # the offer's price is the one bound
+        offered = then.reservation(history.offered)
+        assert offered.price is None and offered.offer is not None
+        assert offered.offer.price == writer.read.view_of(writer.view.reservations[history.offered]).price
+    writer.catalogue.set_prices({"LARGE": "0.4"})
+    writer.catalogue.set_prices({"SMALL": "0.055"}, currency="USD")
+    with Query.open(store) as query:
+        assert query.prices() == writer.view.rate_card == RateCard("USD", {**RateCard.default().rates,
+                                                                            "LARGE": Decimal("0.4"),
+                                                                            "SMALL": Decimal("0.055")})
+        assert query.reservation(history.agreed).price == agreed.price  # a rate change never alters an agreed price
+        assert [e.kind for e in query.events(kind="PriceList")] == ["PriceList.Registered", "PriceList.Changed"]
+    with Query.open(store, position=before + 1) as then:
+        assert then.prices().rates["LARGE"] == Decimal("0.4") and then.prices().rates["SMALL"] == Decimal("0.05")
 
 
 # ---------------------------------------------------------------------- the past

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +26,7 @@ from pex.sql_read_model import project
 NOW = 1_900_000_000_000
 READ_MODEL_SCHEMAS = ("read_model", "read_model_small", "clean")
 TABLES = {"reservations": "id", "instances": "vm_id", "nodes": "name", "bookings": "reservation_id, share",
-          "events": "position"}
+          "prices": "position, size", "events": "position"}
 
 
 def proposal(fixed: int = 1, start: int = NOW + HOUR, duration: int = HOUR, type_: str = "XLARGE") -> TermsChange:
@@ -82,6 +83,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Any) -> Store:
 
 
 def seeded(app: OpenPEX) -> OpenPEX:
+    app.catalogue.seed_prices()  # (as `openpex serve` does on a first start)
     for name in ("n1", "n2", "n3"):
         app.catalogue.register_node(name, f"test:///{name}.xml", Resources(8, 16384, 200))  # 2 XLARGE each
     app.catalogue.register_template("debian", "Debian 12")
@@ -123,8 +125,9 @@ def more_history(app: OpenPEX, made: dict[str, UUID]) -> None:
     """Changes to aggregates projected before: a lost node (re-planned, relocated, stranded,
     degraded), a confirmed renegotiation, a cancellation, new reservations."""
     app.negotiation.respond(made["renegotiating"], "bob", "CONFIRM", NOW)
+    app.catalogue.set_prices({"SMALL": "0.075", "XLARGE": "0.30"})
     app.hosts.lose_node("n1", NOW)
-    app.lifecycle.cancel(made["confirmed"], "alice")
+    app.lifecycle.cancel(made["confirmed"], "alice", now=NOW + 90 * MINUTE)  # (after its start: charged)
     agreed(app, "bob", start=NOW + 30 * HOUR)
     app.catalogue.mark_node("n3", "UNDRAINED")
 
@@ -143,6 +146,11 @@ def check_matches(app: OpenPEX, stores: Store) -> None:
                              view.offer.state.value if view.offer else None,
                              view.offer.hold_until if view.offer else None)
         assert (bool(row[13]), bool(row[14])) == (view.activated, view.launched)
+        offered = view.offer.price if view.offer else None
+        assert (amount(row[15]), row[16], amount(row[17]), row[18]) == (
+            view.price.total if view.price else None,
+            view.price.currency if view.price else offered.currency if offered else None,
+            offered.total if offered else None, app.view.reservations[view.id].cancelled_at)
         live = {str(i[0]) for i in rows["instances"] if str(i[1]) == str(view.id) and i[5] != "DELETED"}
         assert live == {str(i) for i in view.instances}
         aggregate = app.view.reservations[view.id]
@@ -163,10 +171,25 @@ def check_matches(app: OpenPEX, stores: Store) -> None:
          n.status.value, n.capacity.cpus, n.capacity.memory_mb, n.capacity.disk_gb,
          bool(getattr(app.view.nodes[n.name], "drained", False)))
         for n in sorted(app.catalogue.nodes(), key=lambda n: n.name)]
+    # Every rate card the admin set, each in force until the next; the last one is the card in force.
+    cards = [e for e in app.recorder.select_notifications(1, 10**6) if e.topic.startswith("pex.domain.aggregates:PriceList.")]
+    assert sorted({row[0] for row in rows["prices"]}) == [card.id for card in cards]
+    in_force = {row[1]: (amount(row[2]), row[3]) for row in rows["prices"] if row[5] is None}
+    assert in_force == {size: (rate, app.view.rate_card.currency) for size, rate in app.view.rate_card.rates.items()}
+    starts = sorted({row[4] for row in rows["prices"]})
+    assert all(row[5] == (starts[starts.index(row[4]) + 1] if row[4] != starts[-1] else None) for row in rows["prices"])
     # Every event once, in the log's order.
     notifications = app.recorder.select_notifications(1, 10**6)
     assert [e[0] for e in rows["events"]] == [n.id for n in notifications]
     assert stores.tracked() == notifications[-1].id
+
+
+def amount(value: Any) -> Decimal | None:
+    """An amount as the read model holds it (a decimal string in SQLite, numeric in PostgreSQL)."""
+    if value is None:
+        return None
+    assert isinstance(value, (str, Decimal)), value  # (never a float)
+    return Decimal(value)
 
 
 def test_the_read_model_shows_what_the_application_shows_and_resumes(stores: Store) -> None:
@@ -179,6 +202,14 @@ def test_the_read_model_shows_what_the_application_shows_and_resumes(stores: Sto
     assert {name: statuses[str(rid)] for name, rid in made.items()} == {
         "confirmed": "CONFIRMED", "open": "ACCEPTED", "refused": "REJECTED", "cancelled": "CANCELLED",
         "activated": "ACTIVATED", "lapsing": "OFFER_EXPIRED", "renegotiating": "CONFIRMED", "full": "CONFIRMED"}
+    priced = {str(r[0]): (r[15], r[16], r[17]) for r in stores.rows("reservations")}
+    assert all(priced[str(made[name])][0] is not None and priced[str(made[name])][1] == "USD"
+               for name in ("confirmed", "cancelled", "activated", "renegotiating", "full"))
+    assert priced[str(made["open"])][0] is None and priced[str(made["open"])][2] is not None  # offered, not agreed
+    assert priced[str(made["renegotiating"])][2] is not None  # the change's price, beside the one agreed
+    assert priced[str(made["refused"])] == (None, None, None)
+    if stores.schema is None:  # exact decimal strings in SQLite, as the events hold them
+        assert all(isinstance(p, str) and Decimal(p).as_tuple().exponent == -2 for row in priced.values() for p in row[::2] if p)
     password_hashes = [e for e in stores.rows("events") if "argon2-hash-placeholder" in str(e[-1])]
     assert password_hashes == []
 
@@ -188,6 +219,7 @@ def test_the_read_model_shows_what_the_application_shows_and_resumes(stores: Sto
     added = len(app.recorder.select_notifications(1, 10**6)) - before
     assert added > 0 and again.applied == added
     check_matches(app, stores)
+    assert len({row[0] for row in stores.rows("prices")}) == 2  # the first card and the change
     kinds = {e[3] for e in stores.rows("events")}
     assert {"Reservation.Replanned", "Instance.Relocated", "Node.NodeWentDown", "Node.Undrained"} <= kinds
     assert stores.project().applied == 0  # nothing new: nothing written
