@@ -183,7 +183,7 @@ class Reservation(Aggregate):
             raise ProtocolViolation("the reservation has not started yet")
         self._launched()
 
-    def cancel(self, now: Millis | None = None) -> None:
+    def cancel(self, now: Millis) -> None:
         """DELETE: an open offer is withdrawn, agreed terms are cancelled (at `now`: what was
         used by then is charged)."""
         if self.action_for(Message.CANCEL) is Action.WITHDRAW:

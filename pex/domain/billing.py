@@ -89,7 +89,7 @@ def charge_of(reservation: Reservation, start: Millis, end: Millis, now: Millis)
     stop = min(terms.end, now)
     if reservation.status is Status.CANCELLED:
         cancelled_at = getattr(reservation, "cancelled_at", None)
-        stop = min(stop, cancelled_at if cancelled_at is not None else terms.start)
+        stop = min(stop, cancelled_at if cancelled_at is not None else terms.start)  # (none: recorded before 2026-11-26)
     lo, hi = max(terms.start, start), min(stop, end)
     if hi <= lo:
         return None

@@ -41,7 +41,7 @@ class Lifecycle:
             return []
         return self.app.read.orders(reservation.id, Operation.DELETE, REMOVABLE)
 
-    def cancel(self, reservation_id: Any, userid: str, *, is_admin: bool = False, now: Millis | None = None) -> ReservationView:
+    def cancel(self, reservation_id: Any, userid: str, *, now: Millis, is_admin: bool = False) -> ReservationView:
         """DELETE of a reservation, at `now` (what it used by then is charged)."""
         reservation = self._load(reservation_id, userid, is_admin)
         reservation.cancel(now)

@@ -123,7 +123,7 @@ def test_rejecting_an_offer_releases_its_hold(app):
 
 def test_cancelling_an_open_offer_reads_withdrawn_not_refused(app):
     rid = app.negotiation.propose("alice", proposal(fixed=4), NOW).reservation_id
-    cancelled = app.lifecycle.cancel(rid, "alice")
+    cancelled = app.lifecycle.cancel(rid, "alice", now=NOW)
     assert cancelled.status == "WITHDRAWN" and cancelled.reason is None
     assert free_cpus(app, "n1", NOW + HOUR) == 8
     refused = app.negotiation.propose("alice", proposal(fixed=9), NOW)  # more than the cluster holds
@@ -150,7 +150,7 @@ def test_a_confirm_at_the_deadline_is_refused_even_before_the_timer_ran(app):
 def test_cancel_frees_capacity_and_deletes_instances(app):
     rid = app.negotiation.propose("alice", proposal(fixed=2), NOW).reservation_id
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
-    assert app.lifecycle.cancel(rid, "alice").status == "CANCELLED"
+    assert app.lifecycle.cancel(rid, "alice", now=NOW).status == "CANCELLED"
     assert app.read.reservation(rid, "alice").instances == ()
     assert free_cpus(app, "n1", NOW + HOUR) == 8
 
@@ -266,7 +266,7 @@ def test_users_see_only_their_own_reservations(app):
     with pytest.raises(NotFound):
         app.read.reservation(rid, "bob")
     with pytest.raises(NotFound):
-        app.lifecycle.cancel(rid, "bob")
+        app.lifecycle.cancel(rid, "bob", now=NOW)
     assert len(app.read.reservations("admin", is_admin=True)) == 2
     assert app.read.reservation(rid, "admin", is_admin=True).userid == "alice"
 

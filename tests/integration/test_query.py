@@ -239,7 +239,7 @@ def test_a_position_or_an_instant_shows_the_store_as_it_was(store, history):
 def test_refresh_takes_in_what_a_live_writer_records(store, history, writer):
     with Query.open(store) as query:
         before = query.position
-        writer.lifecycle.cancel(history.agreed, "alice")
+        writer.lifecycle.cancel(history.agreed, "alice", now=NOW)
         writer.negotiation.respond(history.still_open, "bob", "CONFIRM", NOW)
         applied = query.refresh()
         assert applied == last_position(writer) - before > 0
@@ -292,7 +292,7 @@ def test_capacity_of_a_node_and_of_the_cluster_agrees_with_brute_force(store, hi
     with Query.open(store) as query:
         for changed in (False, True):  # as stored; then after the writer changed holds and bookings
             if changed:
-                writer.lifecycle.cancel(history.offered, "bob")
+                writer.lifecycle.cancel(history.offered, "bob", now=NOW)
                 writer.negotiation.propose("alice", proposal(2, "MEDIUM", NOW + 2 * HOUR + 5 * MINUTE, 90 * MINUTE), NOW)
                 assert query.refresh() > 0
             for node in ("n1", "n2"):

@@ -108,7 +108,7 @@ def first_history(app: OpenPEX) -> dict[str, UUID]:
     app.negotiation.respond(withdrawn, "alice", "REJECT", NOW)
     made["refused"] = app.negotiation.propose("bob", proposal(fixed=9), NOW).reservation_id
     made["cancelled"] = agreed(app, "alice", start=NOW + 7 * HOUR)
-    app.lifecycle.cancel(made["cancelled"], "alice")
+    app.lifecycle.cancel(made["cancelled"], "alice", now=NOW)
     made["activated"] = agreed(app, "bob", start=NOW + 8 * HOUR)
     app.lifecycle.activate(made["activated"], "bob")
     made["renegotiating"] = agreed(app, "bob", start=NOW + 10 * HOUR)
@@ -250,7 +250,7 @@ def test_a_projection_killed_with_sigkill_carries_on_as_if_never_stopped(stores:
     for hour in range(40, 440):  # enough events that the kill lands part-way
         rid = agreed(app, "alice" if hour % 2 else "bob", fixed=1 + hour % 2, start=NOW + hour * HOUR)
         if hour % 3 == 0:
-            app.lifecycle.cancel(rid, "alice" if hour % 2 else "bob")
+            app.lifecycle.cancel(rid, "alice" if hour % 2 else "bob", now=NOW)
     head = app.recorder.max_notification_id() or 0
     command = [sys.executable, "-m", "pex.cli", "project", "--database", stores.store, "--into", stores.target,
                "--follow", "--batch-size", "3", *(["--schema", stores.schema] if stores.schema else [])]

@@ -88,7 +88,7 @@ def test_a_users_withdrawal_reads_withdrawn_and_openpexs_refusal_reads_rejected(
     withdrawn = offered()
     withdrawn.withdraw()
     cancelled = offered()
-    cancelled.cancel()  # a DELETE of an open offer is a withdrawal too
+    cancelled.cancel(0)  # a DELETE of an open offer is a withdrawal too
     refused = Reservation("alice", TERMS.to_dict())
     refused.answer(Reply.REJECT, reason="no room")
     assert (withdrawn.status, cancelled.status, refused.status) == (Status.WITHDRAWN, Status.WITHDRAWN, Status.REJECTED)
