@@ -130,3 +130,46 @@ async def test_a_logged_out_session_is_refused_even_from_a_copy(client, service,
     response = await copy.get("/", allow_redirects=False)
     assert response.status == 303 and response.headers["Location"].startswith("/login")
     assert (service.config.data_dir / "portal-signed-out.json").stat().st_mode & 0o777 == 0o600
+
+
+async def test_usage_shows_what_was_used_to_its_user_and_to_the_admin_only(client, service, aiohttp_client):
+    """A statement on the service's clock: half of an agreed hour used is half its price charged
+    (0.05 USD x 1/2, rounded half up: 0.03); the page of another user has none of it."""
+    await sign_up(client, "yara")
+    await sign_up(client, "zeno")
+    rid = await asyncio.to_thread(book, service, "yara", start=T0 + HOUR, duration=HOUR)
+    await asyncio.to_thread(service.advance_to, T0 + HOUR + HOUR // 2)
+    await log_in(client, "yara", PASSWORD)
+    response = await client.get("/usage")
+    text = await response.text()
+    assert response.status == 200, text
+    line = re.search(rf'<tr data-reservation="{rid}">(.*?)</tr>', text, re.S)
+    assert line, text
+    cells = re.findall(r'<td data-label="([^"]+)">(.*?)</td>', line[1], re.S)
+    shown = {label: re.sub(r"<[^>]+>", "", value).strip() for label, value in cells}
+    assert shown["Price agreed"] == "0.05 USD" and shown["Instance-hours"] == "0.5"
+    assert shown["Charged"] == "0.03 USD" and shown["Refunded"] == "0.00 USD"
+    assert 'data-total="total">0.03 USD<' in text
+    # the period: an end before the start, a time that is none, one out of range; each by its field
+    for query, field, said in [({"from": "2030-01-03T00:00", "to": "2030-01-02T00:00"}, "to", "must be after from"),
+                               ({"from": "soon"}, "from", "must be a date and time"),
+                               ({"to": "0001-01-01T00:00"}, "to", "must be from 1970 to 9999"),
+                               ({"from": "2030-02-30T00:00"}, "from", "is not a date on the calendar")]:
+        response = await client.get("/usage", params=query)
+        text = await response.text()
+        assert response.status == 400 and f'id="{field}-error">{said}' in text, (query, text[:3000])
+        assert 'aria-invalid="true"' in text
+    response = await client.get("/usage", params={"from": "2030-01-01T01:00", "to": "2030-01-01T01:15"})
+    assert response.status == 200 and ">0.01 USD<" in await response.text()  # (a quarter of 0.05: 0.0125)
+
+    other = await aiohttp_client(service.http)
+    await log_in(other, "zeno", PASSWORD)
+    text = await (await other.get("/usage")).text()
+    assert str(rid) not in text and "No charges in this period." in text
+    assert (await other.get(f"/reservations/{rid}")).status == 404
+
+    admin = await aiohttp_client(service.http)
+    await log_in(admin, "admin", ADMIN_PASSWORD)
+    text = await (await admin.get("/usage")).text()
+    assert 'data-user="yara"' in text and 'data-user="zeno"' not in text and str(rid) in text
+    assert 'data-total="all">0.03 USD<' in text

@@ -40,6 +40,13 @@ def made(portal: Server) -> dict[str, str]:
         auth=user)
     assert answer["reply"] == "REJECT", answer
     made["rejected"] = answer["proposal"]["id"]
+    # More than a cent for an hour of a SMALL at any time: a COUNTER on price, with no cheaper hours.
+    status, answer = portal.request("POST", "/OpenPEX/reservations", {
+        "type": "SMALL", "template": "alpine-3.20", "numInstancesFixed": 1, "maxPrice": "0.01",
+        "startTime": (soon + timedelta(days=6)).strftime("%a, %d %b %Y %H:%M:%S GMT"), "duration": 3_600_000},
+        auth=user)
+    assert answer["reply"] == "COUNTER" and answer["price"] == "0.05", answer
+    made["price-countered"] = answer["proposal"]["id"]
     portal.request("PUT", "/OpenPEX/nodes/sim01/drain", auth=ADMIN)
     portal.request("PUT", "/OpenPEX/nodes/sim01/undrain", auth=ADMIN)
     return made
@@ -69,7 +76,7 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     screen("register", "/register")
     tab.login("paula", "violet-harbour-lantern-42")
     screen("welcome", "/")
-    expect(page.locator("#offers-waiting")).to_have_text("4")
+    expect(page.locator("#offers-waiting")).to_have_text("5")
     screen("reservation-new", "/reservations/new")
     tab.refusing("/reservations/new")
     page.get_by_label("Duration", exact=True).fill("abc")
@@ -83,6 +90,11 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     tab.submit("Accept")
     expect(page.get_by_role("heading", name=re.compile("CONFIRM_REQUEST"))).to_be_visible()
     look("negotiation-confirm-request")
+    screen("negotiation-price-counter", f"/reservations/{made['price-countered']}")
+    expect(page.locator("#over-price")).to_contain_text("These terms cost 0.05 USD, more than the 0.01 USD")
+    expect(page.locator('tr[data-changed="price"] mark')).to_have_text("0.05 USD")
+    page.locator(".negotiation > details.price-detail summary").click()
+    look("negotiation-price-counter-detail")
     screen("negotiation-reject", f"/reservations/{made['rejected']}")
     expect(page.get_by_role("heading", name="OpenPEX cannot meet these terms (REJECT)")).to_be_visible()
     screen("negotiation-counter-alternatives", f"/reservations/{made['countered-take']}")
@@ -94,10 +106,14 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
             alternatives.first.get_by_role("button", name="Propose these terms").click()
         expect(page.locator(".notice")).to_contain_text("OpenPEX answered")
     screen("reservation", f"/reservations/{made['agreed']}")
+    expect(page.locator("[data-agreed-price]")).to_have_text("0.10 USD")
     screen("reservation-change", f"/reservations/{made['agreed']}/change")
     screen("reservations", "/reservations")
-    expect(page.locator("table.reservations tbody tr")).to_have_count(6)
+    expect(page.locator("table.reservations tbody tr")).to_have_count(7)
+    expect(page.locator(f'tr[data-reservation="{made["agreed"]}"] td[data-field="price"]')).to_have_text("0.10 USD")
     screen("instances", "/instances")
+    screen("usage", "/usage")
+    expect(page.locator('[data-total="total"]')).to_have_text("0.00 USD")
     screen("not-found", "/reservations/00000000-0000-4000-8000-000000000000", status=404)
     screen("forbidden", "/admin/nodes", status=403)
     screen("logout", "/logout")
@@ -107,3 +123,5 @@ def test_every_screen_at_both_widths(tabs, portal: Server, made: dict[str, str],
     screen("admin-capacity", "/admin/capacity?span=7d")
     expect(page.locator("a.bar-link")).not_to_have_count(0)
     screen("admin-users", "/admin/users")
+    screen("usage-admin", "/usage")
+    expect(page.locator('[data-total="all"]')).to_be_visible()

@@ -3,18 +3,23 @@ login may lead, and the Gantt's geometry."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from fractions import Fraction
 from uuid import uuid4
 
 import pytest
 
 from pex.domain.clock import DAY, HOUR, MINUTE
+from pex.domain.errors import InvalidField
 from pex.domain.negotiation import Limits, Status, Terms
+from pex.domain.pricing import PricedSpan, Quote, amount_in
 from pex.domain.read_models import Booking, NodeView
 from pex.domain.sizes import Resources
 from pex.domain.statuses import NodeStatus
 from pex.http.portal.accounts import _next_page
 from pex.http.portal.forms import Catalogue, form_of, instant, reservation_terms
 from pex.http.portal.gantt import LABELS, WIDTH, chart, lanes
+from pex.http.portal.prices import breakdown, hours, over, price_row, priced
 
 NOW = 1_900_000_000_000  # 2030-03-17T17:46:40Z
 KNOWN = Catalogue(NOW, ["SMALL", "MEDIUM"], ["debian-12"], Limits(max_advance=365 * DAY, max_duration=90 * DAY))
@@ -124,3 +129,63 @@ def test_the_chart_places_bars_in_time_and_clips_them_to_the_window():
     assert b.y == a.y + a.height
     assert drawn.now_x == LABELS + WIDTH / 8
     assert [tick.at - start for tick in drawn.ticks][:3] == [0, 2 * HOUR, 4 * HOUR]
+
+
+# ---------------------------------------------------------------------- the most a visitor will pay
+
+def test_the_most_a_visitor_will_pay_is_a_term_of_the_proposal():
+    change, judged = reservation_terms({**GOOD, "max_price": " 12.50 "}, KNOWN)
+    assert judged.errors == {} and change is not None
+    assert change.applied_to(None).max_price == Decimal("12.50")
+    change, judged = reservation_terms({**GOOD, "max_price": ""}, KNOWN)  # optional: no limit
+    assert judged.errors == {} and change is not None and change.applied_to(None).max_price is None
+    change, _ = reservation_terms(GOOD, KNOWN)  # (a form without the field at all)
+    assert change is not None and change.max_price is None
+
+
+@pytest.mark.parametrize("given", ["abc", "-1", "0", "0.00", "1.234", "1e3", "NaN", "Infinity", "012", "12,50",
+                                   "1000000000", "$5", "5 USD", "9" * 5000])
+def test_a_wrong_max_price_is_named_by_the_domains_rule(given):
+    change, judged = reservation_terms({**GOOD, "max_price": given, "fixed": "0"}, KNOWN)
+    assert change is None
+    assert set(judged.errors) == {"max_price", "fixed"}  # named with the others, at once
+    with pytest.raises(InvalidField) as refused:
+        amount_in(given.strip(), "max_price")
+    assert judged.errors["max_price"] == refused.value.reason  # the domain's own words
+    assert judged.values["max_price"] == given  # kept as typed
+
+
+def test_a_counter_keeps_the_max_price_given_before_unless_a_new_one_is_typed():
+    base = Terms("SMALL", "debian-12", 1, 0, NOW + DAY, HOUR, max_price=Decimal("0.06"))
+    values = form_of(base)
+    assert values["max_price"] == "0.06"
+    change, judged = reservation_terms(values, KNOWN, base=base)
+    assert judged.errors == {} and change is not None and change.applied_to(base).max_price == Decimal("0.06")
+    change, _ = reservation_terms({**values, "max_price": "0.12"}, KNOWN, base=base)
+    assert change is not None and change.applied_to(base).max_price == Decimal("0.12")
+    change, _ = reservation_terms({**values, "max_price": ""}, KNOWN, base=base)  # (empty: the one before)
+    assert change is not None and change.applied_to(base).max_price == Decimal("0.06")
+
+
+def test_a_price_beside_the_most_the_visitor_would_pay():
+    asked = Terms("SMALL", "debian-12", 1, 0, NOW, HOUR, max_price=Decimal("0.06"))
+    dear = Quote("USD", Decimal("0.10"), (PricedSpan(NOW, NOW + HOUR, 1, Decimal("0.100"), Decimal("2.0")),))
+    cheap = Quote("USD", Decimal("0.05"), (PricedSpan(NOW, NOW + HOUR, 1, Decimal("0.05")),))
+    assert price_row(asked, dear, "USD") == ("Price", "price", "at most 0.06 USD", "0.10 USD", True)
+    assert price_row(asked, cheap, "USD")[4] is False and over(cheap, asked) is False
+    unlimited = Terms("SMALL", "debian-12", 1, 0, NOW, HOUR)
+    assert price_row(unlimited, dear, "USD") == ("Price", "price", "no limit given", "0.10 USD", False)
+    assert price_row(asked, None, "USD") == ("Price", "price", "at most 0.06 USD", "not priced", False)
+
+
+def test_how_a_price_is_made_up():
+    spans = (PricedSpan(NOW, NOW + HOUR, 2, Decimal("0.05"), Decimal("1")),
+             PricedSpan(NOW + HOUR, NOW + HOUR + 20 * MINUTE, 2, Decimal("0.0750"), Decimal("1.5000")))
+    shown = breakdown(Quote("USD", Decimal("0.15"), spans))
+    assert (shown.total, shown.instance_hours, shown.agreed, shown.credit) == ("0.15", "2.666667", None, None)
+    assert [(line.instance_hours, line.rate, line.multiplier, line.amount) for line in shown.lines] == [
+        ("2", "0.05", "1", "0.10"), ("0.666667", "0.075", "1.5", "0.05")]
+    change = breakdown(Quote("USD", Decimal("0.12"), spans[:1], agreed=Decimal("0.05"), credit=Decimal("0.03")))
+    assert (change.agreed, change.credit) == ("0.05", "0.03")
+    assert priced(Decimal("12.5"), "USD") == "12.5 USD" and priced(None, "USD") == "—"
+    assert hours(Fraction(1, 3)) == "0.333333"

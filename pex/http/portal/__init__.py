@@ -17,6 +17,7 @@ from pex.domain.clock import Millis
 from pex.http.portal import accounts, admin, pages
 from pex.http.portal.forms import iso, picker_value
 from pex.http.portal.live import Hub
+from pex.http.portal.prices import breakdown, hours, priced
 from pex.http.portal.sessions import SIGNED_OUT, SIGNED_OUT_FILE, SignedOut
 from pex.http.presenters import span_words
 from pex.http.wire import format_time
@@ -36,7 +37,7 @@ def when(instant: Millis | None) -> Markup:
 def add_portal(app: web.Application, domain: OpenPEX, data_dir: Path | None = None) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pex.http.portal", "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)
-    env.globals.update(when=when, span=span_words, iso=iso)
+    env.globals.update(when=when, span=span_words, iso=iso, priced=priced, hours=hours, breakdown=breakdown)
     env.filters["picker"] = picker_value
     app[pages.HUB] = hub = Hub()
     app[pages.SENT] = pages.SentOnce()
@@ -73,6 +74,7 @@ def add_portal(app: web.Application, domain: OpenPEX, data_dir: Path | None = No
         web.get("/instances", pages.instances),
         web.get("/instances/live", pages.live_instances),
         web.post("/instances/{vm_id}/{operation}", pages.operate),
+        web.get("/usage", pages.usage),
         web.get("/admin/nodes", admin.nodes),
         web.post("/admin/nodes", admin.add_node),
         web.post("/admin/nodes/{name}/{change:drain|undrain}", admin.mark_node),

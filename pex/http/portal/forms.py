@@ -8,6 +8,11 @@ past or too far ahead, a duration too long). The engine would answer such terms 
 record it (an API client asked for that); a person at a form is better served by the form.
 Whether the cluster has room is the negotiation's question, never the form's.
 
+The most the visitor will pay (`max_price`, optional) is judged by the domain's own rule for an
+amount (`pricing.amount_in`: more than 0, below a billion, at most two decimal places); left
+empty it is no term of a new proposal, and in a counter or a change it keeps the one given
+before (the form shows it).
+
 Times: the page's script sends the instant the visitor picked in their own time zone
 (`start_utc`, ISO 8601 in UTC; the page leaves that field empty, so only the script fills it);
 without the script the typed date and time are read as UTC, which the form says.
@@ -20,15 +25,17 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from pex.domain.clock import DAY, HOUR, MINUTE, Millis
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import Beyond, Limits, Terms, TermsChange, beyond_limits
+from pex.domain.pricing import amount_in
 
 UNITS = {"minutes": MINUTE, "hours": HOUR, "days": DAY}
 FIELDS = ("instance_type", "template", "fixed", "optional", "start", "start_utc", "length", "duration", "unit",
-          "end", "end_utc")
+          "end", "end_utc", "max_price")
 _WHOLE = re.compile(r"\s*[0-9]{1,9}\s*")
 _NUMBER = re.compile(r"\s*[0-9]{1,9}(\.[0-9]{1,6})?\s*")
 _LOCAL = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
@@ -88,6 +95,7 @@ def reservation_terms(form: Mapping[str, Any], known: Catalogue, *,
                 duration = end - start
     else:
         duration = _duration(judged)
+    max_price = most_price(judged)
     limits = known.limits
     said = {Beyond.PAST: ("start", "is in the past: choose a later start"),
             Beyond.ADVANCE: ("start", f"may be at most {limits.max_advance // DAY} days ahead"),
@@ -98,12 +106,25 @@ def reservation_terms(form: Mapping[str, Any], known: Catalogue, *,
     if judged.errors:
         return None, judged
     try:
-        change = TermsChange(kind, template, fixed, optional, start, duration)
+        change = TermsChange(kind, template, fixed, optional, start, duration, max_price=max_price)
         change.applied_to(None)
     except InvalidField as error:  # (bounds the engine keeps: the largest count, the latest instant)
         judged.refuse(error.field, error.reason)
         return None, judged
     return change, judged
+
+
+def most_price(judged: Judged) -> Decimal | None:
+    """The most the visitor will pay (`max_price`), by the domain's rule for an amount; None
+    if the field is empty (no limit given)."""
+    given = judged.values.get("max_price", "").strip()
+    if not given:
+        return None
+    try:
+        return amount_in(given, "max_price")
+    except InvalidField as error:
+        judged.refuse("max_price", error.reason)
+        return None
 
 
 def form_of(terms: Terms) -> dict[str, str]:
@@ -114,7 +135,8 @@ def form_of(terms: Terms) -> dict[str, str]:
     return {"instance_type": terms.instance_type, "template": terms.template, "fixed": str(terms.fixed),
             "optional": str(terms.optional), "start": _local(terms.start), "start_utc": iso(terms.start),
             "length": "duration", "duration": _amount(terms.duration / UNITS[unit]), "unit": unit,
-            "end": _local(terms.end), "end_utc": iso(terms.end)}
+            "end": _local(terms.end), "end_utc": iso(terms.end),
+            "max_price": f"{terms.max_price:f}" if terms.max_price is not None else ""}
 
 
 def picker_value(typed: str) -> str:

@@ -1,5 +1,6 @@
 """The user's pages (the paper's §3.3, Figs. 4-6): the welcome screen, a new reservation and
-its negotiation, the reservations, one reservation with its history, the instances. Each reads
+its negotiation (price included: issue 12), the reservations, one reservation with its history,
+the instances, and the statement of what the visitor's reservations cost (usage). Each reads
 and acts through the same calls on the actors as the REST API, as the signed-in visitor.
 
 Every action is a POST form that answers with a redirect (post/redirect/get), so a reload or
@@ -16,21 +17,25 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from pex.actors.allocator import Allocator
+from pex.domain.billing import Statements
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.errors import DomainError, InvalidField, NotFound
 from pex.domain.event_log import EventListing
 from pex.domain.listing import Listing
-from pex.domain.negotiation import AGREED, OfferState, Status, Terms, TermsChange
+from pex.domain.negotiation import AGREED, LATEST_INSTANT, OfferState, Status, Terms, TermsChange
 from pex.domain.orders import Operation
-from pex.domain.read_models import EventPage, InstanceView, ReservationView, TemplateView
+from pex.domain.pricing import Quote
+from pex.domain.read_models import EventPage, InstanceView, PricesView, ReservationView, TemplateView
 from pex.domain.sizes import InstanceType
-from pex.http.portal.forms import Catalogue, form_of as terms_form, iso, reservation_terms
+from pex.http.portal.forms import Catalogue, Judged, form_of as terms_form, instant, iso, reservation_terms, values_of
+from pex.http.portal.prices import over, price_row
 from pex.http.portal.live import Hub
 from pex.http.portal.sessions import Visitor, flash
 from pex.http.portal.site import PageRefused, act, form_of, page, render, visitor
@@ -107,6 +112,7 @@ class FormChoices:
     types: list[InstanceType]
     templates: list[TemplateView]
     catalogue: Catalogue
+    prices: PricesView  # the rate card (shown beside the sizes) and its currency (the maxPrice field's)
 
 
 def _choices(allocator: Allocator) -> FormChoices:
@@ -114,7 +120,8 @@ def _choices(allocator: Allocator) -> FormChoices:
     types = app.catalogue.types()
     templates = app.catalogue.templates()
     return FormChoices(types, templates, Catalogue(allocator.clock.now(), [kind.name for kind in types],
-                                                   [template.name for template in templates], app.settings.limits))
+                                                   [template.name for template in templates], app.settings.limits),
+                       app.catalogue.prices())
 
 
 @page()
@@ -131,7 +138,8 @@ async def _new_form(request: web.Request, values: dict[str, str] | None = None, 
     values.setdefault("once", secrets.token_urlsafe(16))
     return await render(request, "reservation_new.html", {"values": values, "errors": errors or {},
                                                           "types": choices.types, "templates": choices.templates,
-                                                          "limits": choices.catalogue.limits},
+                                                          "limits": choices.catalogue.limits, "prices": choices.prices,
+                                                          "kept_price": None},
                         status=400 if errors else 200)
 
 
@@ -267,24 +275,40 @@ def compared(asked: Terms, offered: Terms) -> list[tuple[str, str, Any, Any, boo
             for label, name in TERM_ROWS]
 
 
+def compared_priced(asked: Terms, offered: Terms, quote: Quote | None, currency: str) -> list[tuple[str, str, Any, Any, bool]]:
+    """The terms side by side, and the price beside the most the visitor would pay (marked
+    changed when it is more)."""
+    return [*compared(asked, offered), price_row(asked, quote, currency)]
+
+
 @page()
 async def reservation(request: web.Request) -> web.Response:
     rid, who = reservation_id(request), visitor(request)
 
-    def read(allocator: Allocator) -> tuple[ReservationView, list[InstanceView], EventPage, int]:
+    def read(allocator: Allocator) -> tuple[ReservationView, list[InstanceView], EventPage, int, str]:
         reading = allocator.app.read
         found = reading.reservation(rid, who.username, is_admin=who.is_admin)
         instances = [reading.instance(vm, who.username, is_admin=who.is_admin) for vm in found.instances]
         history = reading.history(EventListing(reservation=UUID(rid)), who.username, is_admin=who.is_admin)
-        return found, instances, history, allocator.clock.now()
+        return found, instances, history, allocator.clock.now(), allocator.app.catalogue.prices().currency
 
-    found, instances, history, now = await ask(request, read)
+    found, instances, history, now, currency = await ask(request, read)
     asked = found.requested or found.terms
     offer = found.offer
+    prices = (offer.alternative_prices or (None,) * len(offer.alternatives)) if offer else ()
+    alternatives = [(terms, compared_priced(asked, terms, price, currency), price, over(price, asked))
+                    for terms, price in zip(offer.alternatives, prices)] if offer else []
     return await render(request, "reservation.html", {
-        "r": found, "instances": instances,
-        "offer": offer, "compared": compared(asked, offer.terms) if offer else [],
-        "alternatives": [(terms, compared(asked, terms)) for terms in offer.alternatives] if offer else [],
+        "r": found, "instances": instances, "asked": asked, "currency": currency,
+        "offer": offer, "compared": compared_priced(asked, offer.terms, offer.price, currency) if offer else [],
+        # a COUNTER on price: the window asked, at a price above the most the visitor would pay
+        "over_price": offer is not None and over(offer.price, asked),
+        "on_price": offer is not None and over(offer.price, asked) and not any(
+            changed for _, _, _, _, changed in compared(asked, offer.terms)),
+        "alternatives": alternatives,
+        # an alternative within the most the visitor would pay (the domain puts the nearest first)
+        "cheaper": asked.max_price is not None and any(price is not None and not above
+                                                      for _, _, price, above in alternatives),
         "held_seconds": max(0, (offer.hold_until - now) // 1000) if offer else 0,
         "steps": protocol_steps(found, history),
         "history": list(zip(history.records, event_texts(history))),
@@ -331,6 +355,13 @@ async def change_form(request: web.Request) -> web.Response:
     return await _change_page(request, found, terms_form(base))
 
 
+def _kept_price(found: ReservationView) -> Decimal | None:
+    """The most the visitor said they would pay in the terms a counter or a change starts from
+    (an empty field keeps it)."""
+    base = found.offer.terms if found.offer else found.terms
+    return base.max_price
+
+
 async def _change_page(request: web.Request, found: ReservationView, values: dict[str, str],
                        errors: dict[str, str] | None = None) -> web.Response:
     choices = await ask(request, _choices)
@@ -338,7 +369,8 @@ async def _change_page(request: web.Request, found: ReservationView, values: dic
     return await render(request, "reservation_change.html", {
         "r": found, "values": values, "errors": errors or {}, "types": choices.types,
         "templates": choices.templates, "limits": choices.catalogue.limits, "running": running,
-        "agreed": found.status in AGREED}, status=400 if errors else 200)
+        "agreed": found.status in AGREED, "prices": choices.prices, "kept_price": _kept_price(found)},
+        status=400 if errors else 200)
 
 
 @page()
@@ -471,3 +503,53 @@ async def _stream(request: web.Request, who: Visitor, hub: Hub) -> web.StreamRes
         pass
     return stream
 
+
+# ---------------------------------------------------------------------- usage (statements)
+
+USAGE_FIELDS = ("from", "from_utc", "to", "to_utc")
+
+
+@page()
+async def usage(request: web.Request) -> web.Response:
+    """What the visitor's reservations cost over a period (`from`, `to`; by default this month
+    up to now): a line per reservation and the totals. The admin sees every user's statement
+    with a charge in the period, and their total."""
+    who = visitor(request)
+    judged = Judged(values_of(request.query, USAGE_FIELDS))
+    start, end = _period_end(judged, "from"), _period_end(judged, "to")
+    if start is not None and end is not None and end <= start:
+        judged.refuse("to", "must be after from")
+    if judged.errors:
+        start = end = None  # (the default period, under the messages)
+    try:
+        found: Statements = await ask(request, lambda allocator: allocator.usage(
+            who.username, start, end, is_admin=who.is_admin))
+    except InvalidField as error:
+        judged.refuse(error.field if error.field in USAGE_FIELDS else "to", error.reason)
+        found = await ask(request, lambda allocator: allocator.usage(who.username, None, None, is_admin=who.is_admin))
+    values = judged.values if judged.errors else {
+        "from": iso(found.start)[:16], "from_utc": iso(found.start), "to": iso(found.end)[:16], "to_utc": iso(found.end)}
+    mine = None if who.is_admin else (found.users[0] if found.users else None)
+    return await render(request, "usage.html", {"found": found, "mine": mine, "values": values,
+                                                "errors": judged.errors}, status=400 if judged.errors else 200)
+
+
+def _period_end(judged: Judged, name: str) -> int | None:
+    """One end of the period as the form sends it (the script's UTC copy, else the typed date
+    and time read as UTC), or None if it is left empty (the default)."""
+    sent = judged.values[f"{name}_utc"].strip()
+    typed = judged.values[name].strip()
+    if not sent and not typed:
+        return None
+    try:
+        moment = instant(sent or typed, name)
+    except InvalidField:
+        try:
+            moment = instant(typed, name)
+        except InvalidField as error:
+            judged.refuse(name, error.reason)
+            return None
+    if not 0 <= moment <= LATEST_INSTANT:
+        judged.refuse(name, "must be from 1970 to 9999")
+        return None
+    return moment
