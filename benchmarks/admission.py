@@ -13,9 +13,16 @@ rebuilds its capacity model from the event store.
    the rebuilt model, nothing held, so every request sees the same state.
 4. The durable path: `propose()` (decision + hold + one SQLite append) on a sample, each
    followed by a REJECT that releases it.
+5. Pricing (issue 12), in the same run on the same model: new typical and hard requests, a
+   third without maxPrice, a third with a generous one (4x the card's flat price: above any
+   demand multiplier, so the reply is admission's), a third with a tight one (the flat price:
+   a price COUNTER and a search for a cheaper window wherever an hour is above the calm
+   share). Each request is decided twice, alternating which goes first: `decide()` alone
+   (unpriced) and `decide()` then `quoting.priced()` (priced); p50/p99 per decision,
+   decisions/s (requests over the summed time) and priced/unpriced ratios.
 
 Targets (issue 2, one core, N=1000, M=100000): typical p99 <= 1 ms, hard COUNTER p99 <= 20 ms,
-rebuild <= 10 s.
+rebuild <= 10 s. Issue 12: pricing adds at most 10 % to decision p99 and decisions/s.
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, timezone
+from decimal import Decimal
+from fractions import Fraction
 from urllib.parse import urlparse
 
 from pex.domain.admission import decide
@@ -42,6 +52,8 @@ from pex.domain.application import OpenPEX, Settings
 from pex.domain.capacity import Allocation
 from pex.domain.clock import DAY, HOUR, from_datetime
 from pex.domain.negotiation import Reply, Terms, TermsChange
+from pex.domain.pricing import RateCard, money
+from pex.domain.quoting import Pricing, priced
 from pex.domain.quotas import Quota
 from pex.domain.sizes import InstanceType, Resources
 
@@ -158,6 +170,115 @@ def time_proposals(app: OpenPEX, rng: random.Random, nodes: int, count: int) -> 
     return timings
 
 
+MAX_PRICES = ("none", "generous", "tight")  # the kinds of maxPrice in the pricing comparison
+
+
+def flat_price(card: RateCard, terms: Terms) -> Decimal:
+    """The terms at the card's rate, every hour at x1: the least they can cost."""
+    return money(Fraction(terms.count * terms.duration, HOUR) * Fraction(card.rate(terms.instance_type)))
+
+
+def with_max_price(card: RateCard, terms: Terms, kind: str) -> Terms:
+    if kind == "none":
+        return terms
+    flat = flat_price(card, terms)
+    return replace(terms, max_price=flat * 4 if kind == "generous" else flat)
+
+
+def compare_pricing(app: OpenPEX, make, count: int, rng: random.Random, nodes: int) -> dict[str, dict]:
+    """Each of `count` requests decided unpriced (`decide`) and priced (`decide` + `priced`),
+    alternating which goes first; the requests' maxPrice cycles through MAX_PRICES. Per kind:
+    timings of both, of `priced` alone, and how the priced decisions were answered."""
+    card = app.view.rate_card
+    pricing = Pricing(card, app.settings.pricing, app.capacity)
+    latest = ORIGIN + 365 * DAY
+    kinds: dict[str, dict] = {kind: {"unpriced": [], "priced": [], "pricing": [], "replies": defaultdict(int)}
+                              for kind in MAX_PRICES}
+    clock = time.perf_counter_ns
+    for i in range(count):
+        kind = MAX_PRICES[i % len(MAX_PRICES)]
+        terms = with_max_price(card, make(rng, nodes), kind)
+        into = kinds[kind]
+        for priced_turn in ((False, True) if i % 2 == 0 else (True, False)):
+            if priced_turn:
+                started = clock()
+                decision = decide(app.capacity, terms, latest_start=latest)
+                middle = clock()
+                outcome = priced(decision, terms, pricing, latest_start=latest)
+                ended = clock()
+                into["priced"].append((ended - started) / 1e6)
+                into["pricing"].append((ended - middle) / 1e6)
+                label = outcome.reply.value
+                if outcome.reply is Reply.COUNTER and decision.reply is Reply.ACCEPT:
+                    label = "price COUNTER"
+                into["replies"][label] += 1
+                ceiling = terms.max_price
+                if (ceiling is not None and outcome.price is not None and outcome.price.total > ceiling
+                        and outcome.alternatives and outcome.alternatives[0][1].total <= ceiling):
+                    into["replies"]["cheaper window offered"] += 1
+            else:
+                started = clock()
+                decide(app.capacity, terms, latest_start=latest)
+                into["unpriced"].append((clock() - started) / 1e6)
+    kinds["all"] = {part: [t for kind in MAX_PRICES for t in kinds[kind][part]]
+                    for part in ("unpriced", "priced", "pricing")}
+    kinds["all"]["replies"] = defaultdict(int)
+    for kind in MAX_PRICES:
+        for label, n in kinds[kind]["replies"].items():
+            kinds["all"]["replies"][label] += n
+    return kinds
+
+
+def rate(samples: list[float]) -> float | None:
+    """Decisions per second: the decisions over the time they took in all."""
+    total = sum(samples)
+    return len(samples) / total * 1000 if total else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def pricing_summary(kinds: dict[str, dict]) -> dict[str, dict]:
+    out = {}
+    for kind, parts in kinds.items():
+        unpriced, priced_t, pricing_t = parts["unpriced"], parts["priced"], parts["pricing"]
+        if not unpriced:
+            continue
+        row: dict[str, object] = {"n": len(unpriced)}
+        for name, samples in (("unpriced", unpriced), ("priced", priced_t)):
+            row[name] = {"p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99),
+                         "max_ms": max(samples), "per_s": round(rate(samples) or 0, 1)}
+        row["pricing_alone"] = {"p50_ms": percentile(pricing_t, 50), "p99_ms": percentile(pricing_t, 99)}
+        row["ratio"] = {"p50": ratio(percentile(priced_t, 50), percentile(unpriced, 50)),
+                        "p99": ratio(percentile(priced_t, 99), percentile(unpriced, 99)),
+                        "per_s": ratio(rate(priced_t), rate(unpriced))}
+        row["replies"] = dict(sorted(parts["replies"].items()))
+        out[kind] = row
+    return out
+
+
+def print_pricing(summaries: dict[str, dict[str, dict]]) -> None:
+    print()
+    print("pricing: the same requests decided unpriced (decide) and priced (decide + priced), alternating")
+    print(f"{'class':<9}{'maxPrice':<10}{'n':>6} | {'unpriced p50':>12}{'p99':>8}{'dec/s':>8} | "
+          f"{'priced p50':>10}{'p99':>8}{'dec/s':>8} | {'ratio p50':>9}{'p99':>6}{'dec/s':>7} | "
+          f"{'priced() p50':>12}{'p99':>7}")
+    for name, summary_ in summaries.items():
+        for kind in (*MAX_PRICES, "all"):
+            row = summary_.get(kind)
+            if row is None:
+                continue
+            u, p, r, alone = row["unpriced"], row["priced"], row["ratio"], row["pricing_alone"]
+            print(f"{name:<9}{kind:<10}{row['n']:>6} | {u['p50_ms']:>12.3f}{u['p99_ms']:>8.3f}{u['per_s']:>8.0f} | "
+                  f"{p['p50_ms']:>10.3f}{p['p99_ms']:>8.3f}{p['per_s']:>8.0f} | {r['p50']:>9.2f}{r['p99']:>6.2f}"
+                  f"{r['per_s']:>7.2f} | {alone['p50_ms']:>12.3f}{alone['p99_ms']:>7.3f}")
+    for name, summary_ in summaries.items():
+        for kind in MAX_PRICES:
+            if kind in summary_:
+                print(f"  {name} {kind}: " + ", ".join(f"{k} {v}" for k, v in summary_[kind]["replies"].items()))
+
+
 def summary(timings: dict[str, list[float]]) -> dict[str, float | int | None]:
     accepts, counters = timings.get("ACCEPT", []), timings.get("COUNTER", [])
     return {
@@ -174,6 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--typical", type=int, default=2000)
     parser.add_argument("--hard", type=int, default=200)
     parser.add_argument("--proposals", type=int, default=300)
+    parser.add_argument("--priced-typical", type=int, default=3000,
+                        help="typical requests decided unpriced and priced (issue 12; 0: none)")
+    parser.add_argument("--priced-hard", type=int, default=300, help="hard requests decided unpriced and priced")
     parser.add_argument("--utilisation", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database", help="a SQLite file or postgresql://user:pass@host:port/db (default: temp SQLite)")
@@ -203,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
         typical_t, _ = time_decisions(app, typical, args.typical, rng, args.nodes)
         hard_t, moved = time_decisions(app, hard, args.hard, rng, args.nodes)
         propose_t = time_proposals(app, rng, args.nodes, args.proposals)
+        # As the service's heap keeper does: what the rebuild left is frozen, so collections
+        # scan only what the decisions allocate (else one full pass over 100,000 reservations,
+        # hundreds of ms, lands on whichever decision happens to trigger it).
+        gc.collect()
+        gc.freeze()
+        pricing = {name: pricing_summary(compare_pricing(app, make, n, rng, args.nodes))
+                   for name, make, n in (("typical", typical, args.priced_typical), ("hard", hard, args.priced_hard))
+                   if n > 0}
     finally:
         app.close()
 
@@ -221,10 +353,13 @@ def main(argv: list[str] | None = None) -> None:
           f"{percentile(propose_t, 99):>10.3f}{max(propose_t):>10.3f}")
     if moved:
         print(f"hard COUNTERs moved the start by {percentile(moved, 50):.1f} h on median")
+    if pricing:
+        print_pricing(pricing)
     print(json.dumps({
         "nodes": args.nodes, "reservations": args.reservations, "utilisation": round(utilisation, 3),
         "rebuild_s": round(rebuild_s, 3), "typical": summary(typical_t), "hard": summary(hard_t),
         "propose_p50_ms": percentile(propose_t, 50), "propose_p99_ms": percentile(propose_t, 99),
+        "pricing": pricing,
     }))
 
 

@@ -13,6 +13,16 @@
    the last line is JSON.
 
 Target (issue 3): >= 1,000 negotiations/s with p99 <= 50 ms on one core.
+
+With --compare-pricing (issue 12: pricing may add at most 10 % to decision p99 and to
+negotiations/s), step 1 is run in rounds, the order rotated every round: rounds of unpriced
+proposals and rounds of priced ones (a share of them, --max-price-share, with maxPrice: half
+generous, 4x the rate card's flat price, so admission's reply stands; half tight, the flat
+price, so wherever an hour is above the calm share the reply is a price COUNTER with a search
+for a cheaper window), each round on a fresh `openpex serve` and data dir so that every round
+starts from an empty cluster. --baseline-tree DIR adds rounds of unpriced proposals to the
+server of another tree (e.g. `git archive` of the commit before pricing, unpacked in DIR): a
+server that prices nothing at all.
 """
 
 from __future__ import annotations
@@ -64,6 +74,34 @@ WRK_SCRIPT = textwrap.dedent("""
       return wrk.format(nil, nil, nil, body)
     end
 """)
+
+# The same proposals; a share of them (`share`) with maxPrice: half generous (4x the card's flat
+# price), half tight (the flat price: the least the terms can cost). Prices in cents, exact.
+PRICED_WRK_SCRIPT = textwrap.dedent("""
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.headers["Authorization"] = "Basic %(token)s"
+    local sizes = {"SMALL", "MEDIUM", "LARGE", "XLARGE"}
+    local cents = {%(cents)s}
+    local base = %(base)d
+    local share = %(share)f
+    request = function()
+      local size = math.random(1, 4)
+      local fixed, optional, hours = math.random(1, 4), math.random(0, 1), math.random(1, 24)
+      local ceiling = ""
+      if math.random() < share then
+        local flat = cents[size] * (fixed + optional) * hours
+        if math.random() < 0.5 then flat = 4 * flat end
+        ceiling = string.format(', "maxPrice": "%%d.%%02d"', math.floor(flat / 100), flat %% 100)
+      end
+      local body = string.format(
+        '{"type": "%%s", "template": "debian-12", "numInstancesFixed": %%d, "numInstancesOption": %%d, '
+        .. '"startTime": %%d, "duration": %%d%%s}',
+        sizes[size], fixed, optional, base + math.random(0, 30 * 24 * 60) * 60000, hours * 3600000, ceiling)
+      return wrk.format(nil, nil, nil, body)
+    end
+""")
+SIZES = ("SMALL", "MEDIUM", "LARGE", "XLARGE")
 
 
 def free_port() -> int:
@@ -144,13 +182,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(command: list[str], core: int | None, log: Path) -> subprocess.Popen[bytes]:
+def start(command: list[str], core: int | None, log: Path, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """`command` pinned to `core`; with `tree`, run from that tree's sources (its directory as
+    the working directory and first on PYTHONPATH)."""
     def pin() -> None:
         if core is not None:
             os.sched_setaffinity(0, {core})
 
+    env = None
+    if tree is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin, env=env,
+                                cwd=tree)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -170,16 +214,31 @@ def propose_script(folder: Path) -> Path:
     return script
 
 
+def priced_script(folder: Path, share: float) -> Path:
+    """The wrk script that proposes as propose_script's does, a `share` of proposals with
+    maxPrice (half generous, half tight), written into `folder`."""
+    from pex.domain.pricing import DEFAULT_RATES  # (the card a new server seeds)
+
+    token = base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
+    cents = ", ".join(str(int(DEFAULT_RATES[size] * 100)) for size in SIZES)
+    script = folder / "propose-priced.lua"
+    script.write_text(PRICED_WRK_SCRIPT % {"token": token, "base": (int(time.time()) + 3600) * 1000,
+                                           "cents": cents, "share": share})
+    return script
+
+
 def drive_openpex(folder: Path, script: Path, seconds: int, connections: int, nodes: int, server_core: int,
-                  load_core: int | None, serve_flags: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, int]]:
-    """`openpex serve` (data dir `folder`, plus `serve_flags`) on `server_core`, driven by wrk
-    from `load_core`: wrk's figures and how the negotiations were answered."""
+                  load_core: int | None, serve_flags: Sequence[str] = (),
+                  tree: Path | None = None) -> tuple[dict[str, Any], dict[str, int]]:
+    """`openpex serve` (data dir `folder`, plus `serve_flags`; from `tree`'s sources if given)
+    on `server_core`, driven by wrk from `load_core`: wrk's figures and how the negotiations
+    were answered."""
     port = free_port()
     env_server = [sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(folder), "--port", str(port),
                   "--simulated-nodes", str(nodes), "--node-spec", "cpus=32,memory=131072,disk=2048",
                   "--offer-ttl", "3600", *serve_flags]
     os.environ.setdefault("OPENPEX_ADMIN_PASSWORD", "bench-admin-password")
-    server = start(env_server, server_core, folder / "serve.log")
+    server = start(env_server, server_core, folder / "serve.log", tree)
     try:
         wait_up(port, server)
         request(port, "POST", "/OpenPEX/users", {"username": "bench", "password": PASSWORD})
@@ -198,11 +257,92 @@ def drive_openpex(folder: Path, script: Path, seconds: int, connections: int, no
     return openpex, replies
 
 
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def compare_pricing(folder: Path, args: argparse.Namespace, server_core: int,
+                    load_core: int | None) -> dict[str, Any]:
+    """Rounds of unpriced and priced proposals (and of the baseline tree's server, if given),
+    each on a fresh server and data dir, the order rotated every round. Prints a table; returns
+    the rounds, the means per kind and the ratios."""
+    scripts = {"unpriced": propose_script(folder), "priced": priced_script(folder, args.max_price_share)}
+    kinds = ["unpriced", "priced"]
+    if args.baseline_tree:
+        scripts["before"] = scripts["unpriced"]
+        kinds.insert(0, "before")
+    rounds: list[dict[str, Any]] = []
+    for number in range(args.rounds):
+        shift = number % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            data = folder / f"round{number}-{kind}"
+            data.mkdir()
+            result, statuses = drive_openpex(data, scripts[kind], args.seconds, args.connections, args.nodes,
+                                             server_core, load_core,
+                                             tree=Path(args.baseline_tree).resolve() if kind == "before" else None)
+            result["cpu_ms_per_negotiation"] = round(result["server_cpu_s"] * 1000 / max(1, result["requests"]), 4)
+            rounds.append({"round": number, "kind": kind, **result, "statuses": statuses})
+            shutil.rmtree(data, ignore_errors=True)
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_ms_per_negotiation")
+    means: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        mine = [r for r in rounds if r["kind"] == kind]
+        means[kind] = {key: round(mean([r[key] for r in mine]), 3) for key in keys}
+        rps = [r["rps"] for r in mine]
+        means[kind]["rps_range"] = round((max(rps) - min(rps)) / mean(rps), 3)
+    pairs = [("priced", "unpriced")] + ([("unpriced", "before"), ("priced", "before")] if args.baseline_tree else [])
+    ratios = {f"{a}/{b}": {key: round(means[a][key] / means[b][key], 3) if means[b][key] else None for key in keys}
+              for a, b in pairs}
+
+    print(f"pricing comparison: {args.rounds} rounds of {', '.join(kinds)} (order rotated each round), "
+          f"{args.connections} connections for {args.seconds} s each, a fresh server and data dir each; "
+          f"priced: {args.max_price_share:.0%} of proposals with maxPrice (half generous, half tight)")
+    if args.baseline_tree:
+        print(f"before: the server of {args.baseline_tree}")
+    print()
+    print(f"{'round':<7}{'proposals':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/neg':>12}{'non-2xx':>9}  statuses")
+    for r in rounds:
+        print(f"{r['round']:<7}{r['kind']:<11}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['cpu_ms_per_negotiation']:>12.3f}{r['non_2xx']:>9}  "
+              + ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items())))
+    print()
+    print(f"{'mean':<7}{'proposals':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/neg':>12}{'req/s range':>13}")
+    for kind in kinds:
+        m = means[kind]
+        print(f"{'':<7}{kind:<11}{m['rps']:>9.0f}{m['p50_ms']:>9.2f}{m['p99_ms']:>9.2f}"
+              f"{m['cpu_ms_per_negotiation']:>12.3f}{m['rps_range']:>13.1%}")
+    for name, r in ratios.items():
+        print(f"{name}: req/s {r['rps']}, p50 {r['p50_ms']}, p99 {r['p99_ms']}, "
+              f"CPU per negotiation {r['cpu_ms_per_negotiation']}")
+    return {"rounds": rounds, "means": means, "ratios": ratios}
+
+
+def bare_run(folder: Path, script: Path, args: argparse.Namespace, server_core: int,
+             load_core: int | None) -> dict[str, Any]:
+    """The bare aiohttp server on `server_core` under the same load: the HTTP stack's ceiling."""
+    bare_port = free_port()
+    (folder / "bare.py").write_text(BARE_SERVER)
+    bare = start([sys.executable, str(folder / "bare.py"), str(bare_port)], server_core, folder / "bare.log")
+    try:
+        wait_up(bare_port, bare, "/OpenPEX/reservations")
+        return run_wrk(bare_port, script, args.seconds, args.connections, load_core)
+    finally:
+        stop(bare)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--compare-pricing", action="store_true",
+                        help="rounds of unpriced and priced proposals, alternated (issue 12)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare-pricing: rounds of each kind")
+    parser.add_argument("--max-price-share", type=float, default=2 / 3,
+                        help="with --compare-pricing: the share of priced rounds' proposals that carry maxPrice")
+    parser.add_argument("--baseline-tree", metavar="DIR",
+                        help="with --compare-pricing: also rounds on the server of the tree in DIR (unpriced)")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare aiohttp server")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("benchmarks.api needs wrk: apt-get install -y wrk")
@@ -211,16 +351,19 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="openpex-api-"))
     script = propose_script(folder)
+    if args.compare_pricing:
+        comparison = compare_pricing(folder, args, server_core, load_core)
+        plain = None if args.no_bare else bare_run(folder, script, args, server_core, load_core)
+        if plain:
+            print(f"bare aiohttp JSON POST: {plain['rps']:.0f} req/s, p50 {plain['p50_ms']:.2f} ms, "
+                  f"p99 {plain['p99_ms']:.2f} ms")
+        print(json.dumps({"connections": args.connections, "seconds": args.seconds, "nodes": args.nodes,
+                          "max_price_share": args.max_price_share, "baseline_tree": args.baseline_tree,
+                          **comparison, "bare": plain}))
+        return
     openpex, replies = drive_openpex(folder, script, args.seconds, args.connections, args.nodes, server_core, load_core)
 
-    bare_port = free_port()
-    (folder / "bare.py").write_text(BARE_SERVER)
-    bare = start([sys.executable, str(folder / "bare.py"), str(bare_port)], server_core, folder / "bare.log")
-    try:
-        wait_up(bare_port, bare, "/OpenPEX/reservations")
-        plain = run_wrk(bare_port, script, args.seconds, args.connections, load_core)
-    finally:
-        stop(bare)
+    plain = bare_run(folder, script, args, server_core, load_core)
 
     print(f"{args.connections} connections for {args.seconds} s each; server on core {server_core}, "
           f"wrk on core {load_core}; {args.nodes} simulated 32-CPU hosts; SQLite store")

@@ -1,0 +1,65 @@
+"""The benchmarks run in a tiny mode, as processes (each pins itself to a core): they finish,
+print a table and then one JSON line with the figures the README quotes, the pricing
+comparison of issue 12 included (unpriced and priced decisions of the same requests in
+benchmarks.admission; rounds of unpriced and priced proposals, and of a baseline tree's
+server, in benchmarks.api)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(module: str, *args: str, timeout: float = 300) -> tuple[list[str], dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return lines, json.loads(lines[-1])
+
+
+def test_admission_compares_unpriced_and_priced_decisions_in_one_run():
+    lines, figures = run_benchmark("benchmarks.admission", "--nodes", "12", "--reservations", "300",
+                                   "--typical", "20", "--hard", "6", "--proposals", "5",
+                                   "--priced-typical", "30", "--priced-hard", "9")
+    assert figures["typical"]["accepts"] + figures["typical"]["counters"] + figures["typical"]["rejects"] == 20
+    pricing = figures["pricing"]
+    assert set(pricing) == {"typical", "hard"}
+    for name, count in (("typical", 30), ("hard", 9)):
+        rows = pricing[name]
+        assert set(rows) == {"none", "generous", "tight", "all"}
+        assert sum(rows[kind]["n"] for kind in ("none", "generous", "tight")) == rows["all"]["n"] == count
+        for kind, row in rows.items():
+            for side in ("unpriced", "priced"):
+                assert 0 < row[side]["p50_ms"] <= row[side]["p99_ms"] <= row[side]["max_ms"]
+                assert row[side]["per_s"] > 0
+            assert row["ratio"]["p99"] == round(row["priced"]["p99_ms"] / row["unpriced"]["p99_ms"], 3)
+            assert sum(n for reply, n in row["replies"].items()
+                       if reply in ("ACCEPT", "COUNTER", "REJECT", "price COUNTER")) == row["n"]
+        # Without maxPrice, or with 4x the flat price, pricing never changes admission's reply.
+        assert "price COUNTER" not in rows["none"]["replies"]
+        assert "price COUNTER" not in rows["generous"]["replies"]
+    assert any(line.startswith("pricing: the same requests") for line in lines)
+
+
+def test_api_alternates_rounds_of_unpriced_and_priced_proposals():
+    assert shutil.which("wrk"), "benchmarks.api needs wrk (scripts/setup.sh installs it)"
+    # The baseline tree is this one: the option's path (a server from another tree's sources) is taken.
+    lines, figures = run_benchmark("benchmarks.api", "--compare-pricing", "--seconds", "1", "--rounds", "1",
+                                   "--connections", "4", "--nodes", "10", "--no-bare",
+                                   "--max-price-share", "1", "--baseline-tree", str(ROOT))
+    assert [r["kind"] for r in figures["rounds"]] == ["before", "unpriced", "priced"]
+    for kind in ("before", "unpriced", "priced"):
+        (one,) = [r for r in figures["rounds"] if r["kind"] == kind]
+        assert one["rps"] > 0 and one["non_2xx"] == 0 and one["requests"] > 0
+        assert sum(one["statuses"].values()) >= one["requests"]
+        assert figures["means"][kind]["rps"] == one["rps"]
+    assert set(figures["ratios"]) == {"priced/unpriced", "unpriced/before", "priced/before"}
+    assert figures["bare"] is None
+    assert any(line.startswith("priced/unpriced: req/s") for line in lines)
