@@ -201,8 +201,12 @@ class Allocator(CallableActor):
     def usage(self, userid: str, start: Millis | None, end: Millis | None, *, is_admin: bool = False) -> Statements:
         """Statements from `start` (default: the first of this month, UTC) to `end` (default: now)."""
         now = self.clock.now()
-        end = now if end is None else end
-        start = month_start(min(now, end - 1)) if start is None else start
+        if end is None:
+            if start is not None and start >= now:
+                raise InvalidField("from", "must be before now when to is left out (it is then now)", as_given=True)
+            end = now
+        if start is None:
+            start = max(0, month_start(min(now, end - 1)))
         return self.app.read.usage(userid, start, end, now, is_admin=is_admin)
 
     def capacity(self, start: Millis | None, end: Millis | None, step: Millis, *, nodes: Collection[str] = (),

@@ -153,10 +153,12 @@ class Reservation(Aggregate):
         self._check_offer_open(now)
         self._counter_accepted(hold_until=hold_until)
 
-    def confirm(self, now: Millis) -> None:
+    def confirm(self, now: Millis, price: dict[str, Any] | None = None) -> None:
+        """The offer's terms become the agreed terms, at the offer's price (or at `price`, for
+        an offer made before offers carried one)."""
         self.action_for(Message.CONFIRM)
         self._check_offer_open(now)
-        self._confirmed(price=self.open_offer.get("price"))
+        self._confirmed(price=self.open_offer.get("price") or price)
 
     def withdraw(self) -> None:
         """The user REJECTs the open offer."""

@@ -12,6 +12,7 @@ are the exact sums of its lines.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,7 +24,7 @@ from pex.domain.aggregates import Reservation
 from pex.domain.capacity import Allocation
 from pex.domain.clock import HOUR, Millis
 from pex.domain.negotiation import Status
-from pex.domain.pricing import Quote, money
+from pex.domain.pricing import Quote, money_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +94,47 @@ def charge_of(reservation: Reservation, start: Millis, end: Millis, now: Millis)
     lo, hi = max(terms.start, start), min(stop, end)
     if hi <= lo:
         return None
-    whole = terms.count * terms.duration
-    scheduled = terms.count * (hi - lo)
-    booked = 0
-    if reservation.booking:
-        for share in Allocation.from_list(reservation.booking).shares:
-            booked += share.count * max(0, min(share.end, hi) - max(share.start, lo))
-    booked = min(booked, scheduled)
-    price = Quote.from_dict(stored).total
-    return Charge(reservation.id, reservation.userid, reservation.status, price, Fraction(booked, HOUR),
-                  money(Fraction(price) * Fraction(scheduled, whole)),
-                  money(Fraction(price) * Fraction(scheduled - booked, whole)))
+    price = Quote.from_dict(stored)
+    shares = Allocation.from_list(reservation.booking).shares if reservation.booking else ()
+    refunds, booked = _lost(price, shares, terms.start, lo, hi)
+    # Each figure is the difference of rounded running totals, so that the statements of
+    # adjacent periods add up to that of the whole, to the cent.
+    return Charge(reservation.id, reservation.userid, reservation.status, price.total, Fraction(booked, HOUR),
+                  money_of(price.amount_before(hi)) - money_of(price.amount_before(lo)),
+                  money_of(refunds[1]) - money_of(refunds[0]))
+
+
+def _lost(price: Quote, shares: Iterable[Any], since: Millis, lo: Millis, hi: Millis
+          ) -> tuple[tuple[Fraction, Fraction], int]:
+    """What the hours instances could not run (scheduled but not booked: lost with a node and
+    placed nowhere else) were priced at, from `since` up to `lo` and up to `hi`; and the
+    instance-ms booked within [lo, hi). One sweep over the schedule's runs and the booking's
+    shares: between two instants, the instances scheduled, their amount per ms, and those booked."""
+    deltas: dict[Millis, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for first, last, count, rate, factor in price.runs:
+        for instant, sign in ((first, 1), (last, -1)):
+            change = deltas[instant]
+            change[0] += sign * count
+            change[1] += sign * count * rate * factor
+    for share in shares:
+        deltas[share.start][2] += share.count
+        deltas[share.end][2] -= share.count
+    instants = sorted({*deltas, lo, hi})
+    scheduled = per_ms = on = booked = 0
+    lost = before_lo = Fraction(0)
+    for instant, following in zip(instants, instants[1:]):
+        scheduled, per_ms, on = (a + b for a, b in zip((scheduled, per_ms, on), deltas.get(instant, (0, 0, 0))))
+        if instant == lo:
+            before_lo = lost
+        if instant >= hi:
+            break
+        if instant >= since and scheduled > 0:
+            width = following - instant
+            if on < scheduled:
+                lost += Fraction(per_ms * width * (scheduled - on), scheduled)
+            if instant >= lo:
+                booked += min(on, scheduled) * width
+    return (before_lo, lost), booked
 
 
 def statement(reservations: Iterable[Reservation], userid: str | None, currency: str, start: Millis, end: Millis,

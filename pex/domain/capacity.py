@@ -227,6 +227,7 @@ class CapacityModel:
         self._ends: SortedList[Millis] = SortedList()  # end of every held share: candidate starts
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
         self._followers: list[Journal] = []  # journals of readers (follow)
+        self._supply: np.ndarray | None = None  # the eligible nodes' capacity in all (committed)
 
     @property
     def origin(self) -> Millis:
@@ -246,12 +247,14 @@ class CapacityModel:
         self._profiles.append(AvailabilityProfile(capacity))
         self._eligible = np.append(self._eligible, eligible)
         self._index.add_node(capacity.as_tuple(), eligible)
+        self._supply = None
 
     def set_eligible(self, name: str, eligible: bool) -> None:
         """Whether new allocations may use the node (not while it is down or drained)."""
         n = self._node(name)
         self._eligible[n] = eligible
         self._index.set_counted(n, eligible)
+        self._supply = None
 
     def nodes(self) -> list[str]:
         return list(self._names)
@@ -662,30 +665,40 @@ class CapacityModel:
 
     # ----------------------------------------------------------------- read side
 
+    @property
+    def horizon(self) -> Millis:
+        """Where the index ends: nothing is held from here on."""
+        return self._index.end
+
     def committed(self, first: Millis, hours: int) -> np.ndarray:
         """The cluster's committed share (0 to 1) of each of `hours` clock hours from `first`
         (an hour's start): per bucket the most committed of its resources on the eligible
         nodes (from each node's least free amount then), averaged over the buckets the hour
-        meets. What demand pricing reads; outside the index nothing is committed."""
+        meets. What demand pricing reads (for every decision: a few numpy calls on the rows
+        asked); outside the index nothing is committed."""
         index = self._index
-        capacity = (index.capacity * index.counted).sum(axis=1)
+        if self._supply is None:
+            self._supply = (index.capacity * index.counted).sum(axis=1).astype(np.float64)
+        supply = self._supply
+        if not supply.all():
+            return np.ones(hours)  # no eligible node: nothing is free
         starts = first + HOUR * np.arange(hours + 1, dtype=np.int64)
         lo = (starts[:-1] - index.origin) // index.width  # first and last bucket of each hour
         hi = (starts[1:] - 1 - index.origin) // index.width
-        wanted = np.arange(lo[0], hi[-1] + 1)
-        inside = (wanted >= 0) & (wanted < index.buckets)
-        free = np.repeat(capacity[None].astype(np.float64), len(wanted), axis=0)
-        free[inside] = index.totals[wanted[inside]]
-        if not capacity.all():
-            return np.ones(hours)  # no eligible node: nothing is free
-        used = np.clip(1.0 - free / capacity, 0.0, 1.0).max(axis=1)
+        j0, j1 = int(lo[0]), int(hi[-1]) + 1
+        used = np.zeros(j1 - j0)
+        a, b = max(j0, 0), min(j1, index.buckets)
+        if a < b:
+            share = index.totals[a:b] / supply
+            used[a - j0:b - j0] = 1.0 - np.minimum(np.minimum(share[:, 0], share[:, 1]), share[:, 2])
+            np.clip(used, 0.0, 1.0, out=used)
         per_hour = HOUR // index.width
-        if per_hour * index.width == HOUR and (first - index.origin) % index.width == 0:
+        if per_hour * index.width == HOUR and j1 - j0 == hours * per_hour:
             # (row by row: an hour's figure is the same whichever range it is asked in)
             hourly: np.ndarray = used.reshape(hours, per_hour).mean(axis=1)
             return hourly
         total = np.concatenate([[0.0], np.cumsum(used)])
-        averaged: np.ndarray = (total[hi - lo[0] + 1] - total[lo - lo[0]]) / (hi - lo + 1)
+        averaged: np.ndarray = (total[hi - j0 + 1] - total[lo - j0]) / (hi - lo + 1)
         return averaged
 
     def free_at(self, node: str, t: Millis) -> Resources:

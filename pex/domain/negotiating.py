@@ -63,7 +63,7 @@ class Negotiation:
             self.app.commit(reservation)
             return _answer(reservation, Reply.CONFIRM_REQUEST)
         if action is Action.CONFIRM:
-            reservation.confirm(now)
+            reservation.confirm(now, self._unpriced(reservation, now))
             self.app.commit(reservation, *self._plan_instances(reservation))
             return _answer(reservation, Reply.REQUEST_SUCCESS)
         assert action is Action.WITHDRAW
@@ -83,7 +83,7 @@ class Negotiation:
             # Capacity holds one size per reservation (the old and new terms are held at once).
             reason = f"an agreed reservation keeps its size ({agreed.instance_type}); make a new reservation for another"
         latest_start = now + limits.max_advance
-        pricing = Pricing(app.view.rate_card, app.settings.pricing, app.capacity)
+        pricing = Pricing(app.view.rate_card, app.settings.pricing, app.capacity, now)
         bound = (agreed, Quote.from_dict(reservation.price) if reservation.price else None) if agreed else None
         if reason is None and running:
             assert agreed is not None and reservation.booking is not None
@@ -111,6 +111,21 @@ class Negotiation:
                 price=outcome.price.to_dict(),
             )
         app.commit(reservation)
+
+    def _unpriced(self, reservation: Reservation, now: Millis) -> dict[str, Any] | None:
+        """The price of an offer made before offers carried one (an older store), so that a
+        confirmation always binds a price; None for an offer that has its own."""
+        offer = reservation.open_offer
+        if offer.get("price") is not None:
+            return None
+        app = self.app
+        with app.capacity.without(reservation.id):
+            pricing = Pricing(app.view.rate_card, app.settings.pricing, app.capacity, now)
+            agreed = reservation.agreed_terms if reservation.is_agreed else None
+            offered = Terms.from_dict(offer["terms"])
+            bound = Quote.from_dict(reservation.price) if reservation.price else None
+            price = pricing.of(offered) if agreed is None else pricing.of_change(agreed, bound, offered)
+        return price.to_dict()
 
     def _hold_until(self, reservation: Reservation, now: Millis) -> Millis:
         """An offer is held for the offer TTL, but a negotiation never holds capacity longer
@@ -178,11 +193,14 @@ def _reply_of(reservation: Reservation) -> Reply:
 
 def _answer(reservation: Reservation, reply: Reply, terms: Terms | None = None) -> Answer:
     """The answer to send: the terms it is about, and the offer's hold and alternatives."""
+    withdrawn = terms is not None
     terms = terms or reservation.latest_terms
     reason = reservation.reason if reply is Reply.REJECT else None
     if reservation.offer and reply in (Reply.ACCEPT, Reply.COUNTER, Reply.CONFIRM_REQUEST):
         offer = offer_view(reservation.offer)
         return Answer(reply, reservation.id, reservation.userid, terms, reason, offer.hold_until, offer.alternatives,
                       offer.price, offer.alternative_prices)
-    bound = Quote.from_dict(reservation.price) if reply is Reply.REQUEST_SUCCESS and reservation.price else None
+    # After a CONFIRM, the price it bound (not after a withdrawal: its terms are not those agreed).
+    bound = Quote.from_dict(reservation.price) if reply is Reply.REQUEST_SUCCESS and reservation.price and \
+        not withdrawn else None
     return Answer(reply, reservation.id, reservation.userid, terms, reason, price=bound)

@@ -329,6 +329,8 @@ def rejection_reason(
     """Why these terms can never be accepted, or None if admission should decide."""
     if terms.template not in templates:
         return f"unknown template {terms.template!r}"
+    if running and terms.end <= now:  # (the hours used are used: an end can only be ahead)
+        return "endTime is in the past: a running reservation can end no earlier than now"
     beyond = beyond_limits(limits, now=now, start=terms.start, duration=terms.duration, running=running)
     if not beyond:
         return None

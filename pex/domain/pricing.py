@@ -188,37 +188,79 @@ class PricedSpan:
         return self.instance_hours * Fraction(self.rate)
 
 
+# A run of a price's schedule: `count` instances over [start, end) at the card's rate (in
+# millionths) times a multiplier (in ten-thousandths). Integers, so sums are exact.
+Run = tuple[Millis, Millis, int, int, int]
+PER = HOUR * 10**RATE_PLACES * BASIS  # a run's amount is count x ms x rate x factor / PER
+
+
+def run_amount(run: Run, start: Millis | None = None, end: Millis | None = None) -> int:
+    """The run's amount within [start, end) (default: all of it), in 1/PER of the currency."""
+    first, last, count, rate, factor = run
+    lo = first if start is None else max(first, start)
+    hi = last if end is None else min(last, end)
+    return count * max(0, hi - lo) * rate * factor
+
+
+def money_of(amount: int | Fraction) -> Decimal:
+    """An amount in 1/PER of the currency, rounded half up to cents."""
+    if isinstance(amount, int):  # (every decision rounds one: integers only)
+        return Decimal((200 * amount + PER) // (2 * PER)) * CENT
+    return money(amount / PER)
+
+
 @dataclass(frozen=True)
 class Quote:
-    """A price and how it is made up: the spans priced at their rates. For a change of agreed
-    terms, `agreed` is the price bound before and `credit` what the hours given up take off it
-    (at the agreed price's own average rate); the spans are then the hours added."""
+    """A price: its schedule (runs of instances at one rate, which say what every hour of the
+    reservation costs) and its total, rounded half up to cents once from the exact sum. A
+    statement charges the schedule's hours as they are used; a change of agreed terms keeps
+    the runs of the hours it keeps, takes out exactly those it gives up, and adds the new
+    hours at today's prices. For a change, `agreed` is the price bound before and `credit`
+    what the hours given up were priced at (both for reading: the total is the schedule's).
+
+    Kept as plain integers (a quote is made for every decision, and most are never shown);
+    `spans` spells the runs out in Decimals for readers."""
 
     currency: str
     total: Decimal
-    spans: tuple[PricedSpan, ...]
+    runs: tuple[Run, ...]
     agreed: Decimal | None = None
     credit: Decimal | None = None
 
+    @classmethod
+    def of_runs(cls, currency: str, runs: Sequence[Run], *, agreed: Decimal | None = None,
+                credit: Decimal | None = None) -> Quote:
+        ordered = tuple(sorted(run for run in runs if run[2] > 0 and run[1] > run[0]))
+        return cls(currency, money_of(sum(run_amount(run) for run in ordered)), ordered, agreed, credit)
+
+    @property
+    def spans(self) -> tuple[PricedSpan, ...]:
+        return tuple(PricedSpan(start, end, count, Decimal(rate * factor) / (10**RATE_PLACES * BASIS),
+                                Decimal(factor) / BASIS)
+                     for start, end, count, rate, factor in self.runs)
+
     @property
     def instance_hours(self) -> Fraction:
-        return sum((span.instance_hours for span in self.spans), Fraction(0))
+        return Fraction(sum(run[2] * (run[1] - run[0]) for run in self.runs), HOUR)
+
+    def amount_before(self, instant: Millis) -> int:
+        """The schedule's exact amount before `instant` (in 1/PER of the currency)."""
+        return sum(run_amount(run, None, instant) for run in self.runs if run[0] < instant)
 
     def to_dict(self) -> dict[str, Any]:
-        """As events store it: amounts as strings, spans as lists."""
+        """As events store it: amounts as strings, runs as lists of integers."""
         stored: dict[str, Any] = {"currency": self.currency, "total": str(self.total),
-                                  "spans": [[s.start, s.end, s.count, str(s.rate), str(s.multiplier)]
-                                            for s in self.spans]}
+                                  "runs": [list(run) for run in self.runs]}
         if self.agreed is not None:
-            stored["agreed"], stored["credit"] = str(self.agreed), str(self.credit or 0)
+            stored["agreed"] = str(self.agreed)
+            stored["credit"] = str(self.credit if self.credit is not None else Decimal("0.00"))
         return stored
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> Quote:
-        spans = tuple(PricedSpan(start, end, count, Decimal(rate), Decimal(multiplier))
-                      for start, end, count, rate, multiplier in stored["spans"])
         agreed = stored.get("agreed")
-        return cls(stored["currency"], Decimal(stored["total"]), spans,
+        return cls(stored["currency"], Decimal(stored["total"]),
+                   tuple((start, end, count, rate, factor) for start, end, count, rate, factor in stored["runs"]),
                    Decimal(agreed) if agreed is not None else None,
                    Decimal(stored["credit"]) if agreed is not None else None)
 
@@ -255,24 +297,51 @@ def quote_pieces(card: RateCard, policy: PricingPolicy, size: str, pieces: Seque
                  use: HourlyUse) -> Quote:
     """The price of instances over several spans (start, end, count) at `use`'s utilisation of
     each hour they touch: exact, rounded half up to cents once, at the total."""
-    base = card.rate(size)
-    spans: list[PricedSpan] = []
-    units = 0  # the total in ms x instances x ten-thousandths of the card's rate
+    return Quote.of_runs(card.currency, priced_runs(card, policy, size, pieces, use))
+
+
+def priced_runs(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
+                use: HourlyUse) -> list[Run]:
+    """The runs of a schedule for instances over spans (start, end, count): cut at clock hours,
+    each hour at its multiplier, consecutive hours at one multiplier merged."""
+    rate = int(card.rate(size) * 10**RATE_PLACES)
+    runs: list[Run] = []
     for start, end, count in pieces:
         if end <= start or count <= 0:
             continue
         first = start // HOUR * HOUR
         hours = -(-(end - first) // HOUR)
-        edges = np.clip(first + HOUR * np.arange(hours + 1, dtype=np.int64), start, end)
-        widths = np.diff(edges)
         factors = policy.multipliers(use(first, hours))
-        units += count * int((widths * factors).sum())
-        # Runs of hours at one multiplier are one span of the detail.
-        breaks = np.flatnonzero(np.diff(factors)) + 1
-        for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), hours]):
-            factor = Decimal(int(factors[lo])) / BASIS
-            spans.append(PricedSpan(int(edges[lo]), int(edges[hi]), count, base * factor, factor))
-    return Quote(card.currency, money(Fraction(units, HOUR * BASIS) * Fraction(base)), tuple(spans))
+        cuts = [0, *(np.flatnonzero(factors[1:] != factors[:-1]) + 1).tolist(), hours]
+        factor = factors.tolist()
+        runs.extend((max(start, first + lo * HOUR), min(end, first + hi * HOUR), count, rate, factor[lo])
+                    for lo, hi in zip(cuts, cuts[1:]))
+    return runs
+
+
+def without_instances(runs: Sequence[Run], start: Millis, end: Millis, count: int) -> tuple[list[Run], int]:
+    """The schedule with `count` instances taken out over [start, end), from the runs added
+    last first (a change gives back what it added before what was agreed first), and the exact
+    amount taken out. Runs covering part of [start, end) are cut at its edges."""
+    points = sorted({start, end, *(t for run in runs for t in run[:2] if start < t < end)})
+    kept = list(runs)
+    taken = 0
+    for lo, hi in zip(points, points[1:]):
+        left = count
+        for i in range(len(kept) - 1, -1, -1):
+            if left == 0:
+                break
+            first, last, instances, rate, factor = kept[i]
+            if not (first <= lo and hi <= last):
+                continue
+            take = min(instances, left)
+            left -= take
+            taken += take * (hi - lo) * rate * factor
+            kept[i:i + 1] = [piece for piece in ((first, lo, instances, rate, factor),
+                                                  (lo, hi, instances - take, rate, factor),
+                                                  (hi, last, instances, rate, factor))
+                             if piece[1] > piece[0] and piece[2] > 0]
+    return kept, taken
 
 
 def window_sums(factors: np.ndarray, duration: Millis) -> np.ndarray:

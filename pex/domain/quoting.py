@@ -5,7 +5,7 @@ the pricing policy and the cluster's committed utilisation over the offer's hour
 the user's `maxPrice`: terms that fit but cost more are countered at their price (the same
 window), with the nearest later window that costs at most `maxPrice` among the alternatives.
 A change of agreed terms is priced as the change: the hours added at today's prices, the hours
-given up credited at the agreed price's own average rate.
+given up taken out of the bound schedule exactly as they were priced.
 
 The model is asked as it stands for the decision (the reservation being priced left out), so a
 price never counts the reservation's own hold.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from fractions import Fraction
 
 import numpy as np
 
@@ -23,7 +22,8 @@ from pex.domain.admission import Decision, Offer
 from pex.domain.capacity import CapacityModel
 from pex.domain.clock import HOUR, Millis
 from pex.domain.negotiation import Reply, Terms
-from pex.domain.pricing import (PricingPolicy, Quote, RateCard, money, most_units, quote_pieces, window_sums)
+from pex.domain.pricing import (PricingPolicy, Quote, RateCard, money_of, most_units, priced_runs, quote_pieces,
+                                window_sums, without_instances)
 from pex.domain.sizes import InstanceType
 
 # Later windows whose price is within maxPrice are checked for room at most this many times
@@ -39,29 +39,33 @@ class Pricing:
     card: RateCard
     policy: PricingPolicy
     model: CapacityModel
+    now: Millis  # a change never alters the hours before it
 
     def of(self, terms: Terms) -> Quote:
         return quote_pieces(self.card, self.policy, terms.instance_type,
                             [(terms.start, terms.end, terms.count)], self.model.committed)
 
     def of_change(self, agreed: Terms, bound: Quote | None, new: Terms) -> Quote:
-        """The price of agreed terms changed to `new`: the price bound before, plus the
-        instance-hours added at today's prices, less the instance-hours given up at the bound
-        price's average rate (never more than was bound)."""
-        points = sorted({agreed.start, agreed.end, new.start, new.end})
+        """The price of agreed terms changed to `new`: the bound schedule with the hours given
+        up taken out (exactly as they were priced: `credit`), and the hours added at today's
+        prices. Hours before `now` are never changed: what was used stays as it was priced."""
+        runs = list(bound.runs) if bound is not None else []  # (bound before prices: nothing to keep)
+        points = sorted({agreed.start, agreed.end, new.start, new.end, self.now})
         added: list[tuple[Millis, Millis, int]] = []
-        given_up = 0  # instance-ms
+        taken = 0
         for lo, hi in zip(points, points[1:]):
+            if hi <= self.now:
+                continue
             before = agreed.count if agreed.start <= lo < agreed.end else 0
             after = new.count if new.start <= lo < new.end else 0
             if after > before:
                 added.append((lo, hi, after - before))
             elif before > after:
-                given_up += (before - after) * (hi - lo)
-        extra = quote_pieces(self.card, self.policy, new.instance_type, added, self.model.committed)
-        was = bound.total if bound is not None else Decimal(0)
-        credit = money(Fraction(was) * Fraction(given_up, agreed.count * agreed.duration))
-        return Quote(self.card.currency, was + extra.total - credit, extra.spans, agreed=was, credit=credit)
+                runs, amount = without_instances(runs, lo, hi, before - after)
+                taken += amount
+        runs += priced_runs(self.card, self.policy, new.instance_type, added, self.model.committed)
+        return Quote.of_runs(self.card.currency, runs, agreed=bound.total if bound is not None else Decimal("0.00"),
+                             credit=money_of(taken))
 
     def cheaper_window(self, terms: Terms, ceiling: Decimal, latest_start: Millis) -> Terms | None:
         """The nearest later window (starting on a clock hour, up to `latest_start`) where the
@@ -71,6 +75,9 @@ class Pricing:
         first = -(-terms.start // HOUR) * HOUR
         if first == terms.start:
             first += HOUR  # (the window asked is the one that costs too much)
+        # Past the model's horizon nothing is held: every later window costs the card's price
+        # and has the whole cluster, so the first one there stands for all that follow.
+        latest_start = min(latest_start, max(first, -(-self.model.horizon // HOUR) * HOUR))
         if latest_start < first:
             return None
         starts = (latest_start - first) // HOUR + 1

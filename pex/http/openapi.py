@@ -585,7 +585,7 @@ def _period() -> list[dict[str, Any]]:
 def _usage_period() -> list[dict[str, Any]]:
     """A statement's period (pex.http.wire.usage_period_in)."""
     times = [p for p in _listing([]) if p["name"] in ("from", "to")]
-    times[0]["description"] = "the period's start (default: the first of this month, UTC)"
+    times[0]["description"] = "the period's start (default: the first of this month, UTC); before now when `to` is left out (else 400)"
     times[1]["description"] = "its end (default: now); after the start (else 400)"
     return times
 

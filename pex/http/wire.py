@@ -51,14 +51,15 @@ def _refuse_constant(name: str) -> Any:
 _WHOLE = Decimal(10) ** 18  # beyond every integer field's bounds: a larger whole number stays a float
 
 
-def _read_number(text: str) -> int | float:
+def _read_number(text: str) -> int | Decimal:
     """A JSON number written with a fraction or an exponent. JSON has one kind of number, and
     JSON Schema counts 3.0 and 3e2 as integers: so do we (within 10**18, past which no field
-    reaches); anything else is a float, for the field to refuse if it wants an integer."""
+    reaches); anything else is an exact Decimal (an amount must not lose digits on its way:
+    1.0000000000000001 is not 1), for the field to refuse if it wants an integer."""
     value = Decimal(text)
     if value.copy_abs() < _WHOLE and value == value.to_integral_value():
         return int(value)
-    return float(text)
+    return value
 
 
 def parse_json(raw: bytes) -> Any:

@@ -28,6 +28,7 @@ EXPLAINED_REFUSALS: dict[str, tuple[tuple[str, str], ...]] = {
     "setPrices": tuple((f"rates.{size}", f"rates.{size}: may have at most 6 decimal")
                        for size in ("SMALL", "MEDIUM", "LARGE", "XLARGE")),
     "getUsage": (("to", "to: must be after from"), ("from", "from: must be a time from 1970"),
+                 ("from", "from: must be before now when to is left out"),
                  ("to", "to: must be a time from 1970")),
     "addTemplate": tuple((field, f"{field}: {rule}") for field in ("kernel", "initrd")
                          for rule in ("must be a file in the image directory", "there is no file")),

@@ -284,7 +284,7 @@ SAMPLES: dict[str, Any] = {
     "disk_gb": 100, "description": "", "spec": {"kind": "stand-in"}, "username": "alice",
     "password_hash": "$argon2id$v=19$secret", "fullname": "Alice", "email": "", "is_admin": False,
     "limits": {"open_offers": 3, "proposals_per_minute": 10},
-    "price": {"currency": "USD", "total": "0.15", "spans": [[T0, T0 + HOUR, 3, "0.05", "1"]]}, "at": T0 + HOUR // 2,
+    "price": {"currency": "USD", "total": "0.15", "runs": [[T0, T0 + HOUR, 3, 50_000, 10_000]]}, "at": T0 + HOUR // 2,
     "currency": "USD", "rates": {"SMALL": "0.05", "MEDIUM": "0.10", "LARGE": "0.15", "XLARGE": "0.20"},
 }
 
@@ -317,7 +317,7 @@ def test_every_event_type_has_words():
     )[1]
     assert counter == (f"countered (start moved to {format_time(T0 + HOUR)}; 0 of 1 optional instances), "
                        f"held until {format_time(T0)}")
-    price = {"currency": "USD", "total": "0.40", "spans": []}
+    price = {"currency": "USD", "total": "0.40", "runs": []}
     on_price = presenters.event_texts(EventPage((
         EventRecord(1, UUID(int=1), 1, "Reservation.Requested", T0, {"userid": "alice", "terms": SAMPLE_TERMS}),
         EventRecord(2, UUID(int=1), 2, "Reservation.Offered", T0, {

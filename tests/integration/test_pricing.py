@@ -224,12 +224,15 @@ def test_a_renegotiation_prices_only_the_change(app):
     # the hour added at today's rate; the agreed hour keeps its price
     assert (longer.reply, longer.price.total, longer.price.agreed, longer.price.credit) == (
         Reply.ACCEPT, money("0.50"), money("0.20"), money("0.00"))
-    assert [(s.start, s.end) for s in longer.price.spans] == [(START + HOUR, START + 2 * HOUR)]
+    # the schedule: the agreed hour as it was priced, the new one at today's rate
+    assert [(s.start, s.end, s.rate) for s in longer.price.spans] == [
+        (START, START + HOUR, Decimal("0.20")), (START + HOUR, START + 2 * HOUR, Decimal("0.30"))]
     app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
     assert app.read.reservation(rid, "alice").price.total == money("0.50")
-    # Giving an hour back credits it at the agreed price's own average rate (0.25 an hour).
+    # Giving an hour back takes it out exactly as it was priced (the last added first): no
+    # shrinking and growing again can make the hours cheaper than they were sold.
     shorter = app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(duration=HOUR))
-    assert (shorter.price.total, shorter.price.credit) == (money("0.25"), money("0.25"))
+    assert (shorter.price.total, shorter.price.credit) == (money("0.20"), money("0.30"))
     app.negotiation.respond(rid, "alice", "REJECT", NOW)  # (not taken: 0.50 stays agreed)
     assert app.read.reservation(rid, "alice").price.total == money("0.50")
     # A renegotiation over maxPrice is countered at its price (the same terms).
@@ -302,3 +305,84 @@ def test_a_statement_is_the_same_after_a_restart(durable_store_env, opened):
     app.close()
     assert opened().read.usage("admin", NOW, START + 9 * HOUR, START + 9 * HOUR, is_admin=True) == before
     assert before.total == money("0.60")
+
+
+# ---------------------------------------------------------------------- what a change cannot do
+
+def test_a_running_reservation_cannot_end_in_the_past_nor_unpay_its_hours(app):
+    rid, price = confirmed(app, 2, hours=10)  # 20 instance-hours at 0.20 = 4.00
+    assert price == money("4.00")
+    during = START + 5 * HOUR
+    used = app.read.usage("alice", NOW, during, during).total
+    assert used == money("2.00")
+    refused = app.negotiation.respond(rid, "alice", "COUNTER", during, TermsChange(duration=1))
+    assert refused.reply is Reply.REJECT and "endTime is in the past" in refused.reason
+    # Shortening to end soon gives back only the hours still ahead; those used stay charged,
+    # whatever the rates do since.
+    app.catalogue.set_prices({XL: "9"})
+    shorter = app.negotiation.respond(rid, "alice", "COUNTER", during, TermsChange(duration=5 * HOUR + 30 * MINUTE))
+    assert (shorter.reply, shorter.price.total, shorter.price.credit) == (Reply.ACCEPT, money("2.20"), money("1.80"))
+    app.negotiation.respond(rid, "alice", "CONFIRM", during)
+    assert app.read.usage("alice", NOW, during, during).total == used
+    app.lifecycle.expire_due(START + 6 * HOUR)
+    assert app.read.usage("alice", NOW, START + 9 * HOUR, START + 9 * HOUR).total == money("2.20")
+
+
+def test_hours_are_charged_at_what_they_were_priced_not_at_the_average(app):
+    book(app, 3)  # the first hour is busy: x2
+    answer = propose(app, hours=10)  # the busy hour at 0.40, nine quiet ones at 0.20
+    assert answer.price.total == money("2.20")
+    app.negotiation.respond(answer.reservation_id, "alice", "CONFIRM", NOW)
+    app.lifecycle.cancel(answer.reservation_id, "alice", now=START + HOUR)
+    assert app.read.usage("alice", NOW, START + 10 * HOUR, START + 10 * HOUR).total == money("0.40")
+
+
+def test_adjacent_statements_add_up_to_the_whole_to_the_cent(app):
+    propose_small = app.negotiation.propose("alice", TermsChange(instance_type="SMALL", template="debian", fixed=1,
+                                                                 start=START, duration=3 * HOUR), NOW)
+    app.negotiation.respond(propose_small.reservation_id, "alice", "CONFIRM", NOW)
+    later = START + 4 * HOUR
+    thirds = [app.read.usage("alice", START + k * 20 * MINUTE, START + (k + 1) * 20 * MINUTE, later).total
+              for k in range(9)]
+    assert sum(thirds) == app.read.usage("alice", NOW, later, later).total == money("0.15")
+
+
+def test_many_small_extensions_cost_what_the_whole_would(app):
+    answer = app.negotiation.propose("alice", TermsChange(instance_type="SMALL", template="debian", fixed=1,
+                                                          start=START, duration=HOUR), NOW)
+    rid = answer.reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    duration = HOUR
+    for _ in range(20):
+        duration += 359_000
+        app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(duration=duration))
+        app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    fresh = propose(app, type_="SMALL", start=START + 48 * HOUR, hours=1)  # (to read the card's price)
+    assert fresh.price.total == money("0.05")
+    assert app.read.reservation(rid, "alice").price.total == money("0.15")  # 1 h + 7,180 s at 0.05 = 0.1497
+
+
+def test_withdrawing_a_change_answers_the_withdrawn_terms_without_a_price(app):
+    rid, _ = confirmed(app)
+    app.negotiation.respond(rid, "alice", "COUNTER", NOW, TermsChange(duration=3 * HOUR))
+    withdrawn = app.negotiation.respond(rid, "alice", "REJECT", NOW)
+    assert withdrawn.reply is Reply.REQUEST_SUCCESS and withdrawn.terms.duration == 3 * HOUR
+    assert withdrawn.price is None
+
+
+def test_an_offer_made_before_prices_is_priced_when_confirmed(app):
+    from pex.domain.aggregates import Reservation
+    from pex.domain.capacity import Allocation
+    from pex.domain.negotiation import Terms
+    from pex.domain.sizes import InstanceType
+
+    terms = Terms(XL, "debian", 1, 0, START, HOUR)
+    old = Reservation("alice", terms.to_dict())
+    old.answer(Reply.ACCEPT, terms=terms, allocation=Allocation.uniform(InstanceType.XLARGE.resources, [("n1", 1)],
+                                                                         START, START + HOUR),
+               hold_until=NOW + 10 * MINUTE, opened=NOW)  # (no price: as recorded before 2026-11-26)
+    app.commit(old)
+    assert app.read.reservation(old.id, "alice").offer.price is None
+    confirmed_answer = app.negotiation.respond(old.id, "alice", "CONFIRM", NOW)
+    assert confirmed_answer.price.total == money("0.20")
+    assert app.read.reservation(old.id, "alice").price.total == money("0.20")

@@ -12,7 +12,7 @@ import pytest
 from pex.domain.clock import DAY, HOUR, MINUTE
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import Limits, Status, Terms
-from pex.domain.pricing import PricedSpan, Quote, amount_in
+from pex.domain.pricing import Quote, amount_in
 from pex.domain.read_models import Booking, NodeView
 from pex.domain.sizes import Resources
 from pex.domain.statuses import NodeStatus
@@ -169,8 +169,8 @@ def test_a_counter_keeps_the_max_price_given_before_unless_a_new_one_is_typed():
 
 def test_a_price_beside_the_most_the_visitor_would_pay():
     asked = Terms("SMALL", "debian-12", 1, 0, NOW, HOUR, max_price=Decimal("0.06"))
-    dear = Quote("USD", Decimal("0.10"), (PricedSpan(NOW, NOW + HOUR, 1, Decimal("0.100"), Decimal("2.0")),))
-    cheap = Quote("USD", Decimal("0.05"), (PricedSpan(NOW, NOW + HOUR, 1, Decimal("0.05")),))
+    dear = Quote.of_runs("USD", [(NOW, NOW + HOUR, 1, 50_000, 20_000)])
+    cheap = Quote.of_runs("USD", [(NOW, NOW + HOUR, 1, 50_000, 10_000)])
     assert price_row(asked, dear, "USD") == ("Price", "price", "at most 0.06 USD", "0.10 USD", True)
     assert price_row(asked, cheap, "USD")[4] is False and over(cheap, asked) is False
     unlimited = Terms("SMALL", "debian-12", 1, 0, NOW, HOUR)
@@ -179,13 +179,12 @@ def test_a_price_beside_the_most_the_visitor_would_pay():
 
 
 def test_how_a_price_is_made_up():
-    spans = (PricedSpan(NOW, NOW + HOUR, 2, Decimal("0.05"), Decimal("1")),
-             PricedSpan(NOW + HOUR, NOW + HOUR + 20 * MINUTE, 2, Decimal("0.0750"), Decimal("1.5000")))
-    shown = breakdown(Quote("USD", Decimal("0.15"), spans))
+    runs = [(NOW, NOW + HOUR, 2, 50_000, 10_000), (NOW + HOUR, NOW + HOUR + 20 * MINUTE, 2, 50_000, 15_000)]
+    shown = breakdown(Quote.of_runs("USD", runs))
     assert (shown.total, shown.instance_hours, shown.agreed, shown.credit) == ("0.15", "2.666667", None, None)
     assert [(line.instance_hours, line.rate, line.multiplier, line.amount) for line in shown.lines] == [
         ("2", "0.05", "1", "0.10"), ("0.666667", "0.075", "1.5", "0.05")]
-    change = breakdown(Quote("USD", Decimal("0.12"), spans[:1], agreed=Decimal("0.05"), credit=Decimal("0.03")))
+    change = breakdown(Quote.of_runs("USD", runs[:1], agreed=Decimal("0.05"), credit=Decimal("0.03")))
     assert (change.agreed, change.credit) == ("0.05", "0.03")
     assert priced(Decimal("12.5"), "USD") == "12.5 USD" and priced(None, "USD") == "—"
     assert hours(Fraction(1, 3)) == "0.333333"

@@ -5,6 +5,7 @@ most the ceiling; a change of agreed terms costs only the change."""
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from pex.domain.capacity import Allocation, CapacityModel
 from pex.domain.clock import HOUR, MINUTE
 from pex.domain.negotiation import Terms
-from pex.domain.pricing import DemandPricing, RateCard, quote_pieces
+from pex.domain.pricing import DemandPricing, RateCard
 from pex.domain.quoting import Pricing
 from pex.domain.sizes import InstanceType, Resources
 
@@ -45,10 +46,10 @@ terms = st.builds(lambda q, quarters, count: Terms("SMALL", "t", count, 0, q * 1
        terms)
 def test_a_price_never_falls_as_the_cluster_commits_more(before, more, asked):
     model = model_with(before)
-    pricing = Pricing(CARD, DemandPricing(), model)
+    pricing = Pricing(CARD, DemandPricing(), model, 0)
     low = pricing.of(asked)
     busier = model_with([*before, more])
-    high = Pricing(CARD, DemandPricing(), busier).of(asked)
+    high = Pricing(CARD, DemandPricing(), busier, 0).of(asked)
     assert high.total >= low.total
     assert (busier.committed(0, 60) >= model.committed(0, 60) - 1e-12).all()
 
@@ -57,7 +58,7 @@ def test_a_price_never_falls_as_the_cluster_commits_more(before, more, asked):
 @given(holds, terms, st.integers(1, 400))
 def test_the_cheaper_window_is_the_nearest_that_fits_within_the_ceiling(before, asked, cents):
     model = model_with(before)
-    pricing = Pricing(CARD, DemandPricing(), model)
+    pricing = Pricing(CARD, DemandPricing(), model, 0)
     ceiling = Decimal(cents) / 100
     latest = asked.start + 3 * 24 * HOUR
     found = pricing.cheaper_window(asked, ceiling, latest)
@@ -78,21 +79,37 @@ def test_the_cheaper_window_is_the_nearest_that_fits_within_the_ceiling(before, 
         assert (found.duration, found.count) == (asked.duration, asked.count)
 
 
-@settings(max_examples=100, deadline=None)
-@given(holds, terms, st.integers(-8, 8), st.integers(-4, 8), st.integers(0, 4))
-def test_a_change_costs_the_hours_added_less_the_hours_given_up(before, agreed, move_q, longer_q, more):
+@settings(max_examples=150, deadline=None)
+@given(holds, terms, st.integers(-8, 8), st.integers(-4, 8), st.integers(-3, 4))
+def test_a_change_costs_the_hours_added_and_gives_back_exactly_those_given_up(before, agreed, move_q, longer_q, more):
     model = model_with(before)
-    pricing = Pricing(CARD, DemandPricing(), model)
+    pricing = Pricing(CARD, DemandPricing(), model, 0)
     bound = pricing.of(agreed)
     start = max(0, agreed.start + move_q * 15 * MINUTE)
-    new = Terms("SMALL", "t", agreed.fixed + more, 0, start, max(15 * MINUTE, agreed.duration + longer_q * 15 * MINUTE))
+    new = Terms("SMALL", "t", max(1, agreed.fixed + more), 0, start,
+                max(15 * MINUTE, agreed.duration + longer_q * 15 * MINUTE))
     change = pricing.of_change(agreed, bound, new)
     assert change.agreed == bound.total and 0 <= change.credit <= bound.total
-    assert change.total == bound.total + quote_pieces(CARD, DemandPricing(), "SMALL",
-                                                      [(s.start, s.end, s.count) for s in change.spans],
-                                                      model.committed).total - change.credit
+    # The schedule is the new terms' exactly: every instant of them, and nothing else.
+    assert change.instance_hours == Fraction(new.count * new.duration, HOUR)
+    assert all(new.start <= run[0] < run[1] <= new.end for run in change.runs)
+    # On the same demand, the changed terms cost what they would cost asked afresh; and going
+    # back costs what was agreed: nothing ratchets down (or up) by changing to and fro.
+    assert change.total == pricing.of(new).total
+    assert pricing.of_change(new, change, agreed).total == bound.total
+    if new.start == agreed.start and new.duration >= agreed.duration and new.fixed >= agreed.fixed:
+        assert change.credit == 0 and change.total >= bound.total
     if new == agreed:
-        assert change.total == bound.total and not change.spans
-    if new.start == agreed.start and new.duration >= agreed.duration and more >= 0:
-        assert change.credit == 0  # nothing given up: never cheaper than agreed
-        assert change.total >= bound.total
+        assert change.runs == bound.runs
+
+
+@settings(max_examples=100, deadline=None)
+@given(holds, terms, st.integers(1, 40), st.integers(1, 8))
+def test_a_change_never_alters_the_hours_before_now(before, agreed, now_q, shorter_q):
+    model = model_with(before)
+    now = agreed.start + now_q * 15 * MINUTE
+    bound = Pricing(CARD, DemandPricing(), model, 0).of(agreed)
+    new = Terms("SMALL", "t", agreed.fixed, 0, agreed.start, max(now - agreed.start + MINUTE,
+                                                                  agreed.duration - shorter_q * 15 * MINUTE))
+    change = Pricing(CARD, DemandPricing(), model_with([*before, ("a", 0, 400, 6)]), now).of_change(agreed, bound, new)
+    assert change.amount_before(now) == bound.amount_before(now)
