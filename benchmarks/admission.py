@@ -190,7 +190,7 @@ def compare_pricing(app: OpenPEX, make, count: int, rng: random.Random, nodes: i
     alternating which goes first; the requests' maxPrice cycles through MAX_PRICES. Per kind:
     timings of both, of `priced` alone, and how the priced decisions were answered."""
     card = app.view.rate_card
-    pricing = Pricing(card, app.settings.pricing, app.capacity)
+    pricing = Pricing(card, app.settings.pricing, app.capacity, ORIGIN)
     latest = ORIGIN + 365 * DAY
     kinds: dict[str, dict] = {kind: {"unpriced": [], "priced": [], "pricing": [], "replies": defaultdict(int)}
                               for kind in MAX_PRICES}

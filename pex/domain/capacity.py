@@ -227,7 +227,7 @@ class CapacityModel:
         self._ends: SortedList[Millis] = SortedList()  # end of every held share: candidate starts
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
         self._followers: list[Journal] = []  # journals of readers (follow)
-        self._supply: np.ndarray | None = None  # the eligible nodes' capacity in all (committed)
+        self._supply: np.ndarray | None = None  # 1 / the eligible nodes' capacity in all (committed)
 
     @property
     def origin(self) -> Millis:
@@ -678,10 +678,38 @@ class CapacityModel:
         asked); outside the index nothing is committed."""
         index = self._index
         if self._supply is None:
-            self._supply = (index.capacity * index.counted).sum(axis=1).astype(np.float64)
-        supply = self._supply
-        if not supply.all():
+            supply = (index.capacity * index.counted).sum(axis=1)
+            self._supply = (1.0 / supply) if supply.all() else np.zeros(0)
+        inverse = self._supply
+        if not len(inverse):
             return np.ones(hours)  # no eligible node: nothing is free
+        per_hour, rest = divmod(HOUR, index.width)
+        if rest or (first - index.origin) % index.width:
+            return self._committed_unaligned(first, hours, inverse)
+        # The usual case: an hour is a whole number of buckets (a few numpy calls: every
+        # decision asks). Row by row, so an hour's figure is the same in any range asked.
+        j0 = (first - index.origin) // index.width
+        n = hours * per_hour
+        a, b = max(j0, 0), min(j0 + n, index.buckets)
+        if a < b:
+            share = index.totals[a:b] * inverse  # (row-wise reductions over 3 or 4 columns are
+            free = np.minimum(np.minimum(share[:, 0], share[:, 1]), share[:, 2])  # slow: columns)
+        else:
+            free = np.zeros(0)
+        if (a, b) != (j0, j0 + n):  # (outside the index all is free)
+            whole = np.ones(n)
+            whole[a - j0:b - j0] = free
+            free = whole
+        quarters = free.reshape(hours, per_hour)
+        total = quarters[:, 0].copy()
+        for k in range(1, per_hour):
+            total += quarters[:, k]
+        hourly: np.ndarray = 1.0 - total * (1.0 / per_hour)
+        return hourly
+
+    def _committed_unaligned(self, first: Millis, hours: int, inverse: np.ndarray) -> np.ndarray:
+        """`committed` where buckets do not tile the hour: each hour averages the buckets it meets."""
+        index = self._index
         starts = first + HOUR * np.arange(hours + 1, dtype=np.int64)
         lo = (starts[:-1] - index.origin) // index.width  # first and last bucket of each hour
         hi = (starts[1:] - 1 - index.origin) // index.width
@@ -689,14 +717,7 @@ class CapacityModel:
         used = np.zeros(j1 - j0)
         a, b = max(j0, 0), min(j1, index.buckets)
         if a < b:
-            share = index.totals[a:b] / supply
-            used[a - j0:b - j0] = 1.0 - np.minimum(np.minimum(share[:, 0], share[:, 1]), share[:, 2])
-            np.clip(used, 0.0, 1.0, out=used)
-        per_hour = HOUR // index.width
-        if per_hour * index.width == HOUR and j1 - j0 == hours * per_hour:
-            # (row by row: an hour's figure is the same whichever range it is asked in)
-            hourly: np.ndarray = used.reshape(hours, per_hour).mean(axis=1)
-            return hourly
+            used[a - j0:b - j0] = 1.0 - (index.totals[a:b] * inverse).min(axis=1)
         total = np.concatenate([[0.0], np.cumsum(used)])
         averaged: np.ndarray = (total[hi - j0 + 1] - total[lo - j0]) / (hi - lo + 1)
         return averaged

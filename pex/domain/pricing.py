@@ -10,6 +10,7 @@ total.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -143,26 +144,41 @@ class FlatPricing:
 
 @dataclass(frozen=True)
 class DemandPricing:
-    """The rate card's price while the cluster is at most `calm` committed in an hour, rising in
-    a straight line to `peak` times it at full; never falling as utilisation rises."""
+    """The rate card's price while the cluster is at most `calm` committed in an hour, rising
+    along the straight line to `peak` times it at full, in steps of `step` (the line's value
+    rounded half up to a step: x1.25, x1.5, ...); never falling as utilisation rises. Steps
+    keep neighbouring hours of like demand at one price, so a price reads in a few runs."""
 
     calm: Decimal = Decimal("0.5")
     peak: Decimal = Decimal(3)
+    step: Decimal = Decimal("0.25")
     name: str = "demand"
 
     def __post_init__(self) -> None:
-        if not (Decimal(0) <= self.calm < Decimal(1) and Decimal(1) <= self.peak <= Decimal(100)):
-            raise ValueError("demand pricing needs 0 <= calm < 1 and 1 <= peak <= 100")
+        if not (Decimal(0) <= self.calm < Decimal(1) and Decimal(1) <= self.peak <= Decimal(100)
+                and Decimal("0.0001") <= self.step <= self.peak and (self.step * BASIS) % 1 == 0):
+            raise ValueError("demand pricing needs 0 <= calm < 1, 1 <= peak <= 100 and a step of whole "
+                             "ten-thousandths up to the peak")
+
+    @functools.cached_property
+    def _line(self) -> tuple[float, float, float, int]:
+        """calm, steps per unit of utilisation above it, the most steps, a step in ten-thousandths."""
+        steps = (self.peak - 1) / self.step
+        return float(self.calm), float(steps / (1 - self.calm)), float(math.floor(steps)), int(self.step * BASIS)
 
     def multipliers(self, utilisation: np.ndarray) -> np.ndarray:
-        used = np.clip(np.nan_to_num(np.asarray(utilisation, dtype=np.float64), nan=1.0), 0.0, 1.0)
-        calm, rise = float(self.calm), float((self.peak - 1) * BASIS)
-        steep = np.floor(BASIS + rise * (used - calm) / (1.0 - calm) + 0.5).astype(np.int64)
-        return np.where(used <= calm, BASIS, np.maximum(steep, BASIS))
+        # In steps above x1: (u - calm) / (1 - calm) x (peak - 1) / step, rounded half up, held
+        # within [0, (peak - 1) / step] (fmax/fmin also take an unknown utilisation, NaN, as
+        # x1). A few numpy calls: every decision asks.
+        calm, per_unit, most, step = self._line
+        taken = np.floor((np.asarray(utilisation, dtype=np.float64) - calm) * per_unit + 0.5)
+        return BASIS + step * np.fmin(np.fmax(taken, 0.0), most).astype(np.int64)
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": self.name, "multiplier": f"1 up to {(self.calm * 100).normalize():f} % committed, rising linearly "
-                f"to {self.peak} at 100 %", "calm": str(self.calm), "peak": str(self.peak)}
+        return {"policy": self.name,
+                "multiplier": f"1 up to {(self.calm * 100).normalize():f} % committed, rising linearly to "
+                              f"{self.peak} at 100 %, in steps of {self.step}",
+                "calm": str(self.calm), "peak": str(self.peak), "step": str(self.step)}
 
 
 POLICIES: dict[str, PricingPolicy] = {"demand": DemandPricing(), "flat": FlatPricing()}
@@ -297,26 +313,44 @@ def quote_pieces(card: RateCard, policy: PricingPolicy, size: str, pieces: Seque
                  use: HourlyUse) -> Quote:
     """The price of instances over several spans (start, end, count) at `use`'s utilisation of
     each hour they touch: exact, rounded half up to cents once, at the total."""
-    return Quote.of_runs(card.currency, priced_runs(card, policy, size, pieces, use))
+    runs: list[Run] = []
+    amount = _price_runs(card, policy, size, pieces, use, runs)
+    if len(pieces) > 1:
+        runs.sort()
+    return Quote(card.currency, money_of(amount), tuple(runs))
 
 
 def priced_runs(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
                 use: HourlyUse) -> list[Run]:
     """The runs of a schedule for instances over spans (start, end, count): cut at clock hours,
     each hour at its multiplier, consecutive hours at one multiplier merged."""
-    rate = int(card.rate(size) * 10**RATE_PLACES)
     runs: list[Run] = []
+    _price_runs(card, policy, size, pieces, use, runs)
+    return runs
+
+
+def _price_runs(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
+                use: HourlyUse, runs: list[Run]) -> int:
+    """Append the pieces' runs to `runs`; their exact amount (in 1/PER). Every decision prices
+    its offer here: numpy for the hours, Python only per run."""
+    rate = int(card.rate(size) * 10**RATE_PLACES)
+    amount = 0
     for start, end, count in pieces:
         if end <= start or count <= 0:
             continue
         first = start // HOUR * HOUR
         hours = -(-(end - first) // HOUR)
         factors = policy.multipliers(use(first, hours))
+        # Every hour is whole but the first and the last: sum them all whole, then take off
+        # what the window leaves out of those two.
+        whole = HOUR * int(factors.sum()) - (start - first) * int(factors[0]) \
+            - (first + hours * HOUR - end) * int(factors[-1])
+        amount += count * rate * whole
         cuts = [0, *(np.flatnonzero(factors[1:] != factors[:-1]) + 1).tolist(), hours]
         factor = factors.tolist()
         runs.extend((max(start, first + lo * HOUR), min(end, first + hi * HOUR), count, rate, factor[lo])
                     for lo, hi in zip(cuts, cuts[1:]))
-    return runs
+    return amount
 
 
 def without_instances(runs: Sequence[Run], start: Millis, end: Millis, count: int) -> tuple[list[Run], int]:
@@ -362,6 +396,9 @@ def window_sums(factors: np.ndarray, duration: Millis) -> np.ndarray:
 def most_units(card: RateCard, size: str, count: int, ceiling: Decimal) -> int:
     """The largest `window_sums` value whose price, once rounded to cents, is at most `ceiling`
     for `count` instances of `size` (-1: none is)."""
-    # money(x) <= ceiling  <=>  x < ceiling + 1/2 cent;  x = units x count x rate / (HOUR x BASIS)
-    bound = (Fraction(ceiling) + Fraction(1, 200)) * HOUR * BASIS / (count * Fraction(card.rate(size)))
-    return math.ceil(bound) - 1
+    # money(x) <= ceiling  <=>  x < ceiling + 1/2 cent;  x = sums x count x rate / (HOUR x BASIS)
+    # In integers: ceiling in half cents, the rate in millionths.
+    numerator = (int(ceiling * 100) * 2 + 1) * HOUR * BASIS * 10**RATE_PLACES
+    denominator = 200 * count * int(card.rate(size) * 10**RATE_PLACES)
+    most: int = -(-numerator // denominator) - 1
+    return most

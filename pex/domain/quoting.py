@@ -29,6 +29,7 @@ from pex.domain.sizes import InstanceType
 # Later windows whose price is within maxPrice are checked for room at most this many times
 # (cheap hours are mostly empty ones, so the first few nearly always have room).
 ROOM_CHECKS = 256
+NEAR = 48 * HOUR  # the cheaper window is looked for here first
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,20 @@ class Pricing:
         latest_start = min(latest_start, max(first, -(-self.model.horizon // HOUR) * HOUR))
         if latest_start < first:
             return None
-        starts = (latest_start - first) // HOUR + 1
-        hours = starts + -(-terms.duration // HOUR)
-        sums = window_sums(self.policy.multipliers(self.model.committed(first, hours)), terms.duration)[:starts]
         limit = most_units(self.card, terms.instance_type, terms.count, ceiling)
-        for k in np.flatnonzero(sums <= limit)[:ROOM_CHECKS].tolist():
-            start = first + k * HOUR
-            if self.model.has_room(size.resources, start, start + terms.duration, terms.count):
-                return replace(terms, start=start)
+        checks = ROOM_CHECKS
+        # The next two days first (where a cheaper window mostly is), then all the rest.
+        for lo, hi in ((first, min(latest_start, first + NEAR)), (first + NEAR + HOUR, latest_start)):
+            if hi < lo:
+                continue
+            starts = (hi - lo) // HOUR + 1
+            hours = starts + -(-terms.duration // HOUR)
+            sums = window_sums(self.policy.multipliers(self.model.committed(lo, hours)), terms.duration)[:starts]
+            for k in np.flatnonzero(sums <= limit)[:checks].tolist():
+                checks -= 1
+                start = lo + k * HOUR
+                if self.model.has_room(size.resources, start, start + terms.duration, terms.count):
+                    return replace(terms, start=start)
         return None
 
 

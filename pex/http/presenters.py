@@ -5,11 +5,12 @@ the OpenAPI document (pex/http/openapi.py) describes exactly these."""
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 from enum import Enum
 from typing import Any
@@ -20,7 +21,7 @@ from pex.domain.capacity import Allocation
 from pex.domain.clock import DAY, HOUR, MINUTE, SECOND
 from pex.domain.errors import DomainError, InvalidField
 from pex.domain.negotiation import Reply, Terms
-from pex.domain.pricing import Quote, money
+from pex.domain.pricing import PER, RATE_PLACES, Quote, run_amount
 from pex.domain.read_models import (
     AccountUsage,
     AccountView,
@@ -63,25 +64,58 @@ def amount(value: Decimal) -> str:
 
 def quantity(value: Fraction) -> str:
     """A count of instance-hours as a decimal string: exact where six places hold it."""
-    exact = Decimal(value.numerator) / Decimal(value.denominator)
-    shown = exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
-    return f"{shown:f}"
+    return decimal_text((value.numerator * 2 * 10**6 + value.denominator) // (2 * value.denominator), 6)
+
+
+def decimal_text(units: int, places: int) -> str:
+    """units / 10**places as a decimal string, exact, without trailing zeros ("0.125", "2")."""
+    sign, digits = ("-", str(-units)) if units < 0 else ("", str(units))
+    digits = digits.rjust(places + 1, "0")
+    whole, fraction = digits[:-places], digits[-places:].rstrip("0")
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
 
 
 def priced(found: Quote | None) -> Body:
     """A price as answers and reservations carry it: `price` (the total, a decimal string),
-    `currency`, and `priceDetail` (instance-hours, and the rate of each run of hours)."""
+    `currency`, and `priceDetail` (instance-hours, and each run of hours at its rate). In
+    integers, the repeating parts cached: every answer carries one."""
     if found is None:
         return {}
-    detail: Body = {"instanceHours": quantity(found.instance_hours),
-                    "hours": [{"from": format_time(span.start), "to": format_time(span.end), "instances": span.count,
-                               "instanceHours": quantity(span.instance_hours), "rate": amount(span.rate.normalize()),
-                               "multiplier": amount(span.multiplier.normalize()),
-                               "amount": amount(money(span.amount))} for span in found.spans]}
+    hours = []
+    instance_ms = 0
+    for run in found.runs:
+        start, end, count, rate, factor = run
+        instance_ms += count * (end - start)
+        hours.append({"from": format_time(start), "to": format_time(end), "instances": count,
+                      "instanceHours": hours_text(count * (end - start)), "rate": _rate_text(rate, factor),
+                      "multiplier": _rate_text(BASIS_RATE, factor), "amount": cents_text(run_amount(run))})
+    detail: Body = {"instanceHours": hours_text(instance_ms), "hours": hours}
     if found.agreed is not None:  # a change of agreed terms: priced as the change
         detail["agreedPrice"] = amount(found.agreed)
-        detail["credit"] = amount(found.credit or Decimal(0))
+        detail["credit"] = amount(found.credit if found.credit is not None else Decimal("0.00"))
     return {"price": amount(found.total), "currency": found.currency, "priceDetail": detail}
+
+
+BASIS_RATE = 10**RATE_PLACES  # a rate of 1 in millionths: _rate_text(BASIS_RATE, factor) is the multiplier
+
+
+@functools.lru_cache(maxsize=4096)
+def _rate_text(rate: int, factor: int) -> str:
+    """A rate in millionths times a multiplier in ten-thousandths, exactly, as a decimal string."""
+    return decimal_text(rate * factor, RATE_PLACES + 4)
+
+
+def cents_text(amount_units: int) -> str:
+    """An exact amount in 1/PER of the currency, rounded half up to cents ("1.05")."""
+    cents = (200 * amount_units + PER) // (2 * PER)
+    sign, cents = ("-", -cents) if cents < 0 else ("", cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def hours_text(instance_ms: int) -> str:
+    """Instance-milliseconds as instance-hours, a decimal string exact to six places."""
+    return decimal_text((instance_ms * 2 * 10**6 + HOUR) // (2 * HOUR), 6)
 
 
 def answer(found: Answer) -> Body:

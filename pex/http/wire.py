@@ -6,6 +6,7 @@ epoch milliseconds) into them and outgoing ones back into RFC 1123.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import date, timedelta, timezone
@@ -97,6 +98,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+@functools.lru_cache(maxsize=16_384)  # (an answer's price shows each hour's edges; hours repeat)
 def format_time(instant: Millis) -> str | int:
     """'Mon, 17 Aug 2009 04:49:03 GMT' (seconds: RFC 1123 has no finer unit). An instant no
     calendar can show (which input checks now refuse) is shown as the number it is."""
