@@ -55,8 +55,10 @@ class Line:
 
 @dataclass(frozen=True)
 class Breakdown:
-    """How a price is made up. For a change of agreed terms, `agreed` is the price bound before
-    and `credit` what the hours given up take off it; the lines are the hours added."""
+    """How a price is made up: its schedule, a line per run of hours at one rate. For a change
+    of agreed terms, `agreed` is the price bound before and `credit` what the hours given up
+    were priced at (the lines are then the new schedule: hours kept as priced, hours added at
+    today's rates)."""
 
     currency: str
     total: str
@@ -71,4 +73,5 @@ def breakdown(quote: Quote) -> Breakdown:
                        amount(span.multiplier.normalize()), amount(money(span.amount))) for span in quote.spans)
     return Breakdown(quote.currency, amount(quote.total), hours(quote.instance_hours), lines,
                      amount(quote.agreed) if quote.agreed is not None else None,
-                     amount(quote.credit or Decimal(0)) if quote.agreed is not None else None)
+                     amount(quote.credit if quote.credit is not None else Decimal("0.00"))
+                     if quote.agreed is not None else None)
