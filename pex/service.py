@@ -165,7 +165,6 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
         if not password:
             password = generated = secrets.token_urlsafe(12)
         app.catalogue.register_account("admin", hasher.hash(password), "Administrator", "", is_admin=True)
-    app.catalogue.seed_prices()
     if not app.catalogue.templates():
         for name, description in TEMPLATES:
             app.catalogue.register_template(name, description, {"kind": "simulated"})
@@ -194,6 +193,7 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
             except DriverError as error:  # registered all the same, DOWN, until it answers
                 log.warning("node %s (%s) cannot be reached: %s; registered DOWN", name, uri, error)
             app.catalogue.register_node(name, uri, node_size({}, reported, size), reachable=reported is not None)
+    app.catalogue.seed_prices()
     return generated
 
 

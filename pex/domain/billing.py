@@ -119,7 +119,7 @@ def _lost(price: Quote, shares: Iterable[Any], since: Millis, lo: Millis, hi: Mi
     for share in shares:
         deltas[share.start][2] += share.count
         deltas[share.end][2] -= share.count
-    instants = sorted({*deltas, lo, hi})
+    instants = sorted({*deltas, since, lo, hi})
     scheduled = per_ms = on = booked = 0
     lost = before_lo = Fraction(0)
     for instant, following in zip(instants, instants[1:]):

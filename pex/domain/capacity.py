@@ -690,7 +690,8 @@ class CapacityModel:
         # decision asks). Row by row, so an hour's figure is the same in any range asked.
         j0 = (first - index.origin) // index.width
         n = hours * per_hour
-        a, b = max(j0, 0), min(j0 + n, index.buckets)
+        a = min(max(j0, 0), j0 + n)  # the rows of the window inside the index: [a, b)
+        b = max(min(j0 + n, index.buckets), a)
         if a < b:
             share = index.totals[a:b] * inverse  # (row-wise reductions over 3 or 4 columns are
             free = np.minimum(np.minimum(share[:, 0], share[:, 1]), share[:, 2])  # slow: columns)

@@ -12,7 +12,7 @@ from pex.domain.aggregates import Instance, Reservation
 from pex.domain.bookings import decide_running_change
 from pex.domain.capacity import Allocation
 from pex.domain.clock import Millis
-from pex.domain.errors import InvalidField
+from pex.domain.errors import InvalidField, ProtocolViolation
 from pex.domain.negotiation import Action, Message, Reply, Terms, TermsChange, rejection_reason
 from pex.domain.planning import PlannedInstance, plan_instances
 from pex.domain.pricing import Quote
@@ -63,6 +63,7 @@ class Negotiation:
             self.app.commit(reservation)
             return _answer(reservation, Reply.CONFIRM_REQUEST)
         if action is Action.CONFIRM:
+            self._check_still_ahead(reservation, now)
             reservation.confirm(now, self._unpriced(reservation, now))
             self.app.commit(reservation, *self._plan_instances(reservation))
             return _answer(reservation, Reply.REQUEST_SUCCESS)
@@ -111,6 +112,14 @@ class Negotiation:
                 price=outcome.price.to_dict(),
             )
         app.commit(reservation)
+
+    @staticmethod
+    def _check_still_ahead(reservation: Reservation, now: Millis) -> None:
+        """A change of agreed terms confirmed after its end has passed is refused (409): the
+        hours used are used. (A change takes effect as it was offered: one that gives hours
+        back does so from its offer on, at most the hold's time ago.)"""
+        if reservation.is_agreed and reservation.offer and Terms.from_dict(reservation.offer["terms"]).end <= now:
+            raise ProtocolViolation("this change would end the reservation before now; propose the change again")
 
     def _unpriced(self, reservation: Reservation, now: Millis) -> dict[str, Any] | None:
         """The price of an offer made before offers carried one (an older store), so that a

@@ -246,14 +246,16 @@ class Quote:
     @classmethod
     def of_runs(cls, currency: str, runs: Sequence[Run], *, agreed: Decimal | None = None,
                 credit: Decimal | None = None) -> Quote:
-        ordered = tuple(sorted(run for run in runs if run[2] > 0 and run[1] > run[0]))
-        return cls(currency, money_of(sum(run_amount(run) for run in ordered)), ordered, agreed, credit)
+        # In the order added (a change gives back the runs added last first): not sorted.
+        kept = tuple(run for run in runs if run[2] > 0 and run[1] > run[0])
+        return cls(currency, money_of(sum(run_amount(run) for run in kept)), kept, agreed, credit)
 
     @property
     def spans(self) -> tuple[PricedSpan, ...]:
+        """The runs in time order, in Decimals."""
         return tuple(PricedSpan(start, end, count, Decimal(rate * factor) / (10**RATE_PLACES * BASIS),
                                 Decimal(factor) / BASIS)
-                     for start, end, count, rate, factor in self.runs)
+                     for start, end, count, rate, factor in sorted(self.runs))
 
     @property
     def instance_hours(self) -> Fraction:
@@ -315,8 +317,6 @@ def quote_pieces(card: RateCard, policy: PricingPolicy, size: str, pieces: Seque
     each hour they touch: exact, rounded half up to cents once, at the total."""
     runs: list[Run] = []
     amount = _price_runs(card, policy, size, pieces, use, runs)
-    if len(pieces) > 1:
-        runs.sort()
     return Quote(card.currency, money_of(amount), tuple(runs))
 
 

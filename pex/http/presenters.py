@@ -83,7 +83,7 @@ def priced(found: Quote | None) -> Body:
         return {}
     hours = []
     instance_ms = 0
-    for run in found.runs:
+    for run in sorted(found.runs):  # (kept in the order added; shown in time order)
         start, end, count, rate, factor = run
         instance_ms += count * (end - start)
         hours.append({"from": format_time(start), "to": format_time(end), "instances": count,

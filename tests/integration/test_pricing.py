@@ -386,3 +386,14 @@ def test_an_offer_made_before_prices_is_priced_when_confirmed(app):
     confirmed_answer = app.negotiation.respond(old.id, "alice", "CONFIRM", NOW)
     assert confirmed_answer.price.total == money("0.20")
     assert app.read.reservation(old.id, "alice").price.total == money("0.20")
+
+
+def test_a_change_confirmed_after_its_end_has_passed_is_refused(app):
+    rid, _ = confirmed(app, hours=10)
+    during = START + 5 * HOUR
+    soon = app.negotiation.respond(rid, "alice", "COUNTER", during, TermsChange(duration=5 * HOUR + MINUTE))
+    assert soon.reply is Reply.ACCEPT
+    from pex.domain.errors import ProtocolViolation
+    with pytest.raises(ProtocolViolation, match="before now"):
+        app.negotiation.respond(rid, "alice", "CONFIRM", during + 2 * MINUTE)
+    assert app.read.reservation(rid, "alice").terms.duration == 10 * HOUR

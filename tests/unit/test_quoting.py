@@ -113,3 +113,41 @@ def test_a_change_never_alters_the_hours_before_now(before, agreed, now_q, short
                                                                   agreed.duration - shorter_q * 15 * MINUTE))
     change = Pricing(CARD, DemandPricing(), model_with([*before, ("a", 0, 400, 6)]), now).of_change(agreed, bound, new)
     assert change.amount_before(now) == bound.amount_before(now)
+
+
+class Demand:
+    """A model whose every hour is `used` committed (for the order in which hours are given back)."""
+
+    def __init__(self, used: float) -> None:
+        self.used = used
+
+    def committed(self, first, hours):
+        import numpy as np
+        return np.full(hours, self.used)
+
+
+def test_hours_given_back_are_those_added_last_whatever_their_price():
+    one = Terms("SMALL", "t", 1, 0, 10 * HOUR, HOUR)
+    two = Terms("SMALL", "t", 2, 0, 10 * HOUR, HOUR)
+    busy = Pricing(CARD, DemandPricing(), Demand(1.0), 0).of(one)  # x3: 0.15
+    grown = Pricing(CARD, DemandPricing(), Demand(0.0), 0).of_change(one, busy, two)  # + 0.05
+    assert (busy.total, grown.total) == (Decimal("0.15"), Decimal("0.20"))
+    shrunk = Pricing(CARD, DemandPricing(), Demand(0.0), 0).of_change(two, grown, one)
+    assert (shrunk.total, shrunk.credit) == (Decimal("0.15"), Decimal("0.05")), "the dear hour stays sold"
+
+
+def test_a_window_past_the_index_costs_the_card_and_one_across_its_edge_is_priced():
+    model = model_with([("a", 0, 40, 8), ("b", 0, 40, 4)])  # the first 10 hours full
+    pricing = Pricing(CARD, DemandPricing(), model, 0)
+    past = -(-model.horizon // HOUR) * HOUR + HOUR
+    assert pricing.of(Terms("SMALL", "t", 1, 0, past, 2 * HOUR)).total == Decimal("0.10")
+    across = pricing.of(Terms("SMALL", "t", 2, 0, past - 3 * HOUR, 5 * HOUR))
+    assert across.total == Decimal("0.50") and across.instance_hours == 10
+    assert pricing.of(Terms("SMALL", "t", 1, 0, 0, HOUR)).total == Decimal("0.15")  # full: x3
+
+
+def test_lost_hours_are_counted_from_the_reservation_s_start_even_within_a_run():
+    from pex.domain.billing import _lost
+    from pex.domain.pricing import Quote
+    (before_lo, lost), booked = _lost(Quote.of_runs("USD", [(1, 6, 1, 1, 3)]), [], 3, 10, 12)
+    assert (before_lo, lost, booked) == (9, 9, 0)
