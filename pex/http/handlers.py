@@ -251,7 +251,7 @@ async def respond(request: web.Request) -> web.Response:
 async def reservations(request: web.Request) -> web.Response:
     """A page of the caller's reservations, and a Link to the next."""
     return await listed(request, Status, lambda read, username, is_admin, listing: read.reservations(
-        username, is_admin=is_admin, listing=listing), presenters.reservation, "id")
+        username, is_admin=is_admin, listing=listing), lambda found: presenters.reservation(found, detail=False), "id")
 
 
 async def reservation(request: web.Request) -> web.Response:

@@ -666,7 +666,8 @@ PATHS: dict[str, Any] = {
         "post": _op("propose", "post", "Propose a reservation: answered ACCEPT, COUNTER or REJECT", "201",
                     _ref("Reply"), body="NewReservation", headers=("Location",),
                     links=_reservation_links("$response.body#/proposal/id")),
-        "get": _op("listReservations", "get", "Your reservations (all, for the admin), a page at a time", "200",
+        "get": _op("listReservations", "get", "Your reservations (all, for the admin), a page at a time (prices "
+                   "without their priceDetail: GET one for it)", "200",
                    _list("Reservation"), links=_reservation_links("$response.body#/0/id"), headers=("Link",),
                    query=_listing(_RESERVATION_STATUSES))},
     "/OpenPEX/reservations/{id}": {

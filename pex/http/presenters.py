@@ -134,7 +134,9 @@ def answer(found: Answer) -> Body:
     return body
 
 
-def reservation(found: ReservationView) -> Body:
+def reservation(found: ReservationView, *, detail: bool = True) -> Body:
+    """A reservation; in a list (`detail` False) its prices without how they are made up (a
+    long reservation's schedule has a run for every hour of changing demand)."""
     terms = found.terms
     body: Body = {
         "id": str(found.id),
@@ -151,11 +153,15 @@ def reservation(found: ReservationView) -> Body:
     }
     if found.reason:
         body["reason"] = found.reason
-    body.update(priced(found.price))  # the price agreed, bound at confirmation
+    body.update(_shown(priced(found.price), detail))  # the price agreed, bound at confirmation
     if found.offer:
         body["offer"] = {"state": found.offer.state.value, "holdUntil": format_time(found.offer.hold_until),
-                         "proposal": proposal(found.offer.terms), **priced(found.offer.price)}
+                         "proposal": proposal(found.offer.terms), **_shown(priced(found.offer.price), detail)}
     return body
+
+
+def _shown(price: Body, detail: bool) -> Body:
+    return price if detail else {key: value for key, value in price.items() if key != "priceDetail"}
 
 
 def instance(found: InstanceView) -> Body:

@@ -102,3 +102,15 @@ def test_bad_amounts_are_refused_naming_the_field_and_record_nothing(servers):
     status, fine = server.request("POST", "/OpenPEX/reservations", proposal(start, 1, maxPrice=12.5), auth=ALICE)
     assert (status, fine["reply"], fine["proposal"]["maxPrice"]) == (201, "ACCEPT", "12.5")
     assert Decimal(fine["price"]) == Decimal("0.05")
+
+
+def test_a_list_carries_prices_and_one_reservation_how_its_price_is_made_up(servers):
+    server = servers("--simulated-nodes", "1")
+    server.request("POST", "/OpenPEX/users", {"username": "alice", "password": ALICE[1]})
+    status, answer = server.request("POST", "/OpenPEX/reservations", proposal(hour_ahead(2), 2), auth=ALICE)
+    rid = answer["proposal"]["id"]
+    server.request("PUT", f"/OpenPEX/reservations/{rid}", {"reply": "CONFIRM"}, auth=ALICE)
+    (listed,) = server.request("GET", "/OpenPEX/reservations", auth=ALICE)[1]
+    assert (listed["price"], listed["currency"]) == ("0.10", "USD") and "priceDetail" not in listed
+    one = server.request("GET", f"/OpenPEX/reservations/{rid}", auth=ALICE)[1]
+    assert one["price"] == "0.10" and one["priceDetail"]["instanceHours"] == "2"
