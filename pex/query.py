@@ -35,7 +35,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Persist
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from pex.domain.aggregates import Instance, Reservation
-from pex.domain.billing import Statements, statement
+from pex.domain.billing import Statements, statements
 from pex.domain.capacity import Allocation, CapacityModel, ClusterTimeline
 from pex.domain.clock import DAY, HOUR, Millis
 from pex.domain.event_log import KINDS as KINDS, CheckedMapper, UndecodableEvent, event_record  # (KINDS: pex.audit.events reads it here)
@@ -376,11 +376,9 @@ class Query:
         assert lo is not None and hi is not None
         moment = self._now() if now is None else _instant(now, "now")
         view = self._view
-        currency = view.rate_card.currency
-        users = sorted(view.reservations_of) if userid is None else [self._username(userid, "userid")]
-        found = [statement((view.reservations[rid] for rid in view.reservations_of.get(user, ())), user, currency,
-                           lo, hi, moment) for user in users]
-        return Statements(lo, hi, currency, tuple(one for one in found if one.lines or userid is not None))
+        return statements(view.reservations, view.reservations_of,
+                          None if userid is None else [self._username(userid, "userid")], view.rate_card.currency,
+                          lo, hi, moment)
 
     def _now(self) -> Millis:
         """The instant the query shows (see usage)."""

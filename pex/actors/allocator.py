@@ -30,7 +30,7 @@ import pykka
 from pex.actors.calls import Call, CallableActor, answer_all, tell
 from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
-from pex.domain.clock import DAY, Clock, Millis, month_start
+from pex.domain.clock import DAY, Clock, Millis
 from pex.domain.billing import Statements
 from pex.domain.errors import InvalidField
 from pex.domain.negotiation import TermsChange
@@ -200,14 +200,7 @@ class Allocator(CallableActor):
 
     def usage(self, userid: str, start: Millis | None, end: Millis | None, *, is_admin: bool = False) -> Statements:
         """Statements from `start` (default: the first of this month, UTC) to `end` (default: now)."""
-        now = self.clock.now()
-        if end is None:
-            if start is not None and start >= now:
-                raise InvalidField("from", "must be before now when to is left out (it is then now)", as_given=True)
-            end = now
-        if start is None:
-            start = max(0, month_start(min(now, end - 1)))
-        return self.app.read.usage(userid, start, end, now, is_admin=is_admin)
+        return self.app.read.usage(userid, start, end, self.clock.now(), is_admin=is_admin)
 
     def capacity(self, start: Millis | None, end: Millis | None, step: Millis, *, nodes: Collection[str] = (),
                  most: int) -> CapacityReport:

@@ -13,7 +13,7 @@ are the exact sums of its lines.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -22,7 +22,8 @@ from uuid import UUID
 
 from pex.domain.aggregates import Reservation
 from pex.domain.capacity import Allocation
-from pex.domain.clock import HOUR, Millis
+from pex.domain.clock import HOUR, Millis, month_start
+from pex.domain.errors import InvalidField
 from pex.domain.negotiation import Status
 from pex.domain.pricing import Quote, money_of
 
@@ -141,3 +142,27 @@ def statement(reservations: Iterable[Reservation], userid: str | None, currency:
               now: Millis) -> Statement:
     lines = (charge_of(reservation, start, end, now) for reservation in reservations)
     return Statement(userid, start, end, currency, tuple(line for line in lines if line is not None))
+
+
+def statements(reservations: Mapping[UUID, Reservation], reservations_of: Mapping[str, Sequence[UUID]],
+               users: Sequence[str] | None, currency: str, start: Millis, end: Millis, now: Millis) -> Statements:
+    """The statements of [start, end) as of `now`: one for each of `users` (with no line too),
+    or (None) one for every user with a charge in it, as the admin sees them."""
+    chosen = sorted(reservations_of) if users is None else users
+    found = (statement((reservations[rid] for rid in reservations_of.get(user, ())), user, currency, start, end, now)
+             for user in chosen)
+    return Statements(start, end, currency, tuple(one for one in found if one.lines or users is not None))
+
+
+def period(start: Millis | None, end: Millis | None, now: Millis) -> tuple[Millis, Millis]:
+    """A statement's period as asked: `from` left out is the first of its end's month (UTC),
+    `to` left out is now; InvalidField naming the bound that does not fit."""
+    if end is None:
+        if start is not None and start >= now:
+            raise InvalidField("from", "must be before now when to is left out (it is then now)", as_given=True)
+        end = now
+    if start is None:
+        start = max(0, month_start(min(now, end - 1)))
+    if end <= start:
+        raise InvalidField("to", "must be after from", as_given=True)
+    return start, end

@@ -18,7 +18,7 @@ from eventsourcing.persistence import Notification
 
 from pex.domain.aggregates import Account, Instance, Node, Reservation, Template
 from pex.domain.clock import Millis
-from pex.domain.billing import Statements, statement
+from pex.domain.billing import Statements, period, statements
 from pex.domain.capacity import Allocation, ClusterTimeline
 from pex.domain.errors import InvalidField, NotFound
 from pex.domain.event_log import SCANNED, EventListing, event_record, notifications_of, topics_of
@@ -76,17 +76,14 @@ class Reading:
         chosen = listing.select(ids, view.instances, "instance", lambda i: listing.keeps(i.status, i.start, i.end))
         return [instance_view(instance) for instance in chosen]
 
-    def usage(self, userid: str, start: Millis, end: Millis, now: Millis, *, is_admin: bool = False) -> Statements:
-        """Statements of [start, end) as of `now`: the caller's own; for the admin, one per user
-        with a charge in it (billing.statement)."""
-        if end <= start:
-            raise InvalidField("to", "must be after from", as_given=True)
+    def usage(self, userid: str, start: Millis | None, end: Millis | None, now: Millis, *,
+              is_admin: bool = False) -> Statements:
+        """Statements of [start, end) as of `now` (bounds left out: billing.period): the
+        caller's own; for the admin, one per user with a charge in it."""
+        start, end = period(start, end, now)
         view = self.app.view
-        currency = view.rate_card.currency
-        users = sorted(view.reservations_of) if is_admin else [userid]
-        found = [statement((view.reservations[rid] for rid in view.reservations_of.get(user, ())), user, currency,
-                           start, end, now) for user in users]
-        return Statements(start, end, currency, tuple(one for one in found if one.lines or not is_admin))
+        return statements(view.reservations, view.reservations_of, None if is_admin else [userid],
+                          view.rate_card.currency, start, end, now)
 
     def capacity(self, start: Millis, end: Millis, step: Millis, node: str | None = None) -> list[CapacityStep]:
         """Capacity per step of [start, end), of the cluster or of one node (usage.capacity_steps)."""
