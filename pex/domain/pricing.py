@@ -1,12 +1,12 @@
-"""Price as a term (issue 12, groundwork): amounts in exact decimals, the admin's rate card (a
-price per instance-hour of each size), and the policies that turn it into the price of a
-window: flat, or demand-based (an hour costs more the more of the cluster is committed then).
+"""Price as a term of the negotiation (issue 12; docs/pricing.md): amounts in exact decimals,
+the admin's rate card (a price per instance-hour of each size), the policies that turn an
+hour's committed utilisation into a multiplier (flat, or demand-based in steps), and a price
+as a schedule: runs of instances at the card's rate and the hour's multiplier.
 
-Pure: the callers give the utilisation of each hour; nothing here reads the store, the capacity
-model or a clock. Amounts are exact, never floats: rates are `Decimal` (at most 6 decimal
-places), a window's parts are fractions, and a price is rounded to cents (half up) once, at its
-total.
-"""
+Pure: the callers give the utilisation of each hour (pex.domain.quoting reads it off the
+capacity model); nothing here reads the store or a clock. Amounts are exact, never floats:
+rates are `Decimal` (at most 6 decimal places), a schedule's parts are integers, and a price
+is rounded to cents (half up) once, at its total."""
 
 from __future__ import annotations
 
@@ -122,11 +122,6 @@ class PricingPolicy(Protocol):
 
 
 BASIS = 10_000  # a multiplier of 1, in the ten-thousandths policies give
-
-
-def multiplier(policy: PricingPolicy, utilisation: float) -> Decimal:
-    """The policy's multiplier at one utilisation, exactly."""
-    return Decimal(int(policy.multipliers(np.array([utilisation], dtype=np.float64))[0])) / BASIS
 
 
 @dataclass(frozen=True)
@@ -283,32 +278,10 @@ class Quote:
                    Decimal(stored["credit"]) if agreed is not None else None)
 
 
-def hour_slices(start: Millis, end: Millis) -> list[tuple[Millis, Millis]]:
-    """[start, end) cut at each full clock hour (UTC)."""
-    slices = []
-    at = start
-    while at < end:
-        following = min(end, (at // HOUR + 1) * HOUR)
-        slices.append((at, following))
-        at = following
-    return slices
-
-
 class HourlyUse(Protocol):
     """The cluster's committed utilisation (0 to 1) of each clock hour from `first` on."""
 
     def __call__(self, first: Millis, hours: int) -> np.ndarray: ...
-
-
-def quote(card: RateCard, policy: PricingPolicy, size: str, count: int, start: Millis, end: Millis,
-          utilisation: Sequence[float]) -> Quote:
-    """The price of `count` instances of `size` over [start, end), one utilisation per slice of
-    `hour_slices(start, end)` (the cluster's committed share in that hour)."""
-    slices = hour_slices(start, end)
-    if len(utilisation) != len(slices):
-        raise ValueError(f"{len(slices)} hours need as many utilisations, not {len(utilisation)}")
-    return quote_pieces(card, policy, size, [(start, end, count)],
-                        lambda first, hours: np.asarray(utilisation, dtype=np.float64))
 
 
 def quote_pieces(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],

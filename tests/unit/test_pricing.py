@@ -6,15 +6,40 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from pex.domain.clock import HOUR, MINUTE
+from pex.domain.clock import HOUR, MINUTE, Millis
 from pex.domain.errors import InvalidField
-from pex.domain.pricing import (DemandPricing, FlatPricing, RateCard, amount_in, hour_slices, money, multiplier,
-                                quote)
+from pex.domain.pricing import (BASIS, DemandPricing, FlatPricing, PricingPolicy, Quote, RateCard, amount_in, money,
+                                quote_pieces)
 
 CARD = RateCard.default()
+
+
+def hour_slices(start: Millis, end: Millis) -> list[tuple[Millis, Millis]]:
+    """[start, end) cut at each full clock hour (UTC): the slices a quote has one utilisation for."""
+    slices = []
+    at = start
+    while at < end:
+        following = min(end, (at // HOUR + 1) * HOUR)
+        slices.append((at, following))
+        at = following
+    return slices
+
+
+def quote(card: RateCard, policy: PricingPolicy, size: str, count: int, start: Millis, end: Millis,
+          utilisation: list[float]) -> Quote:
+    """quote_pieces over one window, one utilisation per clock hour it touches."""
+    if len(utilisation) != len(hour_slices(start, end)):
+        raise ValueError(f"{len(hour_slices(start, end))} hours need as many utilisations, not {len(utilisation)}")
+    return quote_pieces(card, policy, size, [(start, end, count)], lambda first, hours: np.asarray(utilisation))
+
+
+def multiplier(policy: PricingPolicy, utilisation: float) -> Decimal:
+    """The policy's multiplier at one utilisation, exactly."""
+    return Decimal(int(policy.multipliers(np.array([utilisation], dtype=np.float64))[0])) / BASIS
 
 
 def test_money_rounds_half_up_to_cents_exactly():
