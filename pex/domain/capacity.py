@@ -228,6 +228,9 @@ class CapacityModel:
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
         self._followers: list[Journal] = []  # journals of readers (follow)
         self._supply: np.ndarray | None = None  # 1 / the eligible nodes' capacity in all (committed)
+        # What is derived from each clock hour's committed share (hourly): per derivation, the
+        # values of the index's hours and whether each is still current (1) or not (0).
+        self._hourly: dict[Callable[[np.ndarray], np.ndarray], tuple[np.ndarray, bytearray]] = {}
 
     @property
     def origin(self) -> Millis:
@@ -248,6 +251,7 @@ class CapacityModel:
         self._eligible = np.append(self._eligible, eligible)
         self._index.add_node(capacity.as_tuple(), eligible)
         self._supply = None
+        self._hourly.clear()
 
     def set_eligible(self, name: str, eligible: bool) -> None:
         """Whether new allocations may use the node (not while it is down or drained)."""
@@ -255,6 +259,7 @@ class CapacityModel:
         self._eligible[n] = eligible
         self._index.set_counted(n, eligible)
         self._supply = None
+        self._hourly.clear()
 
     def nodes(self) -> list[str]:
         return list(self._names)
@@ -376,6 +381,11 @@ class CapacityModel:
             lo, hi = index.start_of(j), index.start_of(j + 1)
             edges[j] = (profile.min_free(lo, hi), profile.free_at(lo).as_tuple(), profile.free_at(hi - 1).as_tuple())
         index.update(n, j0, j1, delta.as_tuple(), edges)
+        if self._hourly:  # the hours met are no longer current (buckets tile whole hours, or none is kept)
+            first = self._first_hour()
+            h0, h1 = max(0, (start - first) // HOUR), max(0, -(-(end - first) // HOUR))
+            for _, current in self._hourly.values():
+                current[h0:h1] = bytes(max(0, min(h1, len(current)) - h0))
 
     # ----------------------------------------------------------------- bulk load
 
@@ -407,6 +417,7 @@ class CapacityModel:
             self._profiles[n] = fresh
             self._index.load_node(n, *self._bucket_levels(fresh))
         self._index.finish_load()
+        self._hourly.clear()
 
     def _bucket_levels(self, profile: AvailabilityProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per bucket: the least free amounts, and those at its first and last instant."""
@@ -707,6 +718,54 @@ class CapacityModel:
             total += quarters[:, k]
         hourly: np.ndarray = 1.0 - total * (1.0 / per_hour)
         return hourly
+
+    def hourly(self, first: Millis, hours: int, derive: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """`derive(committed(first, hours))` (integers, read-only), kept per clock hour of the
+        index until what is held in that hour changes: every decision prices its hours, and
+        most hours are unchanged since they were last asked. `derive` must be a pure function
+        of each hour's value (demand pricing's multipliers); its values are kept under it."""
+        kept = self._hourly.get(derive)
+        if kept is not None:  # (the usual case first: a few operations)
+            values, current = kept
+            h0 = (first - self._first_hour()) // HOUR
+            h1 = h0 + hours
+            if first % HOUR == 0 and 0 <= h0 and h1 <= len(values) and current.find(0, h0, h1) < 0:
+                return values[h0:h1]
+        index = self._index
+        zero = self._first_hour()
+        if HOUR % index.width or (first - zero) % HOUR:
+            return derive(self.committed(first, hours))  # (buckets do not tile these hours)
+        size = (index.end - zero) // HOUR
+        h0 = (first - zero) // HOUR
+        h1 = h0 + hours
+        a, b = max(h0, 0), min(h1, size)  # the hours inside the index
+        if (a, b) != (h0, h1):
+            parts = []
+            if h0 < a:
+                parts.append(derive(self.committed(first, min(h1, a) - h0)))
+            if a < b:
+                parts.append(self.hourly(zero + a * HOUR, b - a, derive))
+            if max(b, h0) < h1:
+                parts.append(derive(self.committed(zero + max(b, h0) * HOUR, h1 - max(b, h0))))
+            return np.concatenate(parts)
+        if kept is None or len(kept[0]) < size:
+            if len(self._hourly) >= 4 and kept is None:
+                self._hourly.clear()  # (a handful of derivations at most: the policies in use)
+            values, current = np.zeros(size, dtype=np.int64), bytearray(size)
+            if kept is not None:
+                values[:len(kept[0])], current[:len(kept[1])] = kept
+            kept = self._hourly[derive] = values, current
+        values, current = kept
+        a = current.find(0, h0, h1)
+        if a >= 0:
+            b = current.rfind(0, h0, h1) + 1  # (only the hours from the first stale to the last)
+            values[a:b] = derive(self.committed(zero + a * HOUR, b - a))
+            current[a:b] = b"\x01" * (b - a)
+        return values[h0:h1]
+
+    def _first_hour(self) -> Millis:
+        """The first clock hour wholly inside the index (where `hourly` counts from)."""
+        return -(-self._index.origin // HOUR) * HOUR
 
     def _committed_unaligned(self, first: Millis, hours: int, inverse: np.ndarray) -> np.ndarray:
         """`committed` where buckets do not tile the hour: each hour averages the buckets it meets."""

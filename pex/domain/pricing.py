@@ -108,6 +108,11 @@ class RateCard:
     def rate(self, size: str) -> Decimal:
         return self.rates[size]
 
+    @functools.cached_property
+    def micros(self) -> dict[str, int]:
+        """Each size's rate in millionths (as runs keep it)."""
+        return {size: int(rate * 10**RATE_PLACES) for size, rate in self.rates.items()}
+
 
 class PricingPolicy(Protocol):
     """How an hour's utilisation of the cluster (0 to 1) changes its rate: a multiplier in
@@ -278,51 +283,55 @@ class Quote:
                    Decimal(stored["credit"]) if agreed is not None else None)
 
 
-class HourlyUse(Protocol):
-    """The cluster's committed utilisation (0 to 1) of each clock hour from `first` on."""
+class HourlyFactors(Protocol):
+    """The policy's multiplier (in ten-thousandths) of each clock hour from `first` on, at the
+    cluster's committed utilisation then."""
 
     def __call__(self, first: Millis, hours: int) -> np.ndarray: ...
 
 
-def quote_pieces(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
-                 use: HourlyUse) -> Quote:
-    """The price of instances over several spans (start, end, count) at `use`'s utilisation of
-    each hour they touch: exact, rounded half up to cents once, at the total."""
+def quote_pieces(card: RateCard, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
+                 factors_of: HourlyFactors) -> Quote:
+    """The price of instances over several spans (start, end, count) at each hour's multiplier:
+    exact, rounded half up to cents once, at the total."""
     runs: list[Run] = []
-    amount = _price_runs(card, policy, size, pieces, use, runs)
+    amount = _price_runs(card, size, pieces, factors_of, runs)
     return Quote(card.currency, money_of(amount), tuple(runs))
 
 
-def priced_runs(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
-                use: HourlyUse) -> list[Run]:
+def priced_runs(card: RateCard, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
+                factors_of: HourlyFactors) -> list[Run]:
     """The runs of a schedule for instances over spans (start, end, count): cut at clock hours,
     each hour at its multiplier, consecutive hours at one multiplier merged."""
     runs: list[Run] = []
-    _price_runs(card, policy, size, pieces, use, runs)
+    _price_runs(card, size, pieces, factors_of, runs)
     return runs
 
 
-def _price_runs(card: RateCard, policy: PricingPolicy, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
-                use: HourlyUse, runs: list[Run]) -> int:
+def _price_runs(card: RateCard, size: str, pieces: Sequence[tuple[Millis, Millis, int]],
+                factors_of: HourlyFactors, runs: list[Run]) -> int:
     """Append the pieces' runs to `runs`; their exact amount (in 1/PER). Every decision prices
-    its offer here: numpy for the hours, Python only per run."""
-    rate = int(card.rate(size) * 10**RATE_PLACES)
+    its offer here: one list of the hours' multipliers, then plain integers (a window has tens
+    of hours, for which numpy's calls cost more than Python's loop)."""
+    rate = card.micros[size]
     amount = 0
     for start, end, count in pieces:
         if end <= start or count <= 0:
             continue
-        first = start // HOUR * HOUR
+        first = start - start % HOUR
         hours = -(-(end - first) // HOUR)
-        factors = policy.multipliers(use(first, hours))
+        factor = factors_of(first, hours).tolist()
         # Every hour is whole but the first and the last: sum them all whole, then take off
         # what the window leaves out of those two.
-        whole = HOUR * int(factors.sum()) - (start - first) * int(factors[0]) \
-            - (first + hours * HOUR - end) * int(factors[-1])
+        whole = HOUR * sum(factor) - (start - first) * factor[0] - (first + hours * HOUR - end) * factor[-1]
         amount += count * rate * whole
-        cuts = [0, *(np.flatnonzero(factors[1:] != factors[:-1]) + 1).tolist(), hours]
-        factor = factors.tolist()
-        runs.extend((max(start, first + lo * HOUR), min(end, first + hi * HOUR), count, rate, factor[lo])
-                    for lo, hi in zip(cuts, cuts[1:]))
+        at, current = start, factor[0]
+        for k in range(1, hours):
+            if factor[k] != current:
+                cut = first + k * HOUR
+                runs.append((at, cut, count, rate, current))
+                at, current = cut, factor[k]
+        runs.append((at, end, count, rate, current))
     return amount
 
 

@@ -29,7 +29,6 @@ from pex.domain.sizes import InstanceType
 # Later windows whose price is within maxPrice are checked for room at most this many times
 # (cheap hours are mostly empty ones, so the first few nearly always have room).
 ROOM_CHECKS = 256
-NEAR = 48 * HOUR  # the cheaper window is looked for here first
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,12 @@ class Pricing:
     now: Millis  # a change never alters the hours before it
 
     def of(self, terms: Terms) -> Quote:
-        return quote_pieces(self.card, self.policy, terms.instance_type,
-                            [(terms.start, terms.end, terms.count)], self.model.committed)
+        return quote_pieces(self.card, terms.instance_type, [(terms.start, terms.end, terms.count)], self.factors)
+
+    def factors(self, first: Millis, hours: int) -> np.ndarray:
+        """The policy's multiplier of each clock hour from `first` (read-only; the model keeps
+        them until an hour's commitments change)."""
+        return self.model.hourly(first, hours, self.policy.multipliers)
 
     def of_change(self, agreed: Terms, bound: Quote | None, new: Terms) -> Quote:
         """The price of agreed terms changed to `new`: the bound schedule with the hours given
@@ -64,7 +67,7 @@ class Pricing:
             elif before > after:
                 runs, amount = without_instances(runs, lo, hi, before - after)
                 taken += amount
-        runs += priced_runs(self.card, self.policy, new.instance_type, added, self.model.committed)
+        runs += priced_runs(self.card, new.instance_type, added, self.factors)
         return Quote.of_runs(self.card.currency, runs, agreed=bound.total if bound is not None else Decimal("0.00"),
                              credit=money_of(taken))
 
@@ -82,19 +85,12 @@ class Pricing:
         if latest_start < first:
             return None
         limit = most_units(self.card, terms.instance_type, terms.count, ceiling)
-        checks = ROOM_CHECKS
-        # The next two days first (where a cheaper window mostly is), then all the rest.
-        for lo, hi in ((first, min(latest_start, first + NEAR)), (first + NEAR + HOUR, latest_start)):
-            if hi < lo:
-                continue
-            starts = (hi - lo) // HOUR + 1
-            hours = starts + -(-terms.duration // HOUR)
-            sums = window_sums(self.policy.multipliers(self.model.committed(lo, hours)), terms.duration)[:starts]
-            for k in np.flatnonzero(sums <= limit)[:checks].tolist():
-                checks -= 1
-                start = lo + k * HOUR
-                if self.model.has_room(size.resources, start, start + terms.duration, terms.count):
-                    return replace(terms, start=start)
+        starts = (latest_start - first) // HOUR + 1
+        sums = window_sums(self.factors(first, starts + -(-terms.duration // HOUR)), terms.duration)[:starts]
+        for k in np.flatnonzero(sums <= limit)[:ROOM_CHECKS].tolist():
+            start = first + k * HOUR
+            if self.model.has_room(size.resources, start, start + terms.duration, terms.count):
+                return replace(terms, start=start)
         return None
 
 

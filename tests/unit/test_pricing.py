@@ -34,7 +34,7 @@ def quote(card: RateCard, policy: PricingPolicy, size: str, count: int, start: M
     """quote_pieces over one window, one utilisation per clock hour it touches."""
     if len(utilisation) != len(hour_slices(start, end)):
         raise ValueError(f"{len(hour_slices(start, end))} hours need as many utilisations, not {len(utilisation)}")
-    return quote_pieces(card, policy, size, [(start, end, count)], lambda first, hours: np.asarray(utilisation))
+    return quote_pieces(card, size, [(start, end, count)], lambda first, hours: policy.multipliers(np.asarray(utilisation)))
 
 
 def multiplier(policy: PricingPolicy, utilisation: float) -> Decimal:

@@ -121,9 +121,9 @@ class Demand:
     def __init__(self, used: float) -> None:
         self.used = used
 
-    def committed(self, first, hours):
+    def hourly(self, first, hours, derive):
         import numpy as np
-        return np.full(hours, self.used)
+        return derive(np.full(hours, self.used))
 
 
 def test_hours_given_back_are_those_added_last_whatever_their_price():
@@ -151,3 +151,50 @@ def test_lost_hours_are_counted_from_the_reservation_s_start_even_within_a_run()
     from pex.domain.pricing import Quote
     (before_lo, lost), booked = _lost(Quote.of_runs("USD", [(1, 6, 1, 1, 3)]), [], 3, 10, 12)
     assert (before_lo, lost, booked) == (9, 9, 0)
+
+
+kept_steps = st.lists(st.one_of(
+    st.tuples(st.just("hold"), st.sampled_from(sorted(NODES)), st.integers(-8, 1400), st.integers(1, 60), st.integers(1, 6)),
+    st.tuples(st.just("release"), st.integers(0, 30)),
+    st.tuples(st.just("without"), st.integers(0, 30)),
+    st.tuples(st.just("eligible"), st.sampled_from(sorted(NODES)), st.booleans()),
+    st.tuples(st.just("reload")),
+    st.tuples(st.just("ask"), st.integers(-30, 400), st.integers(1, 200))), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kept_steps, st.sampled_from([0, 7 * MINUTE, 15 * MINUTE, 20 * MINUTE]), st.sampled_from([15 * MINUTE, 25 * MINUTE]))
+def test_the_multipliers_kept_per_hour_are_always_those_of_what_is_committed_now(steps, origin, bucket):
+    """The model keeps each hour's multiplier until what is held in it changes: whatever holds,
+    releases, renegotiations (`without`), nodes leaving or coming back, growth past the horizon
+    and reloads happen between two questions, it answers as if it had worked it out afresh
+    (an origin off the clock hour, and buckets that do not tile the hour, included)."""
+    model = CapacityModel(origin=origin, bucket=bucket, horizon=2 * 24 * HOUR)
+    for name, capacity in NODES.items():
+        model.add_node(name, capacity)
+    derive = DemandPricing().multipliers
+    for key, step in enumerate(steps):
+        kind = step[0]
+        if kind == "hold":
+            _, node, start_q, quarters, count = step
+            start, end = start_q * 15 * MINUTE, (start_q + quarters) * 15 * MINUTE
+            fits = model.fit_on(node, SIZE, start, end)
+            if fits:
+                model.hold(key % 31, Allocation.uniform(SIZE, [(node, min(count, fits))], start, end))
+        elif kind == "release":
+            model.release(step[1])
+        elif kind == "without":
+            with model.without(step[1]):
+                first = origin - origin % HOUR + HOUR
+                assert (model.hourly(first, 30, derive) == derive(model.committed(first, 30))).all()
+        elif kind == "eligible":
+            model.set_eligible(step[1], step[2])
+        elif kind == "reload":
+            model.load(dict(model.holders()))
+        else:
+            _, hour, hours = step
+            first = hour * HOUR
+            kept = model.hourly(first, hours, derive)
+            assert kept.tolist() == derive(model.committed(first, hours)).tolist(), (first, hours)
+    for hour in (-2, 0, 5, 40):
+        assert model.hourly(hour * HOUR, 60, derive).tolist() == derive(model.committed(hour * HOUR, 60)).tolist()
