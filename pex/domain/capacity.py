@@ -37,6 +37,7 @@ from pex.domain.sizes import Resources
 
 NEVER: Millis = -(2**62)  # the start of every profile: "since forever"
 FINE_CHUNK = 32  # start buckets judged per vectorised pass
+ROOMY = 4  # nodes has_room asks first: those with the most room when it last found some
 
 
 class Share(NamedTuple):
@@ -228,9 +229,10 @@ class CapacityModel:
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
         self._followers: list[Journal] = []  # journals of readers (follow)
         self._supply: np.ndarray | None = None  # 1 / the eligible nodes' capacity in all (committed)
+        self._roomy: list[int] = []  # nodes asked first by has_room
         # What is derived from each clock hour's committed share (hourly): per derivation, the
         # values of the index's hours and whether each is still current (1) or not (0).
-        self._hourly: dict[Callable[[np.ndarray], np.ndarray], tuple[np.ndarray, bytearray]] = {}
+        self._hourly: dict[Callable[[np.ndarray], np.ndarray], _Kept] = {}
 
     @property
     def origin(self) -> Millis:
@@ -384,8 +386,8 @@ class CapacityModel:
         if self._hourly:  # the hours met are no longer current (buckets tile whole hours, or none is kept)
             first = self._first_hour()
             h0, h1 = max(0, (start - first) // HOUR), max(0, -(-(end - first) // HOUR))
-            for _, current in self._hourly.values():
-                current[h0:h1] = bytes(max(0, min(h1, len(current)) - h0))
+            for kept in self._hourly.values():
+                kept.current[h0:h1] = bytes(max(0, min(h1, len(kept.current)) - h0))
 
     # ----------------------------------------------------------------- bulk load
 
@@ -486,8 +488,19 @@ class CapacityModel:
     def has_room(self, size: Resources, start: Millis, end: Millis, count: int) -> bool:
         """Whether `count` instances of `size` fit over [start, end); stops asking nodes as
         soon as the answer is known."""
+        # The nodes with the most room the last time often have enough again: asked exactly,
+        # a few settle a yes without bounding every node (the cheaper-window search asks
+        # mostly quiet hours).
+        eligible, profiles, hinted = self._eligible, self._profiles, 0
+        for n in self._roomy:
+            if eligible[n]:
+                hinted += profiles[n].fit(size, start, end)
+                if hinted >= count:
+                    return True
         lower, upper = self._bounds(size, start, end)
         low, high = int(lower.sum()), int(upper.sum())
+        if low >= count:
+            self._roomy = np.argpartition(lower, -ROOMY)[-ROOMY:].tolist() if len(lower) > ROOMY else list(range(len(lower)))
         if low >= count or high < count:
             return low >= count
         profiles = self._profiles
@@ -726,36 +739,33 @@ class CapacityModel:
         of each hour's value (demand pricing's multipliers); its values are kept under it."""
         kept = self._hourly.get(derive)
         if kept is not None:  # (the usual case first: a few operations)
-            values, current = kept
             h0 = (first - self._first_hour()) // HOUR
             h1 = h0 + hours
-            if first % HOUR == 0 and 0 <= h0 and h1 <= len(values) and current.find(0, h0, h1) < 0:
-                return values[h0:h1]
+            if first % HOUR == 0 and 0 <= h0 and h1 <= len(kept.values) and kept.current.find(0, h0, h1) < 0:
+                return kept.values[h0:h1]
         index = self._index
         zero = self._first_hour()
         if HOUR % index.width or (first - zero) % HOUR:
             return derive(self.committed(first, hours))  # (buckets do not tile these hours)
         size = (index.end - zero) // HOUR
+        if kept is None or len(kept.values) < 2 * size:
+            if len(self._hourly) >= 4 and kept is None:
+                self._hourly.clear()  # (a handful of derivations at most: the policies in use)
+            kept = self._hourly[derive] = _Kept.grown(kept, size, derive(self.committed(index.end, 1)))
+        size = len(kept.values)
         h0 = (first - zero) // HOUR
         h1 = h0 + hours
-        a, b = max(h0, 0), min(h1, size)  # the hours inside the index
+        a, b = max(h0, 0), min(h1, size)  # the hours kept
         if (a, b) != (h0, h1):
             parts = []
             if h0 < a:
                 parts.append(derive(self.committed(first, min(h1, a) - h0)))
             if a < b:
                 parts.append(self.hourly(zero + a * HOUR, b - a, derive))
-            if max(b, h0) < h1:
-                parts.append(derive(self.committed(zero + max(b, h0) * HOUR, h1 - max(b, h0))))
+            if max(b, h0) < h1:  # (past the index every hour is alike)
+                parts.append(np.repeat(kept.beyond, h1 - max(b, h0)))
             return np.concatenate(parts)
-        if kept is None or len(kept[0]) < size:
-            if len(self._hourly) >= 4 and kept is None:
-                self._hourly.clear()  # (a handful of derivations at most: the policies in use)
-            values, current = np.zeros(size, dtype=np.int64), bytearray(size)
-            if kept is not None:
-                values[:len(kept[0])], current[:len(kept[1])] = kept
-            kept = self._hourly[derive] = values, current
-        values, current = kept
+        values, current = kept.values, kept.current
         a = current.find(0, h0, h1)
         if a >= 0:
             b = current.rfind(0, h0, h1) + 1  # (only the hours from the first stale to the last)
@@ -796,6 +806,25 @@ class CapacityModel:
 
     def within_capacity(self) -> bool:
         return all(p.is_within_capacity() for p in self._profiles)
+
+
+class _Kept(NamedTuple):
+    """What `hourly` keeps for one derivation: a value per clock hour, whether each is current
+    (1) or must be worked out again (0), and the value of any hour past the index (nothing is
+    held there, as in buckets the index grows: so the `size` hours after the index are kept
+    too, current, and a window that runs past the horizon still reads one slice)."""
+
+    values: np.ndarray
+    current: bytearray
+    beyond: np.ndarray
+
+    @classmethod
+    def grown(cls, kept: _Kept | None, size: int, beyond: np.ndarray) -> _Kept:
+        values = np.repeat(beyond.astype(np.int64), 2 * size)
+        current = bytearray(size) + b"\x01" * size
+        if kept is not None:
+            values[:len(kept.values)], current[:len(kept.current)] = kept.values, kept.current
+        return cls(values, current, beyond)
 
 
 def least_in_steps(times: np.ndarray, levels: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -67,6 +67,7 @@ def check_queries(model, nodes, held, data, eligible):
         for name in nodes:
             assert model.fit_on(name, size, start, end) == ref.fit(name, size, start, end)
         count = data.draw(st.integers(1, 12))
+        assert model.has_room(size, start, end, count) == (ref.count_fitting(size, start, end, eligible) >= count)
         expected = ref.earliest_start(size, count, start, duration, eligible)
         assert model.earliest_start(size, count, start, duration) == expected
         placement = model.place(size, count, start, end)
