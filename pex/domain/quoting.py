@@ -87,8 +87,8 @@ class Pricing:
         limit = most_units(self.card, terms.instance_type, terms.count, ceiling)
         starts = (latest_start - first) // HOUR + 1
         sums = window_sums(self.factors(first, starts + -(-terms.duration // HOUR)), terms.duration)[:starts]
-        for k in np.flatnonzero(sums <= limit)[:ROOM_CHECKS].tolist():
-            start = first + k * HOUR
+        for k in np.flatnonzero(sums <= limit)[:ROOM_CHECKS]:  # (mostly the first has room)
+            start = first + int(k) * HOUR
             if self.model.has_room(size.resources, start, start + terms.duration, terms.count):
                 return replace(terms, start=start)
         return None
