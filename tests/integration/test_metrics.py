@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_http import ADMIN, expect_error, proposal, register
-from tests.support.service import T0
+from tests.support.service import T0, eventually
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -37,7 +37,10 @@ async def test_metrics_are_for_the_admin_and_the_timer_lag_is_measured(client, s
     alice = await register(client, "alice")
     await expect_error(await client.get("/metrics"), 401)
     await expect_error(await client.get("/metrics", headers=alice), 403)
-    await client.post("/OpenPEX/reservations", json=proposal(), headers=alice)
+    rid = (await (await client.post("/OpenPEX/reservations", json=proposal(), headers=alice)).json())["proposal"]["id"]
     service.advance_to(T0 + 10 * 60_000)  # the offer lapses: the timer fires
+    # The timer only sends the settle on its way; the lag is measured as the settle lapses the offer.
+    eventually(lambda: service.ask(lambda a: a.app.read.reservation(rid, "alice")).status == "OFFER_EXPIRED",
+               what="the lapse")
     found = samples(await (await client.get("/metrics", headers=ADMIN)).text())
     assert found[("openpex_timer_lag_seconds_count", ())] >= 1

@@ -83,7 +83,13 @@ class Service:
                    what="the hosts' answers")
 
     def sweep_vms(self) -> None:
+        """One sweep of every host, judged: each node lists its host and hands the list to the
+        Allocator in one message, so once a round trip through every node and then the Allocator
+        is back, what the sweep found is recorded (the orders it gave may still be under way)."""
         ask_sync(self.system.vm_monitor, lambda monitor: monitor.sweep())
+        for ref in ask_sync(self.system.dispatcher, lambda dispatcher: dispatcher.node_refs()).values():
+            ask_sync(ref, lambda host: None)
+        self.ask(lambda allocator: None)
 
     def domains(self, node: str) -> dict[str, str]:
         host = ask_sync(self.system.dispatcher, lambda dispatcher: dispatcher.node_ref(node))
