@@ -14,11 +14,14 @@ import json
 import logging
 import os
 import secrets
+import signal
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from argon2 import PasswordHasher
 from aiohttp import web
 
@@ -30,18 +33,19 @@ from pex.domain.pricing import DemandPricing, PricingPolicy
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.catalogue import node_size
 from pex.domain.clock import SECOND, Clock, SystemClock
-from pex.domain.errors import DomainError, NotFound
+from pex.domain.errors import DomainError, NotFound, one_line
 from pex.domain.quotas import Quota
 from pex.domain.sizes import DEFAULT_NODE, Resources
 from pex.drivers.base import Driver, DriverError
 from pex.drivers.libvirt import LibvirtDriver
 from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
+from pex.fencing import RECORDER_TOPIC, Lease, LeaseKeeper, StoreInUse, StoreLock
 from pex.http.app import create_app
 from pex.http.portal.sessions import session_key as portal_session_key
 from pex.http.auth import PasswordCheck
 from pex.logs import LogFormat, configure as configure_logging
-from pex.stores import writer_env
+from pex.stores import is_postgres, location, writer_env
 
 log = logging.getLogger("openpex")
 
@@ -88,8 +92,14 @@ class Config:
 
 def store_env(database: str | None, data_dir: Path) -> dict[str, str]:
     """eventsourcing's settings for a SQLite file (default: events.db in the data directory)
-    or a PostgreSQL URL."""
-    return writer_env(store_of(database, data_dir))
+    or a PostgreSQL URL (its appends fenced by the writer's lease)."""
+    store = store_of(database, data_dir)
+    env = writer_env(store)
+    if is_postgres(store):
+        env["APPLICATION_RECORDER_TOPIC"] = RECORDER_TOPIC
+        # An append cut off mid-transaction holds the lease row: the server drops it after this.
+        env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = "2"
+    return env
 
 
 def store_of(database: str | None, data_dir: Path) -> str:
@@ -147,8 +157,71 @@ def keep_private(data_dir: Path, database: str | None) -> None:
                     len(tightened), data_dir, ", ".join(sorted(tightened)[:10]))
 
 
+class Writer:
+    """This process's right to write its store: the SQLite file's lock, or the PostgreSQL
+    lease, renewed by a LeaseKeeper from the moment it is taken (a rebuild may take seconds).
+    StoreInUse if another process holds it."""
+
+    def __init__(self, config: Config) -> None:
+        self.store = store_of(config.database, config.data_dir)
+        self.lost: str | None = None  # why the lease was lost, if it was
+        self.on_lost: Callable[[str], None] = lambda why: None  # told once serving (before: `lost` is read)
+        self._lock: StoreLock | None = None
+        self._lease: Lease | None = None
+        self.keeper: LeaseKeeper | None = None
+
+    def acquire(self) -> None:
+        if not is_postgres(self.store):
+            self._lock = StoreLock(Path(self.store))
+            self._lock.acquire()
+            return
+        lease = Lease(writer_env(self.store))
+        try:
+            lease.create()
+            sent = time.monotonic()
+            token = lease.acquire()
+            holder = lease.held_by() if token is None else ""
+        except Exception:
+            lease.close()
+            raise
+        if token is None:
+            lease.close()
+            raise StoreInUse(f"the store {location(self.store)} has a writer: {holder}; "
+                             "stop that one first (or wait for its lease to lapse)")
+        self._lease = lease
+        self.keeper = LeaseKeeper(lease, self._lose, since=sent)
+        self.keeper.start()
+        log.info("writer of %s (lease token %d)", location(self.store), token)
+
+    def _lose(self, why: str) -> None:
+        self.lost = why
+        log.error("lost the writer's lease of %s (%s): recording nothing more and stopping", location(self.store), why)
+        self.on_lost(why)
+
+    def fence(self, app: OpenPEX) -> None:
+        """Hand the lease to the store's recorder: it appends only while the lease holds."""
+        if self.keeper is not None:
+            app.recorder.fence = self.keeper  # type: ignore[attr-defined]
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise StoreInUse(f"lost the writer's lease of {location(self.store)} while starting: {self.lost}")
+
+    def release(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+        if self._lease is not None:
+            if self.lost is None:
+                self._lease.release()
+            self._lease.close()
+        if self._lock is not None:
+            self._lock.release()
+
+
+WRITER = web.AppKey("writer", Writer)  # the service's right to write (its lock or lease)
+
+
 def open_app(config: Config, clock: Clock) -> OpenPEX:
-    keep_private(config.data_dir, config.database)
     config.images.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     settings = Settings(offer_ttl=int(config.offer_ttl * SECOND), quota=config.quota, pricing=config.pricing)
     return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now())
@@ -198,31 +271,52 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
 
 
 def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck | None = None,
-          connect: Callable[[str], Driver] = LibvirtDriver) -> tuple[web.Application, System, str | None]:
-    """Open the store, seed it, start the actors; returns the HTTP app (whose cleanup stops the
-    actors), the system and a generated admin password (None unless one was made now)."""
+          connect: Callable[[str], Driver] = LibvirtDriver,
+          on_lost: Callable[[str], None] = lambda why: os.kill(os.getpid(), signal.SIGTERM),
+          ) -> tuple[web.Application, System, str | None]:
+    """Take the store (StoreInUse if another process writes it), open it, seed it, start the
+    actors; returns the HTTP app (whose cleanup stops the actors and lets the store go), the
+    system and a generated admin password (None unless one was made now). `on_lost` is told
+    if the PostgreSQL lease is lost (by default the process stops: SIGTERM to itself)."""
     clock = clock or SystemClock()
     passwords = passwords or PasswordCheck()
-    app = open_app(config, clock)
+    keep_private(config.data_dir, config.database)
+    writer = Writer(config)
+    writer.acquire()
     try:
+        app = open_app(config, clock)
+    except BaseException:
+        writer.release()
+        raise
+    try:
+        writer.fence(app)
         generated = seed(app, config, passwords.hasher)
         cookie_key = portal_session_key(config.data_dir)
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
                         monitor_interval=config.monitor_interval, default_node=config.node_spec,
                         files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"),
                         notarising=notarising(config))
+        writer.check()
     except BaseException:
         app.close()
+        writer.release()
         raise
     system.start()
+    writer.on_lost = on_lost
+    if writer.lost is not None:  # (lost in the moment between)
+        system.stop()
+        writer.release()
+        writer.check()
     http = create_app(system, passwords, cors_origins=config.cors_origins,
                       session_key=cookie_key, secure_cookies=config.tls_cert is not None, data_dir=config.data_dir)
 
     async def stop_actors(_: web.Application) -> None:
         system.stop()
+        writer.release()  # (after the last append: a standby may take over at once)
         log.info("stopped")
 
     http.on_cleanup.append(stop_actors)
+    http[WRITER] = writer
     return http, system, generated
 
 
@@ -277,8 +371,11 @@ def serve(config: Config, log_format: LogFormat = "text") -> int:
     try:
         tls = tls_context(config)
         http, _, generated = build(config)
-    except (DriverError, ValueError, DomainError, SigningKeyError, LedgerError) as error:  # e.g. a bad --node name
+    except (DriverError, ValueError, DomainError, SigningKeyError, LedgerError, StoreInUse) as error:  # e.g. a bad --node name
         log.error("cannot start: %s", error)
+        return 1
+    except psycopg.Error as error:
+        log.error("cannot start: the store's database failed: %s", one_line(error))
         return 1
     if generated:
         print(f"openpex: created the account 'admin' with the password {generated} "
@@ -291,4 +388,6 @@ def serve(config: Config, log_format: LogFormat = "text") -> int:
     http.on_startup.append(announce)
     http.cleanup_ctx.append(heap_keeper)
     web.run_app(http, host=config.host, port=config.port, print=None, access_log=None, ssl_context=tls)
+    if http[WRITER].lost is not None:
+        return 3  # stopped because another process took the store over
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +86,10 @@ class StoredHead:
 class Ledger:
     """One connection to a store's database, for the ledger's reads and (the service's) writes."""
 
-    def __init__(self, connection: Any, postgres: bool, where: str) -> None:
-        """Use Ledger.open."""
-        self._db = connection
+    def __init__(self, connection: Any, postgres: bool, where: str, reconnect: Callable[[], Any] | None = None) -> None:
+        """Use Ledger.open. `reconnect`: a new connection, once the server dropped this one."""
+        self._connection = connection
+        self._reconnect = reconnect
         self._postgres = postgres
         self.where = where
         mark = "%s" if postgres else "?"
@@ -107,6 +108,12 @@ class Ledger:
                         f"timestamp {number} NOT NULL, root_hash {blob} NOT NULL, public_key {blob} NOT NULL, "
                         f"signature {blob} NOT NULL, leaves {blob} NOT NULL, frontier {blob} NOT NULL)")
 
+    @property
+    def _db(self) -> Any:
+        if self._reconnect is not None and self._connection.closed:  # (a database restart, a cut network)
+            self._connection = self._reconnect()
+        return self._connection
+
     @classmethod
     def open(cls, store: str, *, write: bool = False) -> Ledger:
         """The ledger of `store` (a SQLite file or a postgresql:// URL). Read-only unless `write`
@@ -116,13 +123,18 @@ class Ledger:
             env = writer_env(store)
         else:
             env = reader_env(store)  # StoreError unless an OpenPEX store is there
+        reconnect = None
         try:
             if is_postgres(store):
-                connection: Any = psycopg.connect(
-                    host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), dbname=env["POSTGRES_DBNAME"],
-                    user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], connect_timeout=5, autocommit=True)
-                if not write:  # (every statement of the session, autocommit or not)
-                    connection.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                def reconnect() -> Any:
+                    connection = psycopg.connect(
+                        host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), dbname=env["POSTGRES_DBNAME"],
+                        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"], connect_timeout=5, autocommit=True)
+                    if not write:  # (every statement of the session, autocommit or not)
+                        connection.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                    return connection
+
+                connection: Any = reconnect()
             else:
                 target = f"file:{quote(str(Path(store).resolve()))}{'' if write else '?mode=ro'}"
                 connection = sqlite3.connect(target, uri=True, timeout=10, isolation_level=None,
@@ -130,7 +142,7 @@ class Ledger:
                 connection.text_factory = bytes  # the bytes stored, UTF-8 or not: a leaf covers them
         except (sqlite3.Error, psycopg.Error) as error:
             raise LedgerError(f"cannot open {location(store)}: {one_line(error)}") from None
-        ledger = cls(connection, is_postgres(store), location(store))
+        ledger = cls(connection, is_postgres(store), location(store), reconnect)
         if write:
             with ledger._failing("create the heads table"):
                 connection.execute(ledger._create)
@@ -201,7 +213,7 @@ class Ledger:
 
     def close(self) -> None:
         try:
-            self._db.close()
+            self._connection.close()
         except (sqlite3.Error, psycopg.Error):
             pass
 

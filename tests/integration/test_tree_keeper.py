@@ -163,3 +163,30 @@ def test_a_keeper_refuses_to_go_on_from_a_damaged_head(tmp_path: Any, damage: st
             TreeKeeper(ledger, key)
     finally:
         app.close()
+
+
+def test_the_keeper_goes_on_after_the_database_dropped_its_connection(postgres_env: dict[str, str]) -> None:
+    """A database restart (or a cut network) closes the ledger's connection: the turn that meets
+    it fails with one line, and the next one reconnects, signing what was added meanwhile."""
+    import psycopg
+
+    app = OpenPEX(postgres_env)
+    store = store_of(postgres_env)
+    try:
+        add_templates(app, 0, 3)
+        with Ledger.open(store, write=True) as ledger:
+            keeper = TreeKeeper(ledger, Ed25519PrivateKey.generate())
+            assert keeper.turn(now=1_000) == 3
+            with psycopg.connect(store, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE pid <> pg_backend_pid() AND datname = current_database() AND state = 'idle' "
+                              "AND query LIKE '%tree_heads%'")
+            add_templates(app, 3, 2)
+            try:
+                keeper.turn(now=2_000)
+            except LedgerError:
+                pass  # (the turn that meets the dropped connection)
+            assert keeper.turn(now=3_000) == 2
+            assert [s.head.size for s in ledger.heads()] == [3, 5]
+    finally:
+        app.close()
