@@ -113,7 +113,7 @@ def test_two_serves_on_one_postgres_database_one_writes_and_the_other_exits_nami
     try:
         second = second_serve(tmp_path / "b", "--database", database)
         assert second.returncode == 1
-        assert f"has a writer: " in second.stderr and f"PID {first.process.pid}" in second.stderr
+        assert "has a writer: " in second.stderr and f"PID {first.process.pid}" in second.stderr
         assert first.request("POST", "/OpenPEX/users", {"username": "alice", "password": "alice-password"})[0] == 201
         # A clean stop lets the lease go at once: the next writer need not wait it out.
         assert first.kill(signal.SIGTERM) == 0
