@@ -40,7 +40,7 @@ from pex.drivers.base import Driver, DriverError
 from pex.drivers.libvirt import LibvirtDriver
 from pex.drivers.local_files import LocalFiles
 from pex.drivers.simulated import host_path, write_host
-from pex.fencing import RECORDER_TOPIC, Lease, LeaseKeeper, StoreInUse, StoreLock
+from pex.fencing import RECORDER_TOPIC, RENEW_EVERY, Lease, LeaseKeeper, StoreInUse, StoreLock
 from pex.http.app import create_app
 from pex.http.portal.sessions import session_key as portal_session_key
 from pex.http.auth import PasswordCheck
@@ -178,8 +178,15 @@ class Writer:
         lease = Lease(writer_env(self.store))
         try:
             lease.create()
-            sent = time.monotonic()
-            token = lease.acquire()
+            # A writer killed a moment ago still holds a lease for up to LEASE_SECONDS: wait
+            # that long for it to lapse; a live one renews it, and this one gives way.
+            give_up = time.monotonic() + lease.seconds + 2 * RENEW_EVERY
+            while True:
+                sent = time.monotonic()
+                token = lease.acquire()
+                if token is not None or sent > give_up:
+                    break
+                time.sleep(RENEW_EVERY / 5)
             holder = lease.held_by() if token is None else ""
         except Exception:
             lease.close()
@@ -187,7 +194,7 @@ class Writer:
         if token is None:
             lease.close()
             raise StoreInUse(f"the store {location(self.store)} has a writer: {holder}; "
-                             "stop that one first (or wait for its lease to lapse)")
+                             "stop that one first")
         self._lease = lease
         self.keeper = LeaseKeeper(lease, self._lose, since=sent)
         self.keeper.start()
