@@ -60,6 +60,15 @@ class NotTheWriter(DomainError):
     code = "NOT_THE_WRITER"
 
 
+class Standby(DomainError):
+    """This process is a standby: it answers reads from its own view of the log and leaves
+    every write to the writer (try again in a second: a standby may be the writer by then)."""
+
+    status = 503
+    code = "STANDBY"
+    retry_after = 1
+
+
 # ---------------------------------------------------------------------- SQLite
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import psycopg
 from argon2 import PasswordHasher
 from aiohttp import web
 
+from pex.actors.calls import ask_sync
 from pex.actors.notary import Notarising
 from pex.actors.system import System
 from pex.audit.ledger import LedgerError
@@ -158,9 +160,10 @@ def keep_private(data_dir: Path, database: str | None) -> None:
 
 
 class Writer:
-    """This process's right to write its store: the SQLite file's lock, or the PostgreSQL
-    lease, renewed by a LeaseKeeper from the moment it is taken (a rebuild may take seconds).
-    StoreInUse if another process holds it."""
+    """This process's right to write its store: the SQLite file's lock (StoreInUse if another
+    process holds it), or the PostgreSQL lease, renewed by a LeaseKeeper from the moment it is
+    taken (a rebuild may take seconds). A process that finds the lease held is a standby until
+    it can take it (`wait_for_lease`)."""
 
     def __init__(self, config: Config) -> None:
         self.store = store_of(config.database, config.data_dir)
@@ -169,36 +172,67 @@ class Writer:
         self._lock: StoreLock | None = None
         self._lease: Lease | None = None
         self.keeper: LeaseKeeper | None = None
+        self._stopping = threading.Event()
+        self._waiter: threading.Thread | None = None
 
-    def acquire(self) -> None:
+    @property
+    def holds(self) -> bool:
+        return self._lock is not None or self.keeper is not None
+
+    def acquire(self) -> bool:
+        """Take the store: True if this process is its writer now, False if the PostgreSQL
+        lease is another's (after waiting out a writer killed a moment ago, whose lease lasts
+        up to LEASE_SECONDS): a standby."""
         if not is_postgres(self.store):
             self._lock = StoreLock(Path(self.store))
             self._lock.acquire()
-            return
-        lease = Lease(writer_env(self.store))
+            return True
+        self._lease = lease = Lease(writer_env(self.store))
         try:
             lease.create()
-            # A writer killed a moment ago still holds a lease for up to LEASE_SECONDS: wait
-            # that long for it to lapse; a live one renews it, and this one gives way.
             give_up = time.monotonic() + lease.seconds + 2 * RENEW_EVERY
-            while True:
-                sent = time.monotonic()
-                token = lease.acquire()
-                if token is not None or sent > give_up:
-                    break
+            while not self._try_lease() and time.monotonic() < give_up:
                 time.sleep(RENEW_EVERY / 5)
-            holder = lease.held_by() if token is None else ""
         except Exception:
             lease.close()
             raise
+        if self.keeper is None:
+            log.info("standby of %s: its writer is %s", location(self.store), lease.held_by())
+        return self.keeper is not None
+
+    def _try_lease(self) -> bool:
+        assert self._lease is not None
+        sent = time.monotonic()
+        token = self._lease.acquire()
         if token is None:
-            lease.close()
-            raise StoreInUse(f"the store {location(self.store)} has a writer: {holder}; "
-                             "stop that one first")
-        self._lease = lease
-        self.keeper = LeaseKeeper(lease, self._lose, since=sent)
+            return False
+        self.keeper = LeaseKeeper(self._lease, self._lose, since=sent)
         self.keeper.start()
         log.info("writer of %s (lease token %d)", location(self.store), token)
+        return True
+
+    def wait_for_lease(self, take_over: Callable[[], None], every: float = RENEW_EVERY / 2) -> None:
+        """A standby's watch: try for the lease every `every` seconds (it lapses LEASE_SECONDS
+        after its writer's last renewal); once taken, `take_over` (in this thread)."""
+        def watch() -> None:
+            while not self._stopping.wait(every):
+                try:
+                    if self._try_lease():
+                        break
+                except psycopg.Error as error:
+                    log.warning("standby: cannot reach the store to try for the lease: %s", one_line(error))
+                    if self._lease is not None:
+                        self._lease.close()
+            else:
+                return
+            try:
+                take_over()
+            except Exception:
+                log.exception("taking over as the writer failed: stopping")
+                self._lose("taking over failed")
+
+        self._waiter = threading.Thread(target=watch, name="standby-watch", daemon=True)
+        self._waiter.start()
 
     def _lose(self, why: str) -> None:
         self.lost = why
@@ -206,15 +240,22 @@ class Writer:
         self.on_lost(why)
 
     def fence(self, app: OpenPEX) -> None:
-        """Hand the lease to the store's recorder: it appends only while the lease holds."""
-        if self.keeper is not None:
+        """Hand the lease to the store's recorder: it appends only while the lease holds (a
+        standby's recorder, with none, appends nothing)."""
+        if self._lease is not None:
             app.recorder.fence = self.keeper  # type: ignore[attr-defined]
 
     def check(self) -> None:
         if self.lost is not None:
             raise StoreInUse(f"lost the writer's lease of {location(self.store)} while starting: {self.lost}")
 
+    def stop_watching(self) -> None:
+        self._stopping.set()
+        if self._waiter is not None and self._waiter is not threading.current_thread():
+            self._waiter.join(timeout=30)
+
     def release(self) -> None:
+        self.stop_watching()
         if self.keeper is not None:
             self.keeper.stop()
         if self._lease is not None:
@@ -281,23 +322,26 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
           connect: Callable[[str], Driver] = LibvirtDriver,
           on_lost: Callable[[str], None] = lambda why: os.kill(os.getpid(), signal.SIGTERM),
           ) -> tuple[web.Application, System, str | None]:
-    """Take the store (StoreInUse if another process writes it), open it, seed it, start the
-    actors; returns the HTTP app (whose cleanup stops the actors and lets the store go), the
-    system and a generated admin password (None unless one was made now). `on_lost` is told
-    if the PostgreSQL lease is lost (by default the process stops: SIGTERM to itself)."""
+    """Take the store (StoreInUse if another process writes a SQLite store; a standby if
+    another holds the PostgreSQL lease), open it, seed it, start the actors; returns the HTTP
+    app (whose cleanup stops the actors and lets the store go), the system and a generated
+    admin password (None unless one was made now). `on_lost` is told if the PostgreSQL lease
+    is lost (by default the process stops: SIGTERM to itself)."""
     clock = clock or SystemClock()
     passwords = passwords or PasswordCheck()
     keep_private(config.data_dir, config.database)
     writer = Writer(config)
-    writer.acquire()
+    writing = writer.acquire()
     try:
         app = open_app(config, clock)
     except BaseException:
         writer.release()
         raise
+    generated = None
     try:
         writer.fence(app)
-        generated = seed(app, config, passwords.hasher)
+        if writing:
+            generated = seed(app, config, passwords.hasher)
         cookie_key = portal_session_key(config.data_dir)
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
                         monitor_interval=config.monitor_interval, default_node=config.node_spec,
@@ -308,7 +352,21 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         app.close()
         writer.release()
         raise
-    system.start()
+    if writing:
+        system.start()
+    else:
+        system.start_reading(follow=FOLLOW_EVERY)
+
+        def take_over() -> None:
+            started = time.monotonic()
+            writer.fence(app)
+            ask_sync(system.allocator, lambda allocator: allocator.follow())  # the writer can append no more
+            ask_sync(system.allocator, lambda allocator: seed(allocator.app, config, passwords.hasher), alone=True)
+            system.take_over()
+            log.info("took over as the writer of %s in %.2f s from the lease", location(writer.store),
+                     time.monotonic() - started)
+
+        writer.wait_for_lease(take_over)
     writer.on_lost = on_lost
     if writer.lost is not None:  # (lost in the moment between)
         system.stop()
@@ -318,6 +376,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
                       session_key=cookie_key, secure_cookies=config.tls_cert is not None, data_dir=config.data_dir)
 
     async def stop_actors(_: web.Application) -> None:
+        writer.stop_watching()  # (a standby takes over no more)
         system.stop()
         writer.release()  # (after the last append: a standby may take over at once)
         log.info("stopped")
@@ -325,6 +384,9 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     http.on_cleanup.append(stop_actors)
     http[WRITER] = writer
     return http, system, generated
+
+
+FOLLOW_EVERY = 0.1  # seconds between a standby's reads of the log
 
 
 FREEZE_EVERY = 1.0  # seconds between collect-and-freeze steps

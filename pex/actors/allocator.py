@@ -69,6 +69,14 @@ class Allocator(CallableActor):
         self._flush()
         self.app.close()
 
+    def follow(self) -> None:
+        """A standby's turn (and a new writer's first step): apply what was recorded since."""
+        self.app.follow()
+
+    def behind(self) -> int:
+        """How many events the log holds that this view has not applied yet."""
+        return self.app.behind()
+
     def route(self, call: Call[Any, Any]) -> None:
         if call.alone:
             self._flush()

@@ -10,12 +10,13 @@ from typing import Any
 import pykka
 
 from pex.actors.allocator import Allocator
-from pex.actors.calls import A, ask_sync
+from pex.actors.calls import A, Call, ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
 from pex.actors.node_monitor import NodeMonitor
 from pex.actors.notary import Notarising, Notary, keeper
 from pex.actors.reservation_manager import ReservationManager
+from pex.actors.ticker import Ticker
 from pex.actors.vm_monitor import VMMonitor
 from pex.domain.application import OpenPEX
 from pex.domain.clock import SECOND, Clock, Millis
@@ -48,17 +49,42 @@ class System:
         self.event_queue: pykka.ActorRef[EventQueue]
         self.allocator: pykka.ActorRef[Allocator]
         self.dispatcher: pykka.ActorRef[Dispatcher]
-        self.manager: pykka.ActorRef[ReservationManager]
+        self.manager: pykka.ActorRef[ReservationManager] | None = None  # None while a standby
         self.node_monitor: pykka.ActorRef[NodeMonitor]
         self.vm_monitor: pykka.ActorRef[VMMonitor]
+        self.writing = False  # the writer (all actors), or a standby (reads, following the log)
         self._started: list[pykka.ActorRef[Any]] = []
+        self._follower: Ticker | None = None
 
     def start(self) -> System:
         """Start every actor, connect every registered node, and bring the hypervisors in line
         with the store (what should run boots, what fell due while down is carried out)."""
+        self.start_reading()
+        return self.take_over()
+
+    def start_reading(self, follow: float | None = None) -> System:
+        """Start what answers reads: the Allocator (and the EventQueue it arms). A standby
+        gives `follow`: every so many seconds the Allocator reads on in the log what the writer
+        recorded meanwhile."""
         try:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
             self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
+            if follow is not None:
+                self._follower = Ticker(self.allocator, Call(lambda allocator: allocator.follow()), follow,
+                                        "Allocator-follower").start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def take_over(self) -> System:
+        """Become the writer (the store's lock or lease is this process's now): read the log to
+        its end, then start the rest, connect the nodes and bring them in line with the store."""
+        try:
+            if self._follower is not None:
+                self._follower.stop()
+                self._follower = None
+            ask_sync(self.allocator, lambda allocator: allocator.follow())
             if self.notarising is not None:
                 self.notary = self._keep(Notary.start(keeper(self.notarising), self.notarising, self.clock,
                                                       self.metrics))
@@ -79,6 +105,7 @@ class System:
         except BaseException:
             self.stop()
             raise
+        self.writing = True
         return self
 
     def add_node(self, name: str, uri: str) -> None:
@@ -86,6 +113,9 @@ class System:
 
     def stop(self) -> None:
         """Stop the actors in reverse order; the Allocator closes the store as it stops."""
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         while self._started:
             ref = self._started.pop()
             try:

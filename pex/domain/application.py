@@ -99,6 +99,18 @@ class OpenPEX(Application[UUID]):
         view.catch_up(self.recorder, self.mapper)
         self.view, self._stale = view, False
 
+    def follow(self) -> None:
+        """Read on in the log: what another process recorded since (a standby follows its writer)."""
+        self._check_view()
+        def read_on() -> None:
+            self.view.catch_up(self.recorder, self.mapper)
+
+        self._apply(read_on)
+
+    def behind(self) -> int:
+        """Events in the store this view has not applied."""
+        return max(0, (self.recorder.max_notification_id() or 0) - self.view.position)
+
     def _check_view(self) -> None:
         if self._stale:
             try:

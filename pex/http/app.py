@@ -22,10 +22,11 @@ from pex.drivers.base import DriverError
 from pex.http import handlers, presenters
 from pex.http.portal import add_portal
 from pex.http.portal import sessions as portal_sessions
+from pex.fencing import Standby
 from pex.http.portal.site import portal_middleware
 from pex.http.auth import PasswordCheck, basic_credentials
 from pex.http.protection import content_type_middleware, cors_middleware, quiet_client_errors, security_headers
-from pex.http.typedefs import (ALLOCATOR, BASE, CORS_ORIGINS, MANAGER, METRICS, METRICS_PATH, NOTARY, PASSWORDS, PRINCIPAL,
+from pex.http.typedefs import (BASE, CORS_ORIGINS, METRICS, METRICS_PATH, PASSWORDS, PRINCIPAL, SYSTEM,
                                find_account)
 from pex.logs import about
 
@@ -48,13 +49,10 @@ def create_app(system: System, passwords: PasswordCheck | None = None, *,
                                                           secure=secure_cookies))
     # (the portal's errors are pages rendered inside the sessions': what they change is saved)
     app = web.Application(middlewares=[metrics_middleware, errors_middleware, sessions, portal_middleware,
-                                       cors_middleware, content_type_middleware, auth_middleware],
+                                       cors_middleware, standby_middleware, content_type_middleware, auth_middleware],
                           client_max_size=64 * 1024)
     app[METRICS] = system.metrics
-    app[MANAGER] = system.manager
-    app[ALLOCATOR] = system.allocator
-    if system.notary is not None:
-        app[NOTARY] = system.notary
+    app[SYSTEM] = system
     app[PASSWORDS] = passwords or PasswordCheck()
     app.on_cleanup.append(stop_hashing)
     app[CORS_ORIGINS] = frozenset(cors_origins)
@@ -73,6 +71,18 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="OpenPEX", charset="UTF-8"'
     return response
+
+
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@web.middleware
+async def standby_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A standby answers reads from its own view and refuses every write (503, Retry-After: 1)."""
+    if request.method not in SAFE and not request.app[SYSTEM].writing:
+        raise Standby("this OpenPEX is a standby: it answers reads; writes go to the writer (try again in a "
+                      "second: this one takes over if the writer is gone)")
+    return await handler(request)
 
 
 @web.middleware

@@ -23,7 +23,7 @@ from pex.domain.reading import Reading
 from pex.domain.statuses import InstanceStatus
 from pex.http import openapi, presenters
 from pex.actors.calls import ask_async
-from pex.http.typedefs import BASE, METRICS_PATH, NOTARY, PASSWORDS, ask, ask_manager, ask_manager_later, principal
+from pex.http.typedefs import BASE, METRICS_PATH, PASSWORDS, SYSTEM, ask, ask_manager, ask_manager_later, principal
 from pex.http.wire import (
     UUID_PATTERN,
     events_in,
@@ -135,13 +135,16 @@ def admin_only(request: web.Request) -> None:
 
 async def health(request: web.Request) -> web.Response:
     types = await ask(request, lambda allocator: allocator.app.catalogue.types())  # answers only if the actors do
-    return reply({"status": "ok", "types": len(types)})
+    if request.app[SYSTEM].writing:
+        return reply({"status": "ok", "types": len(types), "role": "writer"})
+    behind = await ask(request, lambda allocator: allocator.behind())
+    return reply({"status": "ok", "types": len(types), "role": "standby", "behind": behind})
 
 
 async def audit_head(request: web.Request) -> web.Response:
     """The tree head the Notary signed last (the admin; docs/audit.md)."""
     admin_only(request)
-    notary = request.app.get(NOTARY)
+    notary = request.app[SYSTEM].notary
     head = None if notary is None else await ask_async(notary, lambda notary: notary.latest())
     if head is None:
         raise NotFound("this service signs no tree heads (it runs with --head-interval 0)" if notary is None

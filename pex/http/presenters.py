@@ -41,6 +41,7 @@ from pex.domain.quotas import Quota, QuotaExceeded
 from pex.domain.sizes import InstanceType, Resources
 from pex.domain.statuses import InstanceStatus
 from pex.drivers.base import NodeInfo
+from pex.fencing import Standby
 from pex.http.auth import TooManyAttempts
 from pex.http.wire import WIRE_NAMES, format_time
 
@@ -466,7 +467,7 @@ def error(refused: DomainError) -> tuple[Body, int | None]:
     retry_after = None
     if isinstance(refused, QuotaExceeded) and refused.retry_after is not None:
         retry_after = math.ceil(refused.retry_after / SECOND)
-    elif isinstance(refused, TooManyAttempts):
+    elif isinstance(refused, (TooManyAttempts, Standby)):
         retry_after = refused.retry_after
     if retry_after is not None:
         body["retryAfter"] = retry_after
