@@ -418,8 +418,13 @@ SCHEMAS: dict[str, Any] = {
             "publicKey": {"type": "string", "contentEncoding": "base64", "description": "raw Ed25519"},
             "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$",
                       "description": "the first 16 hex digits of SHA-256 of the public key"}}},
-    "Health": {"type": "object", "additionalProperties": False, "required": ["status", "types"],
-               "properties": {"status": {"const": "ok"}, "types": {"type": "integer"}}},
+    "Health": {"type": "object", "additionalProperties": False, "required": ["status", "types", "role"],
+               "properties": {"status": {"const": "ok"}, "types": {"type": "integer"},
+                              "role": {"enum": ["writer", "standby"],
+                                       "description": "the writer decides; a standby (PostgreSQL) follows its log, "
+                                                      "answers reads and takes over if the writer dies"},
+                              "behind": {"type": "integer", "minimum": 0,
+                                         "description": "a standby's events not yet applied"}}},
     "Event": {
         "type": "object", "additionalProperties": False,
         "required": ["position", "time", "kind", "id", "version", "type", "text", "data"],
@@ -489,8 +494,9 @@ RESPONSES: dict[str, Any] = {
                    {"allOf": [_ERROR], "if": {"properties": {"error": {"const": "TOO_MANY_ATTEMPTS"}}},
                     "then": {"required": ["retryAfter"]}}, "Retry-After"),
     "502": _answer("HYPERVISOR_ERROR: the host refused the operation", _ERROR),
-    "503": _answer("UNAVAILABLE or STORE_UNAVAILABLE: the service is stopping, or its store cannot be used",
-                   _ERROR),
+    "503": _answer("UNAVAILABLE, STORE_UNAVAILABLE, NOT_THE_WRITER or STANDBY: the service is stopping, its "
+                   "store cannot be used, it lost the writer's lease, or it is a standby (which answers reads "
+                   "only; Retry-After says when to try again)", _ERROR, "Retry-After"),
     "504": _answer("TIMEOUT: no answer in time; the request may or may not have been carried out", _ERROR),
 }
 
