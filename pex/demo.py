@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from decimal import Decimal
+import sys
 import tempfile
 from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import HOUR, MINUTE, SystemClock, to_datetime
 from pex.domain.negotiation import Terms, TermsChange
 from pex.domain.sizes import DEFAULT_NODE
+from pex.fencing import StoreInUse, StoreLock
 from pex.http import presenters
 
 
@@ -37,6 +40,19 @@ def run(data_dir: str | None = None) -> int:
     folder = data_dir or tempfile.mkdtemp(prefix="openpex-demo-")
     os.makedirs(folder, exist_ok=True)
     env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": os.path.join(folder, "events.db")}
+    lock = StoreLock(Path(env["SQLITE_DBNAME"]))  # one writer per store, as `serve` (issue 13)
+    try:
+        lock.acquire()
+    except StoreInUse as error:
+        print(f"openpex demo: {error}", file=sys.stderr)
+        return 1
+    try:
+        return _run(env, folder)
+    finally:
+        lock.release()
+
+
+def _run(env: dict[str, str], folder: str) -> int:
     now = SystemClock().now()
     now -= now % MINUTE
     app = OpenPEX(env, settings=Settings(offer_ttl=5 * MINUTE), origin=now)

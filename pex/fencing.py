@@ -43,7 +43,7 @@ from pex.domain.errors import DomainError, one_line
 
 log = logging.getLogger("openpex")
 
-LEASE_SECONDS = 2.0  # how long a lease lasts unrenewed: a standby may take over after this
+LEASE_SECONDS = 3.0  # how long a lease lasts unrenewed: a standby may take over after this
 RENEW_EVERY = 0.5  # seconds between renewals
 MARGIN = 0.5  # the writer stops this much before its lease could expire at the database
 FENCE_REFUSED = "OPX01"  # the SQLSTATE of an append refused by the fence
@@ -112,7 +112,8 @@ def _connect(env: Mapping[str, str]) -> psycopg.Connection[Any]:
 
 
 def _schema(env: Mapping[str, str]) -> str:
-    return env.get("POSTGRES_SCHEMA", "").strip() or "public"
+    # As eventsourcing reads it (its environment falls back on the process's).
+    return (env.get("POSTGRES_SCHEMA") or os.environ.get("POSTGRES_SCHEMA") or "").strip() or "public"
 
 
 class Lease:
@@ -139,8 +140,11 @@ class Lease:
             db.execute("SELECT pg_advisory_xact_lock(hashtext('openpex_lease'))")
             db.execute(SQL("CREATE TABLE IF NOT EXISTS {schema}.{lease} (name text PRIMARY KEY, token bigint NOT NULL, "
                            "holder text NOT NULL, expires_at timestamptz NOT NULL)").format(**self._names))
+            found = db.execute("SELECT to_regprocedure(%s)", (f"{_schema(self.env)}.openpex_fence(bigint)",)).fetchone()
+            if found is not None and found[0] is not None:
+                return  # (never replaced under a live writer)
             db.execute(SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{fence}(given bigint) RETURNS void LANGUAGE plpgsql AS $$ "
+                "CREATE FUNCTION {schema}.{fence}(given bigint) RETURNS void LANGUAGE plpgsql AS $$ "
                 "BEGIN "
                 "  PERFORM 1 FROM {schema}.{lease} WHERE name = 'writer' AND token = given "
                 "    AND expires_at > clock_timestamp() FOR SHARE; "
@@ -151,7 +155,14 @@ class Lease:
                 "END $$").format(**self._names))
 
     def acquire(self) -> int | None:
-        """Take the lease if nobody holds it (or it expired); the new token, or None."""
+        """Take the lease if nobody holds it (or it expired); the new token, or None (also when
+        an append under way holds the row longer than a statement may wait: a writer is busy)."""
+        try:
+            return self._acquire()
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+            return None
+
+    def _acquire(self) -> int | None:
         row = self._connection().execute(SQL(
             "INSERT INTO {schema}.{lease} AS l (name, token, holder, expires_at) "
             "VALUES ('writer', 1, %(holder)s, clock_timestamp() + make_interval(secs => %(seconds)s)) "
@@ -213,6 +224,10 @@ class LeaseKeeper(threading.Thread):
         self._until = since + lease.seconds - MARGIN
         self._lost = False
         self._halt = threading.Event()
+        self._lock = threading.Lock()
+        # A renewal may hang (a frozen server, a network that drops silently): the deadline is
+        # kept by a watchdog of its own, not by the renewing thread.
+        self._watchdog = threading.Thread(target=self._watch, name="lease-watchdog", daemon=True)
 
     @property
     def token(self) -> int | None:
@@ -223,8 +238,20 @@ class LeaseKeeper(threading.Thread):
             self.lose("the lease could not be renewed in time")  # (even if a renewal hangs)
         return not self._lost
 
+    def start(self) -> None:
+        super().start()
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._lost and not self._halt.is_set():
+            left = self._until - time.monotonic()
+            if left <= 0:
+                self.lose("the database did not answer in time to renew the lease")
+                return
+            self._halt.wait(min(left, self.every))
+
     def run(self) -> None:
-        while not self._halt.wait(self.every):
+        while not self._halt.wait(self.every) and not self._lost:
             sent = time.monotonic()
             try:
                 renewed: bool | None = self.lease.renew()
@@ -240,14 +267,17 @@ class LeaseKeeper(threading.Thread):
                 return
 
     def lose(self, why: str) -> None:
-        if not self._lost:
+        with self._lock:
+            if self._lost:
+                return
             self._lost = True
-            self.on_lost(why)
+        self.on_lost(why)
 
     def stop(self) -> None:
         self._halt.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join()
+        for thread in (self, self._watchdog):
+            if thread.is_alive() and threading.current_thread() is not thread:
+                thread.join(timeout=2)  # (a renewal that hangs is left to die with the process)
 
 
 class FencedPostgresRecorder(PostgresApplicationRecorder):
@@ -256,6 +286,10 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
     function checks the token in the append's own transaction."""
 
     fence: LeaseKeeper | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.datastore.enable_db_functions = False  # (eventsourcing's insert function would skip the fence)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         fence = self.fence

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psycopg
@@ -245,6 +245,17 @@ class Writer:
         if self._lease is not None:
             app.recorder.fence = self.keeper  # type: ignore[attr-defined]
 
+    def token(self) -> int | None:
+        """The lease's token while this process surely holds it (else None)."""
+        keeper = self.keeper
+        return keeper.token if keeper is not None and keeper.holds() else None
+
+    def fencing(self, notarising: Notarising | None) -> Notarising | None:
+        """The Notary's settings, its heads fenced by the lease (on PostgreSQL)."""
+        if notarising is None or not is_postgres(self.store):
+            return notarising
+        return replace(notarising, fence=self.token)
+
     def check(self) -> None:
         if self.lost is not None:
             raise StoreInUse(f"lost the writer's lease of {location(self.store)} while starting: {self.lost}")
@@ -320,13 +331,13 @@ def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
 
 def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck | None = None,
           connect: Callable[[str], Driver] = LibvirtDriver,
-          on_lost: Callable[[str], None] = lambda why: os.kill(os.getpid(), signal.SIGTERM),
+          on_lost: Callable[[str], None] | None = None,
           ) -> tuple[web.Application, System, str | None]:
     """Take the store (StoreInUse if another process writes a SQLite store; a standby if
     another holds the PostgreSQL lease), open it, seed it, start the actors; returns the HTTP
     app (whose cleanup stops the actors and lets the store go), the system and a generated
     admin password (None unless one was made now). `on_lost` is told if the PostgreSQL lease
-    is lost (by default the process stops: SIGTERM to itself)."""
+    is lost (by default the process stops: see `stop_for_good`)."""
     clock = clock or SystemClock()
     passwords = passwords or PasswordCheck()
     keep_private(config.data_dir, config.database)
@@ -346,7 +357,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         system = System(app, clock, connect, grace=int(config.grace * SECOND),
                         monitor_interval=config.monitor_interval, default_node=config.node_spec,
                         files=LocalFiles(images=config.images, hosts=config.data_dir / "hosts"),
-                        notarising=notarising(config))
+                        notarising=writer.fencing(notarising(config)))
         writer.check()
     except BaseException:
         app.close()
@@ -367,7 +378,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
                      time.monotonic() - started)
 
         writer.wait_for_lease(take_over)
-    writer.on_lost = on_lost
+    writer.on_lost = on_lost or stop_for_good
     if writer.lost is not None:  # (lost in the moment between)
         system.stop()
         writer.release()
@@ -387,6 +398,17 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
 
 
 FOLLOW_EVERY = 0.1  # seconds between a standby's reads of the log
+LOST_EXIT_AFTER = 5.0  # seconds a writer that lost its lease has to stop cleanly
+
+
+def stop_for_good(why: str) -> None:
+    """The lease is lost: stop as SIGTERM would, and if a thread stuck on the database (a frozen
+    server answers nothing) keeps that from ending within LOST_EXIT_AFTER, exit all the same.
+    Nothing is lost either way: this process can append nothing more (the fence)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    timer = threading.Timer(LOST_EXIT_AFTER, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
 
 
 FREEZE_EVERY = 1.0  # seconds between collect-and-freeze steps

@@ -11,6 +11,7 @@ grew. Idle, it still signs a fresh head each second (kept in memory for GET
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,13 @@ class Notarising:
     key: Ed25519PrivateKey
     interval: float = 1.0  # seconds between heads
     key_path: Path | None = None  # where the key is, for the log
+    fence: Callable[[], int | None] | None = None  # the writer's lease token now (PostgreSQL; see Ledger)
 
 
 def keeper(notarising: Notarising) -> TreeKeeper:
     """The Notary's keeper, opened by whoever starts it: a store or a heads table that cannot be
     used stops the start with one LedgerError, not a dead actor behind a running service."""
-    ledger = Ledger.open(notarising.store, write=True)
+    ledger = Ledger.open(notarising.store, write=True, fence=notarising.fence)
     try:
         return TreeKeeper(ledger, notarising.key)
     except BaseException:
@@ -69,7 +71,8 @@ class Notary(CallableActor):
     def on_stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
-        self.sign()  # a last head: after a clean stop no event is left that no head covers
+        if self.notarising.fence is None or self.notarising.fence() is not None:
+            self.sign()  # a last head: after a clean stop no event is left that no head covers
         self._keeper.ledger.close()
 
     def latest(self) -> TreeHead | None:

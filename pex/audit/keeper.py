@@ -51,10 +51,23 @@ class TreeKeeper:
         head = sign(self.key, frontier.size, now, frontier.root())
         self.latest = head
         if head.size > self._stored_size:
-            self.ledger.append(head, bytes(pending), frontier)
+            try:
+                self.ledger.append(head, bytes(pending), frontier)
+            except LedgerError:
+                if not self._was_stored(head):
+                    raise
             pending.clear()
             self._stored_size = head.size
         return len(rows)
+
+    def _was_stored(self, head: TreeHead) -> bool:
+        """Whether a head whose storing failed is stored all the same (the database committed it
+        and the answer was lost): then sending its leaves again would record them twice."""
+        try:
+            stored = self.ledger.latest()
+        except LedgerError:
+            return False
+        return stored is not None and stored.head == head
 
 
 def _resumed(stored: StoredHead, where: str) -> Frontier:

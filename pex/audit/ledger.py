@@ -86,10 +86,14 @@ class StoredHead:
 class Ledger:
     """One connection to a store's database, for the ledger's reads and (the service's) writes."""
 
-    def __init__(self, connection: Any, postgres: bool, where: str, reconnect: Callable[[], Any] | None = None) -> None:
-        """Use Ledger.open. `reconnect`: a new connection, once the server dropped this one."""
+    def __init__(self, connection: Any, postgres: bool, where: str, reconnect: Callable[[], Any] | None = None,
+                 fence: Callable[[], int | None] | None = None) -> None:
+        """Use Ledger.open. `reconnect`: a new connection, once the server dropped this one;
+        `fence`: the writer's lease token now (None: not the writer), checked in the same
+        transaction as every head stored (PostgreSQL: only the writer stores heads)."""
         self._connection = connection
         self._reconnect = reconnect
+        self._fence = fence
         self._postgres = postgres
         self.where = where
         mark = "%s" if postgres else "?"
@@ -115,7 +119,7 @@ class Ledger:
         return self._connection
 
     @classmethod
-    def open(cls, store: str, *, write: bool = False) -> Ledger:
+    def open(cls, store: str, *, write: bool = False, fence: Callable[[], int | None] | None = None) -> Ledger:
         """The ledger of `store` (a SQLite file or a postgresql:// URL). Read-only unless `write`
         (the service): then the heads table is created if missing. StoreError if the store is
         not there; LedgerError if its database fails."""
@@ -142,7 +146,7 @@ class Ledger:
                 connection.text_factory = bytes  # the bytes stored, UTF-8 or not: a leaf covers them
         except (sqlite3.Error, psycopg.Error) as error:
             raise LedgerError(f"cannot open {location(store)}: {one_line(error)}") from None
-        ledger = cls(connection, is_postgres(store), location(store), reconnect)
+        ledger = cls(connection, is_postgres(store), location(store), reconnect, fence if is_postgres(store) else None)
         if write:
             with ledger._failing("create the heads table"):
                 connection.execute(ledger._create)
@@ -205,9 +209,17 @@ class Ledger:
 
     def append(self, head: TreeHead, leaves: bytes, frontier: Frontier) -> None:
         """Store a head with the leaves it adds and the frontier at its size (one transaction)."""
-        with self._failing("store a tree head"):
-            self._db.execute(self._insert_head, (head.size, head.timestamp, head.root, head.public_key,
-                                                 head.signature, leaves, frontier.to_bytes()))
+        row = (head.size, head.timestamp, head.root, head.public_key, head.signature, leaves, frontier.to_bytes())
+        if self._fence is None:
+            with self._failing("store a tree head"):
+                self._db.execute(self._insert_head, row)
+            return
+        token = self._fence()
+        if token is None:
+            raise LedgerError(f"no tree head stored in {self.where}: this process is not the store's writer")
+        with self._failing("store a tree head"), self._db.transaction():
+            self._db.execute("SELECT openpex_fence(%s)", (token,))
+            self._db.execute(self._insert_head, row)
 
     # ------------------------------------------------------------------ life
 

@@ -747,7 +747,7 @@ class CapacityModel:
         zero = self._first_hour()
         if HOUR % index.width or (first - zero) % HOUR:
             return derive(self.committed(first, hours))  # (buckets do not tile these hours)
-        size = (index.end - zero) // HOUR
+        size = -(-(index.end - zero) // HOUR)  # (an hour the index ends inside is kept as any other)
         if kept is None or len(kept.values) < 2 * size:
             if len(self._hourly) >= 4 and kept is None:
                 self._hourly.clear()  # (a handful of derivations at most: the policies in use)

@@ -265,3 +265,55 @@ def test_a_writer_cut_off_from_its_database_stops_and_another_takes_over_after_t
             second.close()
     finally:
         first.close()
+
+
+def test_a_writer_whose_database_stops_answering_stops_by_its_own_deadline(tmp_path, postgres_server):
+    """A database that takes every byte and answers none (stopped with SIGSTOP; a pooler that
+    hangs): no timeout of the client's connection fires, the renewal hangs, and the writer
+    stops all the same, by its own watchdog, before its lease could lapse at the database."""
+    postgres_server.reset()
+    proxy = Proxy(postgres_server.host, postgres_server.port)
+    through = f"postgresql://{postgres_server.user}:{postgres_server.password}@127.0.0.1:{proxy.port}/{postgres_server.dbname}"
+    writer = Server(tmp_path, "--database", through)
+    try:
+        assert writer.request("POST", "/OpenPEX/users", {"username": "alice", "password": "alice-password"})[0] == 201
+        frozen = time.monotonic()
+        proxy.freeze()
+        assert writer.process.wait(timeout=30) == 3, writer.log.read_text()
+        log = writer.log.read_text()
+        assert "lost the writer's lease" in log and "did not answer in time" in log, log
+        print(f"stopped {time.monotonic() - frozen:.1f} s after its database froze")
+    finally:
+        writer.close()
+        proxy.cut()
+
+
+def test_tree_heads_are_stored_under_the_lease_too(recorders, postgres_server):
+    """The Notary of a writer that lost its lease must not store heads over the new writer's
+    events (two keepers' heads would interleave, and verify would blame a clean log)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from pex.audit.keeper import TreeKeeper
+    from pex.audit.ledger import Ledger, LedgerError
+
+    env, (old, new) = recorders
+    first, second = Lease(env), Lease(env, seconds=30)
+    try:
+        first.create()
+        first.acquire()
+        old.fence = LeaseKeeper(first, lambda why: None, since=time.monotonic())
+        old.insert_events(stored(2))
+        with Ledger.open(url(postgres_server), write=True, fence=lambda: first.token) as ledger:
+            keeper = TreeKeeper(ledger, Ed25519PrivateKey.generate())
+            assert keeper.turn(now=1_000) == 2
+            with psycopg.connect(url(postgres_server), autocommit=True) as db:
+                db.execute("UPDATE openpex_lease SET expires_at = clock_timestamp()")
+            assert second.acquire() == 2
+            new.fence = LeaseKeeper(second, lambda why: None, since=time.monotonic())
+            new.insert_events(stored(1))
+            with pytest.raises(LedgerError, match="does not hold the lease"):
+                keeper.turn(now=2_000)
+            assert [head.head.size for head in ledger.heads()] == [2]
+    finally:
+        first.close()
+        second.close()

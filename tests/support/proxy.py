@@ -1,5 +1,6 @@
-"""A TCP proxy that can be cut, as a network between a writer and its database would be:
-`cut()` resets every connection through it and refuses new ones."""
+"""A TCP proxy between a writer and its database that can fail as networks and servers do:
+`cut()` resets every connection through it and refuses new ones; `freeze()` answers nothing
+from then on, resetting nothing."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class Proxy:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = False
+        self._frozen = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -26,6 +28,10 @@ class Proxy:
             if self._cut:
                 client.close()
                 return
+            if self._frozen.is_set():
+                with self._lock:
+                    self._sockets.append(client)  # (accepted, never answered)
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
@@ -36,10 +42,11 @@ class Proxy:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self._frozen.is_set():
+                    continue  # (swallowed: a frozen server takes the bytes and never answers)
                 sink.sendall(data)
         except OSError:
             pass
@@ -48,6 +55,12 @@ class Proxy:
                 end.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def freeze(self) -> None:
+        """From now on nothing gets through, and nothing is reset: every connection stays open,
+        new ones are accepted, and no statement is ever answered (a server stopped with SIGSTOP,
+        a pooler that hangs)."""
+        self._frozen.set()
 
     def cut(self) -> None:
         self._cut = True
