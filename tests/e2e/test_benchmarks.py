@@ -2,7 +2,7 @@
 print a table and then one JSON line with the figures the README quotes, the pricing
 comparison of issue 12 included (unpriced and priced decisions of the same requests in
 benchmarks.admission; rounds of unpriced and priced proposals, and of a baseline tree's
-server, in benchmarks.api)."""
+server, in benchmarks.api) and the standby's takeovers of issue 13 (benchmarks.failover)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,10 @@ def test_api_alternates_rounds_of_unpriced_and_priced_proposals():
     assert set(figures["ratios"]) == {"priced/unpriced", "unpriced/before", "priced/before"}
     assert figures["bare"] is None
     assert any(line.startswith("priced/unpriced: req/s") for line in lines)
+
+
+def test_failover_kills_the_writer_and_times_the_standby_taking_over():
+    lines, figures = run_benchmark("benchmarks.failover", "--kills", "2", "--nodes", "2")
+    assert figures["kills"] == 2 and [r["killed"] for r in figures["rounds"]] == ["a", "b"]
+    assert 0 < figures["takeover_min_s"] <= figures["takeover_p50_s"] <= figures["takeover_max_s"] < 60
+    assert any("writes accepted again after" in line for line in lines)

@@ -16,7 +16,7 @@ from pex.domain.clock import ManualClock, from_datetime
 from pex.domain.orders import Operation
 from pex.domain.read_models import InstanceView
 from pex.domain.sizes import Resources
-from pex.service import Config, build
+from pex.service import WRITER, Config, build
 
 T = TypeVar("T")
 
@@ -47,7 +47,8 @@ class Service:
         self.config = Config(data_dir=data_dir, simulated_nodes=nodes, node_spec=node_spec, grace=grace,
                              offer_ttl=offer_ttl, database=database, monitor_interval=monitor_interval)
         extra = {"connect": connect} if connect else {}
-        self.http, self.system, _ = build(self.config, clock=clock, **extra)
+        self.lost: list[str] = []  # (a lost lease is recorded, not a SIGTERM to the test run)
+        self.http, self.system, _ = build(self.config, clock=clock, on_lost=self.lost.append, **extra)
 
     @property
     def app(self):
@@ -108,7 +109,9 @@ class Service:
         return self.app.recorder.max_notification_id() or 0
 
     def stop(self) -> None:
+        """As the service stops: the actors, then the store's lock (or lease) is let go."""
         self.system.stop()
+        self.http[WRITER].release()
 
 
 def book(service: Service, userid: str, *, start: int, duration: int, count: int = 1, size: str = "SMALL",
