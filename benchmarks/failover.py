@@ -106,14 +106,10 @@ def database(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    from tests.support.postgres import PrivateCluster
+    from tests.support.postgres import private_server_url
 
-    cluster = PrivateCluster()
-    try:
-        server = cluster.start()
-        yield f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.dbname}"
-    finally:
-        cluster.stop()
+    with private_server_url() as url:
+        yield url
 
 
 def percentile(samples: list[float], p: float) -> float:

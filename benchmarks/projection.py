@@ -132,14 +132,10 @@ def _postgres(choice: str | None) -> Iterator[str | None]:
     if choice != "private":
         yield choice
         return
-    from tests.support.postgres import PrivateCluster
+    from tests.support.postgres import private_server_url
 
-    cluster = PrivateCluster()
-    try:
-        server = cluster.start()
-        yield f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.dbname}"
-    finally:
-        cluster.stop()
+    with private_server_url() as url:
+        yield url
 
 
 def main(argv: list[str] | None = None) -> None:

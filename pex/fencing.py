@@ -85,8 +85,14 @@ class StoreLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = ""
+            for _ in range(20):  # (a holder that has just taken the lock writes its PID a moment later)
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                if holder:
+                    break
+                time.sleep(0.05)
             os.close(fd)
+            holder = holder or "unknown"
             raise StoreInUse(f"the store {self.store} is in use by another openpex serve (PID {holder}); "
                              "stop that one first, or give this one another --data-dir") from None
         os.ftruncate(fd, 0)

@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +108,14 @@ class PrivateCluster:
             subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
                             "-w", "stop"], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def private_server_url() -> Iterator[str]:
+    """A private server for one run (a benchmark's): its database's URL; stopped and removed after."""
+    cluster = PrivateCluster()
+    try:
+        server = cluster.start()
+        yield f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.dbname}"
+    finally:
+        cluster.stop()
