@@ -175,10 +175,6 @@ class Writer:
         self._stopping = threading.Event()
         self._waiter: threading.Thread | None = None
 
-    @property
-    def holds(self) -> bool:
-        return self._lock is not None or self.keeper is not None
-
     def acquire(self) -> bool:
         """Take the store: True if this process is its writer now, False if the PostgreSQL
         lease is another's (after waiting out a writer killed a moment ago, whose lease lasts
