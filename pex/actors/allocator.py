@@ -19,6 +19,7 @@ fsync serves many negotiations; alone, a call is saved and answered at once.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
@@ -32,7 +33,7 @@ from pex.domain.application import OpenPEX
 from pex.actors.event_queue import EventQueue
 from pex.domain.clock import DAY, Clock, Millis
 from pex.domain.billing import Statements
-from pex.domain.errors import InvalidField
+from pex.domain.errors import InvalidField, one_line
 from pex.domain.negotiation import TermsChange
 from pex.domain.orders import VMOrder
 from pex.drivers.base import NodeInfo
@@ -64,14 +65,28 @@ class Allocator(CallableActor):
         self._settled = False  # ... and carried out all it had to
         self._loads: dict[str, NodeInfo] = {}  # latest load per host (NodeMonitor), not stored
         self._waiting: list[tuple[Call[Any, Any], Any, BaseException | None]] = []  # answers held until saved
+        self._said_unreadable: float | None = None  # when a standby last said it cannot read the log
 
     def on_stop(self) -> None:
         self._flush()
         self.app.close()
 
-    def follow(self) -> None:
-        """A standby's turn (and a new writer's first step): apply what was recorded since."""
-        self.app.follow()
+    def follow(self, *, quietly: bool = False) -> None:
+        """A new writer's first step, and a standby's turn (`quietly`: a store that cannot be
+        read now is said once a minute, not raised ten times a second): apply what was
+        recorded since."""
+        if not quietly:
+            self.app.follow()
+            return
+        try:
+            self.app.follow()
+        except Exception as error:
+            if self._said_unreadable is None or time.monotonic() - self._said_unreadable >= 60:
+                self._said_unreadable = time.monotonic()
+                log.warning("standby: cannot read on in the log (reads answer from what was read): %s",
+                            one_line(error))
+        else:
+            self._said_unreadable = None
 
     def behind(self) -> int:
         """How many events the log holds that this view has not applied yet."""

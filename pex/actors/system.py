@@ -70,7 +70,7 @@ class System:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
             self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
             if follow is not None:
-                self._follower = Ticker(self.allocator, Call(lambda allocator: allocator.follow()), follow,
+                self._follower = Ticker(self.allocator, Call(lambda allocator: allocator.follow(quietly=True)), follow,
                                         "Allocator-follower").start()
         except BaseException:
             self.stop()
