@@ -258,6 +258,8 @@ class CapacityModel:
     def set_eligible(self, name: str, eligible: bool) -> None:
         """Whether new allocations may use the node (not while it is down or drained)."""
         n = self._node(name)
+        if self._eligible[n] == eligible:
+            return  # (every event of a node says it: the supply and the prices kept stand)
         self._eligible[n] = eligible
         self._index.set_counted(n, eligible)
         self._supply = None
