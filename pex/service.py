@@ -367,7 +367,7 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         def take_over() -> None:
             started = time.monotonic()
             writer.fence(app)
-            ask_sync(system.allocator, lambda allocator: allocator.follow())  # the writer can append no more
+            system.catch_up()  # (before seeding: what the writer registered is there)
             ask_sync(system.allocator, lambda allocator: seed(allocator.app, config, passwords.hasher), alone=True)
             system.take_over()
             log.info("took over as the writer of %s in %.2f s from the lease", location(writer.store),

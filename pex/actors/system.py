@@ -77,14 +77,20 @@ class System:
             raise
         return self
 
+    def catch_up(self) -> None:
+        """A standby that holds the lease now: stop following and read the log to its end (no
+        other process can append any more)."""
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
+        ask_sync(self.allocator, lambda allocator: allocator.follow())
+
     def take_over(self) -> System:
         """Become the writer (the store's lock or lease is this process's now): read the log to
         its end, then start the rest, connect the nodes and bring them in line with the store."""
         try:
-            if self._follower is not None:
-                self._follower.stop()
-                self._follower = None
-            ask_sync(self.allocator, lambda allocator: allocator.follow())
+            if self._follower is not None:  # a standby: what its writer recorded last, before deciding
+                self.catch_up()
             if self.notarising is not None:
                 self.notary = self._keep(Notary.start(keeper(self.notarising), self.notarising, self.clock,
                                                       self.metrics))
