@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ def test_a_second_serve_on_a_sqlite_store_exits_at_once_naming_the_first_and_a_k
         first.close()
 
 
+def serves(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/OpenPEX/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def test_two_writers_started_at_once_on_sqlite_exactly_one_serves(tmp_path):
     ports = [free_port(), free_port()]
     processes = [subprocess.Popen([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path), "--port",
@@ -77,8 +86,10 @@ def test_two_writers_started_at_once_on_sqlite_exactly_one_serves(tmp_path):
         assert stopped[0].returncode == 1
         winner = processes[1 - processes.index(stopped[0])]
         assert f"PID {winner.pid}" in stopped[0].stdout.read()
-        time.sleep(1.0)
-        assert winner.poll() is None, "the one that took the store serves on"
+        port = ports[processes.index(winner)]
+        while not serves(port):  # the one that took the store comes up and serves
+            assert winner.poll() is None and time.monotonic() < deadline, "the one that took the store stopped"
+            time.sleep(0.1)
     finally:
         for process in processes:
             if process.poll() is None:
