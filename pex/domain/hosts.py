@@ -57,6 +57,7 @@ class Hosts:
         for instance in self._placed_on(node):
             if instance.id not in seen and instance.status in LIVE and self._should_run(instance):
                 changed.append((instance.id, InstanceStatus.CRASHED, "its VM vanished from the host"))
+        changed += self._gone_after_end(node, observed, busy)
         self._record_statuses(changed)
         return [order for order in self.stray_orders(node, observed) if order.domain not in busy]
 
@@ -85,8 +86,17 @@ class Hosts:
                 changed.append((instance.id, InstanceStatus.HALTED, None))
             elif step is Recovery.RECORD_OBSERVED:
                 changed.append((instance.id, state, WHY.get(state)))
-        self._record_statuses(changed)
+        self._record_statuses(changed + self._gone_after_end(node, observed))
         return orders + self.stray_orders(node, observed)
+
+    def _gone_after_end(self, node: str, observed: Mapping[str, str], busy: Collection[str] = ()) -> list[StatusChange]:
+        """VMs recorded live whose reservation is over and which the host no longer has: their
+        end's stop was carried out (or the host lost them) but never recorded, as when the
+        writer died between recording the end and hearing from the host. Recorded HALTED, as
+        the stop would have been; nothing else would ever say so."""
+        return [(instance.id, InstanceStatus.HALTED, None) for instance in self._placed_on(node)
+                if instance.status in LIVE and not self._should_run(instance)
+                and domain_name(str(instance.id)) not in observed and domain_name(str(instance.id)) not in busy]
 
     def stray_orders(self, node: str, observed: Mapping[str, str]) -> list[VMOrder]:
         """Orders to remove the VMs a host has (domain name -> state) that must not be there:

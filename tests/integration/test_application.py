@@ -381,6 +381,36 @@ def test_after_a_restart_a_vm_defined_but_never_started_is_booted(app):
     assert [(o.operation.value, o.domain) for o in orders] == [("boot", boot.domain)]
 
 
+@pytest.mark.parametrize("how", ["recover", "reconcile"])
+def test_a_vm_whose_end_was_recorded_but_not_its_stop_is_recorded_halted_when_its_host_lacks_it(app, how):
+    """The writer died between recording a reservation's end and hearing its VMs stop: the
+    next one's recovery (or any reconciliation) records them HALTED, not RUNNING for ever."""
+    rid = app.negotiation.propose("alice", proposal(fixed=2, start=NOW + MINUTE), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    app.lifecycle.activate(rid, "alice")
+    boots = app.lifecycle.settle(NOW + MINUTE)
+    for order in boots:
+        app.operations.record_status(order.vm_id, "RUNNING", None, node=order.node)
+    ends = app.lifecycle.settle(NOW + MINUTE + HOUR)  # expired; its END orders die with the process
+    assert {o.operation.value for o in ends} == {"end"} and app.read.reservation(rid, "alice").status == "EXPIRED"
+    kept = boots[0]  # one host still has its VM: a stray to remove, not yet halted
+    for node in {order.node for order in boots}:
+        observed = {kept.domain: "RUNNING"} if node == kept.node else {}
+        if how == "recover":
+            orders = app.hosts.recover_node(node, observed, NOW + 2 * HOUR)
+        else:
+            orders = app.hosts.reconcile(node, observed)
+        assert [(o.operation.value, o.domain) for o in orders] == ([("end", kept.domain)] if node == kept.node else [])
+    statuses = {str(i.id): i.status for i in app.read.instances("alice")}
+    assert statuses == {o.vm_id: "RUNNING" if o is kept else "HALTED" for o in boots}
+    # A stop under way on its node (busy) is left to that node.
+    if how == "reconcile":
+        app.hosts.reconcile(kept.node, {}, busy=[kept.domain])
+        assert app.read.instance(kept.vm_id, "alice").status == "RUNNING"
+        app.hosts.reconcile(kept.node, {})
+        assert app.read.instance(kept.vm_id, "alice").status == "HALTED"
+
+
 def test_listeners_hear_every_save_once_it_is_done_and_cannot_undo_it(app, caplog):
     heard: list[list[str]] = []
 
