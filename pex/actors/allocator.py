@@ -173,7 +173,7 @@ class Allocator(CallableActor):
     def metrics_text(self) -> bytes:
         """The metrics, with instances and nodes counted by status off the view now."""
         view = self.app.view
-        instances = Counter(str(instance.status) for instance in view.instances.values())
+        instances = view.instance_statuses()
         nodes = Counter(str(node.status) for node in view.nodes.values())
         return self.metrics.exposition(instances, nodes, view.position)
 

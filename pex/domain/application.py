@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from pex.domain.admission import AdmissionPolicy
@@ -44,6 +45,10 @@ from pex.domain.reading import Reading
 log = logging.getLogger(__name__)
 
 
+# Offers a view to start from (the application and a fresh capacity model for it), or None.
+Opening = Callable[["OpenPEX", CapacityModel], "Projections | None"]
+
+
 @dataclass(frozen=True)
 class Settings:
     offer_ttl: Millis = 5 * MINUTE
@@ -59,10 +64,13 @@ class OpenPEX(Application[UUID]):
     env = {"TRANSCODER_TOPIC": "pex.domain.transcoding:MsgpackTranscoder"}
 
     def __init__(self, env: Mapping[str, str] | None = None, *, settings: Settings | None = None,
-                 origin: Millis | None = None) -> None:
+                 origin: Millis | None = None, opening: Opening | None = None) -> None:
         """Open the store and rebuild every projection from it. `origin` is the earliest
-        instant decisions will be asked about (default: now)."""
+        instant decisions will be asked about (default: now). `opening`, if given, offers a
+        view to start from (a snapshot's) each time the view is rebuilt; the log after it is
+        read on."""
         super().__init__(env)
+        self._opening = opening
         self.settings = settings or Settings()
         if origin is None:
             origin = SystemClock().now()
@@ -95,9 +103,25 @@ class OpenPEX(Application[UUID]):
         """Replace the view with one rebuilt from the store. Until that succeeds the old view
         must not be trusted: commands are refused (StoreUnavailable) rather than decided on it."""
         self._stale = True
-        view = Projections(CapacityModel(origin=self._origin, bucket=self.settings.bucket))
+        view = self._opening(self, self._capacity_model()) if self._opening is not None else None
+        if view is None:
+            view = Projections(self._capacity_model())
+        view.locate = self._reservation_of_instance
         view.catch_up(self.recorder, self.mapper)
         self.view, self._stale = view, False
+
+    def _capacity_model(self) -> CapacityModel:
+        return CapacityModel(origin=self._origin, bucket=self.settings.bucket)
+
+    def _reservation_of_instance(self, instance_id: UUID) -> UUID | None:
+        """The reservation an instance was planned for, as the store has it (None: no such
+        instance): how a view finds the settled family an instance is in."""
+        try:
+            planned: Any = self.repository.get(instance_id, version=1)
+        except AggregateNotFoundError:
+            return None
+        found: UUID | None = getattr(planned, "reservation_id", None)
+        return found
 
     def follow(self) -> None:
         """Read on in the log: what another process recorded since (a standby follows its writer)."""

@@ -154,7 +154,7 @@ class Hosts:
             raise ProtocolViolation(f"node {name} is {view.nodes[name].status}: only a node that is down is re-planned")
         orders: list[VMOrder] = []
         self._withdraw_offers_on(name, now)
-        for rid in [rid for rid, r in view.reservations.items() if r.status in AGREED and r.booking]:
+        for rid in [r.id for r in view.open_reservations() if r.status in AGREED and r.booking]:
             booking = Allocation.from_list(view.reservations[rid].booking or [])
             lost = [s for s in booking.shares if s.node == name and s.end > now]
             if lost:
@@ -165,7 +165,8 @@ class Hosts:
         """Open offers that hold capacity on the lost node are withdrawn (a REJECT with the
         reason): an offer promises placement, and that placement is gone."""
         changed: list[Reservation] = []
-        for rid, r in self.app.view.reservations.items():
+        for r in list(self.app.view.open_reservations()):
+            rid = r.id
             if r.offer and any(s.node == name and s.end > now
                                for s in Allocation.from_list(r.offer["allocation"]).shares):
                 reservation: Reservation = self.app.load(rid)

@@ -8,12 +8,17 @@ cannot drift from it. The capacity model follows each reservation's `held_alloca
 The writer's projections keep everything. A reader's (`reader=True`, pex.query) keep what
 readers ask about: the aggregates, their indexes and the open offers; no timers nor quotas, and
 nothing held in the capacity model until the first question that needs it (`keep_capacity`).
+
+Projections thawed from a snapshot (pex.snapshots) hold the settled part of history (closed
+reservations whose VMs all stopped: a family nothing will change unless a new event says so)
+as where each family lies in the snapshot, and bring a family in, whole, the first time
+anything asks for it. A start then costs what is still open, not the log's length.
 """
 
 from __future__ import annotations
 
 import gc
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -117,16 +122,84 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+class Families(Protocol):
+    """The settled families of a snapshot: where one lies -> the states of its reservation and
+    of its instances (each an aggregate's attributes, as `frozen` gives them)."""
+
+    def states(self, where: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        ...
+
+
+class Reservations(dict[UUID, Any]):
+    """Every reservation by id, in the order made. A settled one from a snapshot is held as
+    where its family lies (an int) until asked for; then its family is brought in, whole."""
+
+    def __init__(self, bring_in: Callable[[UUID, int], Reservation]) -> None:
+        super().__init__()
+        self._bring_in = bring_in
+
+    def __getitem__(self, rid: UUID) -> Reservation:
+        found = dict.__getitem__(self, rid)
+        return self._bring_in(rid, found) if type(found) is int else found
+
+    def get(self, rid: UUID, default: Any = None) -> Any:
+        found = dict.get(self, rid, default)
+        return self._bring_in(rid, found) if type(found) is int else found
+
+    def values(self) -> Iterator[Reservation]:  # type: ignore[override]
+        return (self[rid] for rid in self)
+
+    def items(self) -> Iterator[tuple[UUID, Reservation]]:  # type: ignore[override]
+        return ((rid, self[rid]) for rid in self)
+
+
+class Instances(dict[UUID, Instance]):
+    """Every instance by id. One of a settled family is not here until its family is brought
+    in: `find` does that, given the instance's id, if a settled family holds it."""
+
+    def __init__(self, find: Callable[[UUID], bool]) -> None:
+        super().__init__()
+        self._find = find
+
+    def __missing__(self, iid: UUID) -> Instance:
+        if self._find(iid):
+            return dict.__getitem__(self, iid)
+        raise KeyError(iid)
+
+    def get(self, iid: UUID, default: Any = None) -> Any:
+        found = dict.get(self, iid)
+        if found is None and self._find(iid):
+            return dict.get(self, iid)
+        return default if found is None else found
+
+    def __contains__(self, iid: object) -> bool:
+        return dict.__contains__(self, iid) or (isinstance(iid, UUID) and self._find(iid))
+
+
+class InstancesOf(defaultdict[UUID, list[UUID]]):
+    """A reservation's instances, in the order planned; a settled family's once it is asked for."""
+
+    def __init__(self, settled: Callable[[UUID], bool]) -> None:
+        super().__init__(list)
+        self._settled = settled
+
+    def get(self, rid: UUID, default: Any = None) -> Any:
+        if not dict.__contains__(self, rid):
+            self._settled(rid)
+        return dict.get(self, rid, default)
+
+
 class Projections:
     def __init__(self, capacity: CapacityModel, *, reader: bool = False) -> None:
         """The writer's projections (the capacity model kept in step from the start, due times,
         quota counts), or a reader's (see the module's docstring)."""
         self.position = 0  # id of the last notification applied
         self.capacity = capacity
-        self.reservations: dict[UUID, Reservation] = {}
+        self.reservations: dict[UUID, Reservation] = Reservations(self._bring_in)
+        self.open: dict[UUID, None] = {}  # the reservations not closed, in the order made
         self.reservations_of: dict[str, list[UUID]] = defaultdict(list)
-        self.instances: dict[UUID, Instance] = {}
-        self.instances_of: dict[UUID, list[UUID]] = defaultdict(list)
+        self.instances: dict[UUID, Instance] = Instances(self._find)
+        self.instances_of: dict[UUID, list[UUID]] = InstancesOf(self._bring_in_settled)
         self.instances_on: dict[str | None, set[UUID]] = defaultdict(set)  # by node ("": none)
         self.nodes: dict[str, Node] = {}
         self.templates: dict[str, Template] = {}
@@ -143,6 +216,12 @@ class Projections:
         self._holding = not reader  # whether the capacity model holds the reservations' allocations
         self._rebuilding = False  # the first catch-up: everything is synced once, at its end
         self._names: dict[UUID, str] = {}  # id -> name of nodes, templates and accounts
+        # What a snapshot left settled (see the module's docstring): where each family lies,
+        # how to find an instance's reservation (the store's answer), and the statuses of the
+        # instances not brought in.
+        self.families: Families | None = None
+        self.locate: Callable[[UUID], UUID | None] = lambda iid: None
+        self.settled_statuses: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ following the log
 
@@ -187,7 +266,7 @@ class Projections:
                 progress(applied)
             reading = reading and len(page) == PAGE
         if self._rebuilding:
-            self._finish_rebuild()
+            self.derive()
         return applied
 
     def apply_recordings(self, recordings: Iterable[Any], recorder: Any, mapper: Any) -> None:
@@ -226,7 +305,8 @@ class Projections:
         if isinstance(event, Reservation.Event):
             self._apply_reservation(event)
         elif isinstance(event, Instance.Event):
-            known = self.instances.get(event.originator_id)
+            # (a new one is nobody's settled instance: no need to ask where it lies)
+            known = self.instances.get(event.originator_id) if event.originator_version > 1 else None
             was_on = known.node if known is not None else None  # mutate changes it in place
             instance = _advanced(event, known)
             if known is None:
@@ -236,24 +316,34 @@ class Projections:
                 self.instances_on[instance.node].add(instance.id)
             self.instances[instance.id] = instance
         elif isinstance(event, Node.Event):
-            node = _advanced(event, self.nodes.get(self._names.get(event.originator_id, "")))
+            self.take_in(_advanced(event, self.nodes.get(self._names.get(event.originator_id, ""))))
+        elif isinstance(event, Template.Event):
+            self.take_in(_advanced(event, self.templates.get(self._names.get(event.originator_id, ""))))
+        elif isinstance(event, Account.Event):
+            self.take_in(_advanced(event, self.accounts.get(self._names.get(event.originator_id, ""))))
+        elif isinstance(event, PriceList.Event):
+            self.take_in(_advanced(event, self.price_list))
+
+    def take_in(self, aggregate: Node | Template | Account | PriceList) -> None:
+        """Keep a node, template, account or price list as it now is (from an event, or a snapshot)."""
+        if isinstance(aggregate, Node):
+            node = aggregate
             if node.name not in self.nodes:
                 self.capacity.add_node(node.name, Resources(node.cpus, node.memory_mb, node.disk_gb))
             self.nodes[node.name] = node
             self._names[node.id] = node.name
             self.capacity.set_eligible(node.name, node.status == "UP")
-        elif isinstance(event, Template.Event):
-            template = _advanced(event, self.templates.get(self._names.get(event.originator_id, "")))
-            self.templates[template.name] = template
-            self._names[template.id] = template.name
-        elif isinstance(event, Account.Event):
-            account = _advanced(event, self.accounts.get(self._names.get(event.originator_id, "")))
+        elif isinstance(aggregate, Template):
+            self.templates[aggregate.name] = aggregate
+            self._names[aggregate.id] = aggregate.name
+        elif isinstance(aggregate, Account):
+            account = aggregate
             self.accounts[account.username] = account
             self.account_names.setdefault(account.username.casefold(), account.username)
             self._names[account.id] = account.username
-        elif isinstance(event, PriceList.Event):
-            self.price_list = _advanced(event, self.price_list)
-            self.rate_card = RateCard.stored(self.price_list.currency, self.price_list.rates)
+        else:
+            self.price_list = aggregate
+            self.rate_card = RateCard.stored(aggregate.currency, aggregate.rates)
 
     def _apply_reservation(self, event: Any) -> None:
         known = self.reservations.get(event.originator_id)
@@ -261,6 +351,10 @@ class Projections:
         if known is None:
             self.reservations[reservation.id] = reservation
             self.reservations_of[reservation.userid].append(reservation.id)
+        if reservation.is_closed:  # (for good: nothing leaves a closed status)
+            self.open.pop(reservation.id, None)
+        elif known is None:
+            self.open[reservation.id] = None
         if not self._rebuilding:  # (a rebuild syncs every reservation once, at its end)
             self._sync(reservation)
 
@@ -307,8 +401,54 @@ class Projections:
             found = self.accounts.get(name) if name is not None else None
         return found
 
-    def _finish_rebuild(self) -> None:
-        reservations = self.reservations.values()
+    def open_reservations(self) -> Iterator[Reservation]:
+        """The reservations not closed (the only ones that hold capacity or fall due), in the
+        order made."""
+        reservations = self.reservations
+        return (reservations[rid] for rid in self.open)
+
+    def instance_statuses(self) -> Counter[str]:
+        """How many instances are in each status, settled ones included."""
+        counts = Counter(str(instance.status) for instance in dict.values(self.instances))
+        counts.update(self.settled_statuses)
+        return counts
+
+    # ------------------------------------------------------------------ settled families
+
+    def _bring_in(self, rid: UUID, where: int) -> Reservation:
+        """A settled family, asked for: its reservation and instances become aggregates here."""
+        assert self.families is not None
+        reservation_state, instance_states = self.families.states(where)
+        reservation: Reservation = thawed(Reservation, reservation_state)
+        dict.__setitem__(self.reservations, rid, reservation)
+        planned = self.instances_of[rid]
+        for state in instance_states:
+            instance: Instance = thawed(Instance, state)
+            dict.__setitem__(self.instances, instance.id, instance)
+            planned.append(instance.id)
+            self.instances_on[instance.node].add(instance.id)
+            self.settled_statuses[str(instance.status)] -= 1
+        self.settled_statuses += Counter()  # (drops the statuses none is left in)
+        return reservation
+
+    def _bring_in_settled(self, rid: UUID) -> bool:
+        where: Any = dict.get(self.reservations, rid)
+        if type(where) is int:
+            self._bring_in(rid, where)
+            return True
+        return False
+
+    def _find(self, iid: UUID) -> bool:
+        """Bring in the settled family that holds instance `iid`, if one does."""
+        if self.families is None:
+            return False
+        rid = self.locate(iid)
+        return rid is not None and self._bring_in_settled(rid) and dict.__contains__(self.instances, iid)
+
+    def derive(self) -> None:
+        """Derive from the open reservations, in bulk, what follows from them: due times, quota
+        counts, and what the capacity model holds (the end of a rebuild, or of a snapshot read)."""
+        reservations = list(self.open_reservations())
         if self._reader:  # (only open offers are due; a rebuild starts from none)
             for reservation in reservations:
                 if reservation.offer:
@@ -321,10 +461,10 @@ class Projections:
 
     def _held(self) -> dict[UUID, Allocation]:
         held = {}
-        for rid, reservation in self.reservations.items():
+        for reservation in self.open_reservations():
             allocation = reservation.held_allocation()
             if allocation is not None:
-                held[rid] = allocation
+                held[reservation.id] = allocation
         return held
 
     # ------------------------------------------------------------------ capacity, for readers
@@ -344,9 +484,9 @@ class Projections:
         model. The choice is `Reservation.held_allocation`'s, without making allocations of
         the stored lists (a third of the cost) unless a renegotiation holds two at once."""
         stored: list[list[Any]] = []
-        for reservation in self.reservations.values():
+        for reservation in self.open_reservations():
             offer, booking = reservation.offer, reservation.booking
-            if not (offer or booking) or reservation.is_closed:
+            if not (offer or booking):
                 continue
             if offer and booking:  # the old terms and the new ones: their envelope
                 held = reservation.held_allocation()
@@ -362,6 +502,21 @@ class Projections:
 
 
 Advanced = TypeVar("Advanced", bound=Aggregate)
+
+
+def frozen(aggregate: Aggregate) -> dict[str, Any]:
+    """An aggregate's state to keep in a snapshot: its attributes, without unsaved events."""
+    state = dict(aggregate.__dict__)
+    del state["_pending_events"]
+    return state
+
+
+def thawed(kind: type[Advanced], state: dict[str, Any]) -> Advanced:
+    """The aggregate `frozen` gave `state` of (as eventsourcing's snapshots rebuild one)."""
+    aggregate: Advanced = object.__new__(kind)
+    aggregate.__dict__.update(state)
+    aggregate.__dict__["_pending_events"] = []
+    return aggregate
 
 
 def _advanced(event: Any, known: Advanced | None) -> Advanced:

@@ -140,9 +140,7 @@ class Reading:
         """What every open reservation holds on each node at some instant of [start, end): its
         booking's shares, and its open offer's as holds, by node and start."""
         found = []
-        for reservation in self.app.view.reservations.values():
-            if reservation.is_closed:
-                continue
+        for reservation in self.app.view.open_reservations():
             held = [(False, reservation.booking, reservation.agreed_terms)]
             if reservation.offer:
                 held.append((True, reservation.offer["allocation"], reservation.offered_terms))
