@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                             "made on the first start)")
     serve.add_argument("--head-interval", type=float, default=1.0, metavar="SECONDS",
                        help="how often the log's tree head is signed (default 1; 0: never, no tamper evidence)")
+    serve.add_argument("--snapshot-every", type=int, default=20_000, metavar="EVENTS",
+                       help="write a snapshot of the view (DATA_DIR/projections.snapshot, by a separate process) "
+                            "once the log has grown this many events past the last (default 20000; 0: never)")
     serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain) file; "
                                                          "the portal's cookies are then Secure")
     serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (default: in --tls-cert)")
@@ -139,6 +142,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--offer-ttl and --monitor-interval must be > 0, --grace >= 0")
     if not 0 <= args.head_interval <= 60:
         parser.error("--head-interval must be between 0 (no tree heads) and 60 seconds")
+    if args.snapshot_every < 0:
+        parser.error("--snapshot-every must be >= 0 (0: no snapshots)")
     for origin in args.cors_origin:
         if not _ORIGIN.fullmatch(origin):
             parser.error(f"--cors-origin {origin!r}: expected an origin such as https://portal.example.org:8443")
@@ -155,6 +160,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         image_dir=Path(args.image_dir) if args.image_dir else None,
                         signing_key=Path(args.signing_key) if args.signing_key else None,
                         head_interval=args.head_interval, pricing=POLICIES[args.pricing],
+                        snapshot_every=args.snapshot_every,
                         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                         tls_key=Path(args.tls_key) if args.tls_key else None), log_format=args.log_format)
 

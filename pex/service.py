@@ -28,6 +28,7 @@ from aiohttp import web
 
 from pex.actors.calls import ask_sync
 from pex.actors.notary import Notarising
+from pex import snapshots
 from pex.actors.system import System
 from pex.audit.ledger import LedgerError
 from pex.audit.signing import KEY_FILE, SigningKeyError, signing_key
@@ -79,6 +80,7 @@ class Config:
     quota: Quota = Quota()  # each user's limits unless the admin sets others
     signing_key: Path | None = None  # the tree heads' Ed25519 key (default: made in the data dir)
     head_interval: float = 1.0  # seconds between signed tree heads; 0: none
+    snapshot_every: int = 20_000  # events the log grows by between snapshots of the view; 0: none
     tls_cert: Path | None = None  # serve HTTPS with this certificate (PEM); the portal's cookies are then Secure
     tls_key: Path | None = None  # its private key, if not in the certificate's file
     pricing: PricingPolicy = field(default_factory=DemandPricing)  # how demand moves the rate card's prices
@@ -279,7 +281,9 @@ WRITER = web.AppKey("writer", Writer)  # the service's right to write (its lock 
 def open_app(config: Config, clock: Clock) -> OpenPEX:
     config.images.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     settings = Settings(offer_ttl=int(config.offer_ttl * SECOND), quota=config.quota, pricing=config.pricing)
-    return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now())
+    store = store_of(config.database, config.data_dir)
+    return OpenPEX(store_env(config.database, config.data_dir), settings=settings, origin=clock.now(),
+                   opening=snapshots.opening(config.data_dir / snapshots.FILE_NAME, store))
 
 
 def seed(app: OpenPEX, config: Config, hasher: PasswordHasher) -> str | None:
@@ -381,9 +385,16 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
         writer.check()
     http = create_app(system, passwords, cors_origins=config.cors_origins,
                       session_key=cookie_key, secure_cookies=config.tls_cert is not None, data_dir=config.data_dir)
+    snapshotter = None
+    if config.snapshot_every:  # (a standby keeps its own: it starts from it if it restarts)
+        snapshotter = snapshots.Snapshotter(lambda: system.app.view.position, config.data_dir / snapshots.FILE_NAME,
+                                            store_of(config.database, config.data_dir),
+                                            every=config.snapshot_every).start()
 
     async def stop_actors(_: web.Application) -> None:
         writer.stop_watching()  # (a standby takes over no more)
+        if snapshotter is not None:
+            snapshotter.stop()
         system.stop()
         writer.release()  # (after the last append: a standby may take over at once)
         log.info("stopped")

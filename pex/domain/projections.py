@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -31,9 +32,11 @@ from sortedcontainers import SortedList
 from pex.domain.aggregates import Account, Instance, Node, PriceList, Reservation, Template
 from pex.domain.capacity import Allocation, CapacityModel, use_at
 from pex.domain.clock import Millis
+from pex.domain.negotiation import Status
 from pex.domain.pricing import RateCard
 from pex.domain.quotas import HeldOffers
 from pex.domain.sizes import Resources
+from pex.domain.statuses import InstanceStatus, NodeStatus
 
 PAGE = 5_000  # notifications read per query while catching up
 
@@ -512,11 +515,18 @@ def frozen(aggregate: Aggregate) -> dict[str, Any]:
 
 
 def thawed(kind: type[Advanced], state: dict[str, Any]) -> Advanced:
-    """The aggregate `frozen` gave `state` of (as eventsourcing's snapshots rebuild one)."""
+    """The aggregate `frozen` gave `state` of (as eventsourcing's snapshots rebuild one). A
+    snapshot's encoding keeps a status as its plain string: it is made its member again."""
     aggregate: Advanced = object.__new__(kind)
     aggregate.__dict__.update(state)
     aggregate.__dict__["_pending_events"] = []
+    status = _STATUSES.get(kind)
+    if status is not None and "status" in state:
+        aggregate.__dict__["status"] = status(state["status"])
     return aggregate
+
+
+_STATUSES: dict[type, type[StrEnum]] = {Reservation: Status, Instance: InstanceStatus, Node: NodeStatus}
 
 
 def _advanced(event: Any, known: Advanced | None) -> Advanced:

@@ -16,6 +16,7 @@ from pex.domain.clock import HOUR, MINUTE
 from pex.domain.negotiation import TermsChange
 from pex.domain.projections import Projections, frozen
 from pex.domain.sizes import Resources
+from pex.domain.statuses import InstanceStatus
 from pex.stores import location
 
 NOW = 1_900_000_000_000
@@ -72,21 +73,36 @@ class History:
                 self.app.operations.record_status(order.vm_id, "HALTED", None, node=order.node)
 
 
+def typed(value: Any) -> Any:
+    """A value with the type of each part: a snapshot must give back a status member, not its
+    string, and a list where there was a list. (An instance's status is its member or the
+    string a StatusChanged event carries, interchangeably: its type is not compared.)"""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [typed(item) for item in value])
+    if isinstance(value, InstanceStatus):
+        return str(value)
+    return (type(value).__name__, value)
+
+
 def state(view: Projections) -> dict[str, Any]:
     """Everything a view holds, settled families brought in (after their counts are read)."""
     statuses = view.instance_statuses()
-    reservations = {rid: frozen(r) for rid, r in view.reservations.items()}
+    reservations = {rid: typed(frozen(r)) for rid, r in view.reservations.items()}
     instances_of = {rid: list(view.instances_of.get(rid, ())) for rid in view.reservations}
     return {
         "position": view.position, "statuses": statuses,
         "order": list(view.reservations), "reservations": reservations, "open": list(view.open),
         "instances_of": instances_of,
-        "instances": {i: frozen(view.instances[i]) for ids in instances_of.values() for i in ids},
+        "instances": {i: typed(frozen(view.instances[i])) for ids in instances_of.values() for i in ids},
         "instances_on": {node: set(ids) for node, ids in view.instances_on.items() if ids},
         "reservations_of": {user: list(ids) for user, ids in view.reservations_of.items() if ids},
-        "nodes": {name: frozen(node) for name, node in view.nodes.items()},
-        "templates": {name: frozen(t) for name, t in view.templates.items()},
-        "accounts": {name: frozen(a) for name, a in view.accounts.items()},
+        "nodes": {name: typed(frozen(node)) for name, node in view.nodes.items()},
+        "templates": {name: typed(frozen(t)) for name, t in view.templates.items()},
+        "accounts": {name: typed(frozen(a)) for name, a in view.accounts.items()},
+        "price_list": typed(frozen(view.price_list)) if view.price_list is not None else None,
+        "rate_card": view.rate_card,
         "held": dict(view.capacity.holders()),
         "due": [dict(due._by_key) for due in (view.offers_due, view.ends_due, view.starts_due)],
         "offers_held": {user: (h.count, h.instance_ms) for user, h in view.offers_held.items() if h.count},
