@@ -369,7 +369,8 @@ class Snapshotter:
 
     def stop(self, wait: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         child = self._child
         if child is not None and child.poll() is None:
             try:

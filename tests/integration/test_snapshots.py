@@ -224,3 +224,41 @@ def test_a_snapshot_of_a_log_that_no_longer_holds_its_event_is_refused(durable_s
             snapshots.read(path, other._capacity_model(), store=location(STORE), recorder=other.recorder)
     finally:
         other.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """A store as `openpex serve --database` names it: a SQLite path or a postgresql:// URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    server = request.getfixturevalue("postgres_server")
+    server.reset()
+    return f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{server.dbname}"
+
+
+def test_the_snapshotter_has_a_process_of_its_own_write_the_next_snapshot_once_the_log_has_grown(store_url, tmp_path):
+    from pex.stores import writer_env
+
+    path = tmp_path / snapshots.FILE_NAME
+    app = OpenPEX(writer_env(store_url), settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
+    try:
+        history = History(app, 7)
+        history.seed()
+        keeper = snapshots.Snapshotter(lambda: app.view.position, path, store_url, every=100, check=3600)
+        try:
+            assert not keeper.consider()  # (too few events yet)
+            history.run(30)
+            assert keeper.consider()  # a process is started ...
+            assert not keeper.consider()  # ... and no second while it runs
+        finally:
+            keeper.stop()
+        assert keeper._child is not None and keeper._child.returncode == 0
+        assert snapshots.position_of(path) == app.view.position
+        history.run(5)  # the tail
+        reopened = OpenPEX(writer_env(store_url), origin=NOW, opening=snapshots.opening(path, store_url))
+        try:
+            assert reopened.view.families is not None and state(reopened.view) == state(app.view)
+        finally:
+            reopened.close()
+    finally:
+        app.close()
