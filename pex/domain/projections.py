@@ -312,7 +312,8 @@ class Projections:
             known = self.instances.get(event.originator_id) if event.originator_version > 1 else None
             was_on = known.node if known is not None else None  # mutate changes it in place
             instance = _advanced(event, known)
-            if known is None:
+            if known is None:  # (its reservation's others first, should that one be settled)
+                self.instances_of.get(instance.reservation_id)
                 self.instances_of[instance.reservation_id].append(instance.id)
             if instance.node != was_on:
                 self.instances_on[was_on].discard(instance.id)
