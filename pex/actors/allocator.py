@@ -234,8 +234,9 @@ class Allocator(CallableActor):
             raise InvalidField("to", "must be after from, which is now if left out", as_given=True)
         return self.app.read.capacity_report(start, end, step, nodes=nodes, most=most)
 
-    def note_load(self, name: str, load: NodeInfo) -> None:
-        self._loads[name] = load
+    def note_loads(self, loads: dict[str, NodeInfo]) -> None:
+        """The hosts' latest loads (the NodeMonitor's, in bunches: one message a tick, not one a host)."""
+        self._loads.update(loads)
 
     def node(self, name: str) -> NodeView:
         return self._with_load(self.app.catalogue.node(name))

@@ -52,10 +52,11 @@ class Call(Generic[A, T]):
             log.error("%s failed and nobody was waiting for it: %s", self, error, exc_info=error)
 
 
-class CallableActor(pykka.ThreadingActor):
-    """An actor that serves `Call` messages as well as pykka's own. Subclasses may override
-    `route` to batch calls; a command that passes its caller's reply on reads it from
-    `answering` and returns LATER."""
+class CallServing(pykka.Actor):
+    """Serving `Call` messages as well as pykka's own, on whatever runs the actor (its own
+    thread, or a turn on a pool: `pex.actors.pool`). Subclasses may override `route` to batch
+    calls; a command that passes its caller's reply on reads it from `answering` and returns
+    LATER."""
 
     answering: Call[Any, Any] | None = None  # the call being served
 
@@ -79,6 +80,10 @@ class CallableActor(pykka.ThreadingActor):
                 call.answer(result)
         finally:
             self.answering = None
+
+
+class CallableActor(CallServing, pykka.ThreadingActor):
+    """An actor with a thread of its own that serves `Call` messages."""
 
 
 class LoopReply:

@@ -1,5 +1,11 @@
 """Dispatcher: sends each VM order to the NodeActor of the order's node, and starts and stops
-the NodeActors (one per registered host)."""
+the NodeActors (one per registered host) and the pool of workers they run on.
+
+The pool is bounded (WORKERS threads, whatever the number of hosts): a host's actor holds a
+worker only while it handles a message, so ten thousand idle hosts cost no thread, and up to
+WORKERS hosts work at once. A host stuck in a hypervisor call holds one worker until libvirt
+gives up on it; the others go on.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import pykka
 from pex.actors.calls import CallableActor, Reply, tell
 from pex.actors.event_queue import EventQueue
 from pex.actors.node import NodeActor
+from pex.actors.pool import Workers
 from pex.domain.clock import Clock, Millis
 from pex.domain.errors import NotFound
 from pex.domain.orders import VMOrder
@@ -23,27 +30,47 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WORKERS = 32  # hosts handled at once (a test:// call takes microseconds, a real host's milliseconds)
+STOP_TIMEOUT = 30.0  # seconds the node actors have to stop, all together
+
 
 class Dispatcher(CallableActor):
     def __init__(self, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Allocator],
-                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis) -> None:
+                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis, workers: int = WORKERS) -> None:
         super().__init__()
+        self.workers = Workers(workers, "NodeWorker")
         self._node_args = {"connect": connect, "recorder": recorder, "event_queue": event_queue,
-                           "clock": clock, "grace": grace}
+                           "clock": clock, "grace": grace, "workers": self.workers}
         self.nodes: dict[str, pykka.ActorRef[NodeActor]] = {}
 
     def on_stop(self) -> None:
-        for name, ref in reversed(list(self.nodes.items())):
-            ref.stop()
-            log.debug("stopped node actor %s", name, extra=about(node=name))
+        """Stop every node actor (all asked at once: each finishes the message in hand), then the
+        workers."""
+        stopping = []
+        for ref in reversed(list(self.nodes.values())):
+            try:
+                stopping.append(ref.stop(block=False))
+            except pykka.ActorDeadError:
+                pass
+        try:
+            pykka.get_all(stopping, timeout=STOP_TIMEOUT)
+        except pykka.Timeout:
+            log.error("node actors did not stop within %.0f s", STOP_TIMEOUT)
+        log.debug("stopped %d node actors", len(stopping))
         self.nodes.clear()
+        self.workers.shutdown()
 
     def add_node(self, name: str, uri: str) -> bool:
-        """Start the node's actor (it connects to the host); False if it already runs."""
+        """Start the node's actor (it connects to the host, on a worker); False if it already runs."""
         if name in self.nodes:
             return False
         self.nodes[name] = NodeActor.start(name, uri, **self._node_args)
         return True
+
+    def add_nodes(self, nodes: list[tuple[str, str]]) -> int:
+        """Start the actors of many nodes (name, URI) in one message; they connect in parallel.
+        Returns how many were started."""
+        return sum(self.add_node(name, uri) for name, uri in nodes)
 
     def remove_node(self, name: str) -> None:
         ref = self.nodes.pop(name, None)

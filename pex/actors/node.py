@@ -1,6 +1,7 @@
 """NodeActor: one per hypervisor host. It owns the host's driver (one connection for the life of
 the process), carries out VM orders on it one at a time, and reports what each VM did to the
-Allocator, which records it.
+Allocator, which records it. It has no thread of its own: the Dispatcher's pool of workers runs
+it (`pex.actors.pool`), so a host's orders keep their order and different hosts' run in parallel.
 
 Stopping is graceful first: a shutdown is sent, the VM is checked every second, and after the
 grace period it is forced off. A VM whose reservation has ended and that is still shutting down
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from pex.actors.calls import Call, CallableActor, Reply, tell
+from pex.actors.calls import Call, CallServing, Reply, tell
 from pex.actors.event_queue import EventQueue
+from pex.actors.pool import PooledActor, Workers
 from pex.domain.clock import SECOND, Clock, Millis
 from pex.domain.errors import ProtocolViolation
 from pex.domain.orders import Operation, VMOrder
@@ -33,10 +35,10 @@ log = logging.getLogger(__name__)
 CHECK_EVERY: Millis = SECOND  # how often a shutting-down VM is looked at
 
 
-class NodeActor(CallableActor):
+class NodeActor(CallServing, PooledActor):
     def __init__(self, name: str, uri: str, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Allocator],
-                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis) -> None:
-        super().__init__()
+                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis, workers: Workers) -> None:
+        super().__init__(workers)
         self.name, self.uri = name, uri
         self.connect = connect
         self.recorder = recorder  # the Allocator

@@ -13,6 +13,7 @@ from pex.actors.allocator import Allocator
 from pex.actors.calls import A, Call, ask_sync
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.event_queue import EventQueue
+from pex.actors.node import NodeActor
 from pex.actors.node_monitor import NodeMonitor
 from pex.actors.notary import Notarising, Notary, keeper
 from pex.actors.reservation_manager import ReservationManager
@@ -99,8 +100,9 @@ class System:
                 clock=self.clock, grace=self.grace))
             self.manager = self._keep(ReservationManager.start(self.allocator, self.dispatcher, files=self.files,
                                                                default_node=self.default_node))
-            for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes()):
-                self.add_node(node.name, node.uri)
+            # (one message for all: the node actors connect to their hosts in parallel, on the workers)
+            hosts = [(node.name, node.uri) for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes())]
+            ask_sync(self.dispatcher, lambda dispatcher: dispatcher.add_nodes(hosts))
             manager = self.manager
             ask_sync(self.allocator, lambda allocator: allocator.attach(manager))
             ask_sync(self.manager, lambda reservations: reservations.recover())
@@ -131,7 +133,8 @@ class System:
             except pykka.Timeout:
                 log.error("actor %s did not stop within 30 s", ref)
         for ref in pykka.ActorRegistry.get_all():
-            if ref.actor_class in (EventQueue, Allocator, Notary, Dispatcher, ReservationManager, NodeMonitor, VMMonitor):
+            if ref.actor_class in (EventQueue, Allocator, Notary, Dispatcher, NodeActor, ReservationManager, NodeMonitor,
+                                   VMMonitor):
                 log.error("actor %s was left running after stop", ref)
 
     def _keep(self, ref: pykka.ActorRef[A]) -> pykka.ActorRef[A]:

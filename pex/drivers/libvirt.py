@@ -150,16 +150,21 @@ def _message(e: libvirt.libvirtError) -> str:
     return " ".join(text.split())
 
 
+def _host_file(uri: str) -> str | None:
+    """The file of a test:///path URI (else None)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "test" or parts.netloc or parts.path in ("", "/", "/default"):
+        return None
+    return unquote(parts.path)
+
+
 def _missing_host_file(uri: str) -> str | None:
     """For a test:///path URI whose file does not exist, that path (else None).
 
     Checked before open() because libxml2 prints its own warning to stderr for a missing file.
     """
-    parts = urlsplit(uri)
-    if parts.scheme != "test" or parts.netloc or parts.path in ("", "/", "/default"):
-        return None
-    path = unquote(parts.path)
-    return None if os.path.isfile(path) else path
+    path = _host_file(uri)
+    return None if path is None or os.path.isfile(path) else path
 
 
 class LibvirtDriver(Driver):
@@ -188,12 +193,17 @@ class LibvirtDriver(Driver):
             conn.close()
             raise NodeUnreachable(f"cannot connect to {uri}: {_message(e)}") from e
         self._conn = conn
+        # A simulated host whose file is taken away answers nothing until it is back, as a
+        # host pulled from the network would (the way to lose one in a running service).
+        self._host_file = _host_file(uri)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connection(self) -> libvirt.virConnect:
         if self._conn is None:
             raise DriverError(f"the driver for {self.uri} is closed")
+        if self._host_file is not None and not os.path.exists(self._host_file):
+            raise NodeUnreachable(f"{self.uri} does not answer: its host file is gone")
         return self._conn
 
     def _alive(self) -> bool:

@@ -4,7 +4,8 @@ A simulated host is an XML file that libvirt's built-in test driver reads on ope
 LibvirtDriver then treats it like any other host. The test driver reads the host's size from
 /node/cpu/{mhz,model,active,nodes,sockets,cores,threads} and /node/memory (KiB); getInfo()
 gives those numbers back. Each connection to a file is an independent in-memory host and
-nothing is written back to the file.
+nothing is written back to the file. Taking the file away makes the host answer nothing (the
+LibvirtDriver checks it before each call) until it is put back: a lost host, for a running service.
 """
 
 from __future__ import annotations

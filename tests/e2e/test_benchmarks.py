@@ -70,3 +70,15 @@ def test_failover_kills_the_writer_and_times_the_standby_taking_over():
     assert figures["kills"] == 2 and [r["killed"] for r in figures["rounds"]] == ["a", "b"]
     assert 0 < figures["takeover_min_s"] <= figures["takeover_p50_s"] <= figures["takeover_max_s"] < 60
     assert any("writes accepted again after" in line for line in lines)
+
+
+def test_scale_starts_many_hosts_boots_a_storm_and_loses_a_host():
+    lines, figures = run_benchmark("benchmarks.scale", "--hosts", "4", "--vms", "12", "--per-reservation", "6",
+                                   "--interval", "1", "--idle", "1", "--lead", "4")
+    assert figures["hosts"] == 4 and figures["vms"] == 12
+    assert 0 < figures["seed_s"] and 0 < figures["start_s"] <= figures["all_polled_s"]
+    assert figures["threads"] > 0 and figures["rss_mb"] > 0 and figures["idle_cpu_pct"] >= 0
+    assert 0 <= figures["start_to_running_s"] < 60
+    assert figures["vms_on_lost"] > 0 and 0 < figures["detect_s"] <= figures["replanned_s"] <= figures["rerunning_s"]
+    assert figures["stop_s"] is not None
+    assert any(line.split()[:2] == ["4", "12"] for line in lines), "the table's row"
