@@ -46,7 +46,7 @@ import numpy as np
 from pex.domain.aggregates import Account, Instance, Node, PriceList, Reservation, Template
 from pex.domain.application import OpenPEX, Opening
 from pex.domain.capacity import CapacityModel
-from pex.domain.projections import Projections, frozen, thawed
+from pex.domain.projections import Projections, collector_paused, frozen, thawed
 from pex.domain.reconciling import SHUTTING_DOWN
 from pex.domain.statuses import LIVE
 from pex.domain.transcoding import MsgpackTranscoder
@@ -211,7 +211,8 @@ def read(path: Path, capacity: CapacityModel, *, store: str, recorder: Any) -> P
     except (OSError, ValueError) as error:
         raise SnapshotRefused(f"cannot read {path}: {error}") from None
     try:
-        return _read(mapped, capacity, store, recorder)
+        with collector_paused(keep=True):  # (a million long-lived objects, no cycles: see collector_paused)
+            return _read(mapped, capacity, store, recorder)
     except SnapshotRefused:
         mapped.close()
         raise
@@ -249,14 +250,14 @@ def _read(mapped: mmap.mmap, capacity: CapacityModel, store: str, recorder: Any)
         view.take_in(thawed(PriceList, live["price_list"]))
     ids = _ids(bytes(section("order")))
     where = np.frombuffer(section("where"), dtype=np.int64)
-    open_ones = iter([thawed(Reservation, state) for state in live["reservations"]])
-    held: list[Any] = [next(open_ones) if w < 0 else families_at + w for w in where.tolist()]
+    whole: list[Reservation] = [thawed(Reservation, state) for state in live["reservations"]]
+    held: list[Any] = (where + families_at).tolist()  # a settled family: where it lies in the file
+    for at, reservation in zip(np.flatnonzero(where < 0).tolist(), whole):
+        held[at] = reservation
     dict.update(view.reservations, zip(ids, held))
-    for reservation in held:
-        if type(reservation) is not int and not reservation.is_closed:
-            view.open[reservation.id] = None
+    view.open.update((reservation.id, None) for reservation in whole if not reservation.is_closed)
     for user, indices in live["users"].items():
-        view.reservations_of[user] = [ids[i] for i in np.frombuffer(indices, dtype=np.int32).tolist()]
+        view.reservations_of[user] = list(map(ids.__getitem__, np.frombuffer(indices, dtype=np.int32).tolist()))
     for state in live["instances"]:
         instance: Instance = thawed(Instance, state)
         dict.__setitem__(view.instances, instance.id, instance)
@@ -269,15 +270,21 @@ def _read(mapped: mmap.mmap, capacity: CapacityModel, store: str, recorder: Any)
 
 
 def _ids(packed: bytes) -> list[UUID]:
-    """UUIDs from 16 bytes each, made without UUID.__init__'s checks (the bytes are ours)."""
-    make, set_attribute, kind, unknown = object.__new__, object.__setattr__, uuid.UUID, uuid.SafeUUID.unknown
+    """UUIDs from 16 bytes each, made without UUID.__init__'s checks (the bytes are ours): a
+    million in well under a second, where UUID(bytes=...) takes more than one."""
+    make, kind, unknown, number = object.__new__, uuid.UUID, uuid.SafeUUID.unknown, int.from_bytes
+    set_int, set_safe = _SLOTS
     ids = []
-    for number in np.frombuffer(packed, dtype=">u8").reshape(-1, 2).tolist():
+    for at in range(0, len(packed), 16):
         made = make(kind)
-        set_attribute(made, "int", (number[0] << 64) | number[1])
-        set_attribute(made, "is_safe", unknown)
+        set_int(made, number(packed[at:at + 16], "big"))
+        set_safe(made, unknown)
         ids.append(made)
     return ids
+
+
+# UUID's slots, set as pickle would (UUID.__setattr__ refuses: a UUID is immutable).
+_SLOTS = (uuid.UUID.__dict__["int"].__set__, uuid.UUID.__dict__["is_safe"].__set__)
 
 
 # ------------------------------------------------------------------ a service's snapshots

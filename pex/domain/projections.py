@@ -56,6 +56,13 @@ class DueTimes:
             self._by_key[key] = when
             self._queue.add((when, key))
 
+    def load(self, pairs: list[tuple[UUID, Millis]]) -> None:
+        """Set many at once, into none (sorted once rather than inserted one by one)."""
+        if self._by_key:
+            raise ValueError("due times are loaded only into none")
+        self._by_key = dict(pairs)
+        self._queue = SortedList((when, key) for key, when in self._by_key.items())
+
     def due(self, now: Millis) -> list[UUID]:
         return [key for _, key in self._queue.irange(maximum=(now, _LAST))]
 
@@ -112,15 +119,19 @@ class NotificationLog:
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused(*, keep: bool = False) -> Iterator[None]:
     """The cyclic garbage collector off for a while. Building projections allocates hundreds of
     thousands of long-lived objects and no cycles; the collector would rescan the growing heap
-    again and again (a third of a rebuild's time)."""
+    again and again (a third of a rebuild's time). `keep`: what exists at the end is kept out of
+    later collections too (gc.freeze), or the first one after would scan it all (0.7 s at a
+    million reservations); refcounting still frees any of it that is dropped."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if keep:
+            gc.freeze()
         if collecting:
             gc.enable()
 
@@ -245,7 +256,7 @@ class Projections:
         many notifications this call has applied so far."""
         self._rebuilding = self.position == 0
         try:
-            with collector_paused():
+            with collector_paused(keep=self._rebuilding):
                 return self._read_log(log, until, as_of, progress)
         finally:
             self._rebuilding = False
@@ -452,14 +463,23 @@ class Projections:
     def derive(self) -> None:
         """Derive from the open reservations, in bulk, what follows from them: due times, quota
         counts, and what the capacity model holds (the end of a rebuild, or of a snapshot read)."""
-        reservations = list(self.open_reservations())
-        if self._reader:  # (only open offers are due; a rebuild starts from none)
-            for reservation in reservations:
-                if reservation.offer:
-                    self.offers_due.set(reservation.id, reservation.offer["hold_until"])
-        else:
-            for reservation in reservations:
-                self._sync_due_times(reservation)
+        offers: list[tuple[UUID, Millis]] = []  # (as `_sync_due_times` would set them, one at a time)
+        ends: list[tuple[UUID, Millis]] = []
+        starts: list[tuple[UUID, Millis]] = []
+        for reservation in self.open_reservations():
+            if reservation.offer:
+                offers.append((reservation.id, reservation.offer["hold_until"]))
+            if self._reader:  # (only open offers are due for readers)
+                continue
+            self._sync_offers_held(reservation)
+            agreed = reservation.agreed_terms if reservation.is_agreed else None
+            if agreed is not None:
+                ends.append((reservation.id, agreed.end))
+                if reservation.activated and not reservation.launched:
+                    starts.append((reservation.id, agreed.start))
+        self.offers_due.load(offers)
+        self.ends_due.load(ends)
+        self.starts_due.load(starts)
         if self._holding:
             self.capacity.load(self._held())
 
