@@ -46,7 +46,7 @@ import numpy as np
 from pex.domain.aggregates import Account, Instance, Node, PriceList, Reservation, Template
 from pex.domain.application import OpenPEX, Opening
 from pex.domain.capacity import CapacityModel
-from pex.domain.projections import Projections, collector_paused, frozen, thawed
+from pex.domain.projections import Projections, collector_paused, frozen, kept_out_of_collections, thawed
 from pex.domain.reconciling import SHUTTING_DOWN
 from pex.domain.statuses import LIVE
 from pex.domain.transcoding import MsgpackTranscoder
@@ -211,8 +211,10 @@ def read(path: Path, capacity: CapacityModel, *, store: str, recorder: Any) -> P
     except (OSError, ValueError) as error:
         raise SnapshotRefused(f"cannot read {path}: {error}") from None
     try:
-        with collector_paused(keep=True):  # (a million long-lived objects, no cycles: see collector_paused)
-            return _read(mapped, capacity, store, recorder)
+        with collector_paused():  # (a million long-lived objects, no cycles: see collector_paused)
+            view = _read(mapped, capacity, store, recorder)
+            kept_out_of_collections(len(view.reservations) + len(view.instances))
+            return view
     except SnapshotRefused:
         mapped.close()
         raise

@@ -119,21 +119,29 @@ class NotificationLog:
 
 
 @contextmanager
-def collector_paused(*, keep: bool = False) -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off for a while. Building projections allocates hundreds of
     thousands of long-lived objects and no cycles; the collector would rescan the growing heap
-    again and again (a third of a rebuild's time). `keep`: what exists at the end is kept out of
-    later collections too (gc.freeze), or the first one after would scan it all (0.7 s at a
-    million reservations); refcounting still frees any of it that is dropped."""
+    again and again (a third of a rebuild's time)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if keep:
-            gc.freeze()
         if collecting:
             gc.enable()
+
+
+KEEP_FROM = 200_000  # aggregates in a view from which building it ends with `kept_out_of_collections`
+
+
+def kept_out_of_collections(aggregates: int) -> None:
+    """After building a large view: what exists now is kept out of later collections
+    (gc.freeze), or the first one after would scan it all (0.7 s at a million reservations).
+    Refcounting still frees whatever of it is dropped; the service's heap keeper does the same
+    every second anyway."""
+    if aggregates >= KEEP_FROM:
+        gc.freeze()
 
 
 class Families(Protocol):
@@ -256,8 +264,11 @@ class Projections:
         many notifications this call has applied so far."""
         self._rebuilding = self.position == 0
         try:
-            with collector_paused(keep=self._rebuilding):
-                return self._read_log(log, until, as_of, progress)
+            with collector_paused():
+                applied = self._read_log(log, until, as_of, progress)
+                if self._rebuilding:
+                    kept_out_of_collections(len(self.reservations) + len(self.instances))
+                return applied
         finally:
             self._rebuilding = False
 
