@@ -2,9 +2,10 @@
 
     python -m benchmarks.restart --reservations 1000000 [--store var/bench-restart-1000000.db] [--skip-whole]
 
-1. The store (kept for reuse): 1,000 nodes, and a cluster's history of `--reservations`
-   reservations: `--open` of them (default 10 %) confirmed and still to come, placed by the
-   real capacity model at 60 % utilisation (benchmarks/admission.py's filler); the rest over:
+1. The store (kept for reuse the same day): 1,000 nodes, and a cluster's history of
+   `--reservations` reservations: `--open` of them (default 10 %) confirmed and still to come
+   in the 30 days from tomorrow, placed by the real capacity model at 60 % utilisation
+   (benchmarks/admission.py's filler, moved to start tomorrow); the rest over, in the year before:
    a third refused offers, a third lapsed or withdrawn offers, a third carried out (confirmed,
    activated, launched, one or two VMs run and halted, expired) or cancelled.
 2. Each measurement in a fresh process (its own resident memory): opening the application
@@ -40,10 +41,16 @@ from pex.stores import writer_env
 NODES = 1_000  # at most: a store of fewer than 1,000,000 has one node per 1,000 reservations
 
 
+def tomorrow() -> int:
+    """The next midnight (UTC): the open reservations are to come, as a service's are (its
+    capacity model starts now and spans what is booked)."""
+    return (int(time.time() * 1000) // DAY + 1) * DAY
+
+
 def build(path: Path, reservations: int, open_share: float, seed: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
-    app = OpenPEX(writer_env(str(path)), origin=admission.ORIGIN - DAY,
-                  settings=Settings(quota=Quota(10**9, 10**9, 10**9)))
+    admission.ORIGIN = tomorrow()  # (the filler places from its ORIGIN: from tomorrow here)
+    app = OpenPEX(writer_env(str(path)), settings=Settings(quota=Quota(10**9, 10**9, 10**9)))
     rng = random.Random(seed)
     nodes = max(4, min(NODES, reservations // 1000))
     try:
@@ -61,7 +68,7 @@ def build(path: Path, reservations: int, open_share: float, seed: int = 1) -> di
 def _history(app: OpenPEX, rng: random.Random, count: int, nodes: int) -> None:
     """Reservations that are over, in the year before the filler's: saved 1,000 at a time."""
     batch: list[Any] = []
-    first = admission.ORIGIN - 365 * DAY
+    first = tomorrow() - 366 * DAY
     for n in range(count):
         size = rng.choice(admission.SIZES)
         vms = rng.randint(1, 2)
@@ -106,7 +113,7 @@ def _open(store: str, snapshot: str | None) -> None:
     """(In a child process.) Open the application and print what it took, as JSON."""
     started = time.perf_counter()
     opening = snapshots.opening(Path(snapshot), store) if snapshot else None
-    app = OpenPEX(writer_env(store), origin=admission.ORIGIN - DAY, opening=opening)
+    app = OpenPEX(writer_env(store), opening=opening)  # (origin now, as the service's)
     took = time.perf_counter() - started
     view = app.view
     print(json.dumps({"s": round(took, 2), "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
@@ -128,7 +135,7 @@ def _child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 def _tail(store: str, events: int) -> None:
     """(In a child process.) Record about `events` more events: reservations as the history's."""
-    app = OpenPEX(writer_env(store), origin=admission.ORIGIN - DAY, settings=Settings(quota=Quota(10**9, 10**9, 10**9)),
+    app = OpenPEX(writer_env(store), settings=Settings(quota=Quota(10**9, 10**9, 10**9)),
                   opening=snapshots.opening(Path(store + ".snapshot"), store))
     try:
         _history(app, random.Random(99), events // 5, len(app.view.nodes))
@@ -151,7 +158,8 @@ def main() -> None:
     if args.child_tail:
         _tail(args.child_tail[0], int(args.child_tail[1]))
         return
-    store = Path(args.store or f"var/bench-restart-{args.reservations}.db")
+    day = time.strftime("%Y%m%d", time.gmtime(tomorrow() / 1000 - 86400))
+    store = Path(args.store or f"var/bench-restart-{args.reservations}-{day}.db")
     store.parent.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"reservations": args.reservations, "open_share": args.open}
     if not store.exists():

@@ -318,7 +318,8 @@ def take(app: OpenPEX, path: Path, store: str) -> dict[str, int] | None:
     mark = mark_at(app.recorder, app.view.position)
     if mark is None:
         return None
-    return write(app.view, path, mark, location(store))
+    with collector_paused():  # (what it allocates is short-lived and acyclic: no heap to rescan)
+        return write(app.view, path, mark, location(store))
 
 
 def position_of(path: Path) -> int | None:
