@@ -2,7 +2,8 @@
 print a table and then one JSON line with the figures the README quotes, the pricing
 comparison of issue 12 included (unpriced and priced decisions of the same requests in
 benchmarks.admission; rounds of unpriced and priced proposals, and of a baseline tree's
-server, in benchmarks.api) and the standby's takeovers of issue 13 (benchmarks.failover)."""
+server, in benchmarks.api) and issue 13's standby takeovers (benchmarks.failover), hosts at scale
+(benchmarks.scale) and starts from a snapshot (benchmarks.restart)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,14 @@ def test_scale_starts_many_hosts_boots_a_storm_and_loses_a_host():
     assert figures["vms_on_lost"] > 0 and 0 < figures["detect_s"] <= figures["replanned_s"] <= figures["rerunning_s"]
     assert figures["stop_s"] is not None
     assert any(line.split()[:2] == ["4", "12"] for line in lines), "the table's row"
+
+
+def test_restart_times_the_whole_log_a_snapshot_and_a_snapshot_with_its_tail(tmp_path):
+    lines, figures = run_benchmark("benchmarks.restart", "--reservations", "3000", "--store",
+                                   str(tmp_path / "store.db"))
+    whole, snapshot, tail = figures["whole_log"], figures["from_snapshot"], figures["from_snapshot_and_tail"]
+    assert not whole["from_snapshot"] and snapshot["from_snapshot"] and tail["from_snapshot"]
+    assert whole["reservations"] == snapshot["reservations"] == 3000 and whole["open"] == snapshot["open"] == 300
+    assert whole["position"] == snapshot["position"] < tail["position"]  # (the tail was read on)
+    assert figures["snapshot_mb"] > 0 and 0 < figures["next_snapshot_s"]
+    assert any(line.startswith("snapshot + tail") for line in lines), "the table's row"
