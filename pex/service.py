@@ -29,6 +29,7 @@ from aiohttp import web
 from pex.actors.calls import ask_sync
 from pex.actors.notary import Notarising
 from pex import snapshots
+from pex.following import LogListener
 from pex.actors.system import System
 from pex.audit.ledger import LedgerError
 from pex.audit.signing import KEY_FILE, SigningKeyError, signing_key
@@ -366,7 +367,10 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     if writing:
         system.start()
     else:
-        system.start_reading(follow=FOLLOW_EVERY)
+        env = store_env(config.database, config.data_dir)
+        channel = getattr(app.recorder, "channel_name", None)  # (PostgreSQL's: a standby's store)
+        system.start_reading(follow=FOLLOW_EVERY, listen=None if channel is None else (
+            lambda read_on: LogListener(env, channel, read_on, fallback=LISTEN_FALLBACK).start()))
 
         def take_over() -> None:
             started = time.monotonic()
@@ -404,7 +408,8 @@ def build(config: Config, clock: Clock | None = None, passwords: PasswordCheck |
     return http, system, generated
 
 
-FOLLOW_EVERY = 0.1  # seconds between a standby's reads of the log
+FOLLOW_EVERY = 0.1  # seconds between a standby's reads of the log, if it cannot listen for appends
+LISTEN_FALLBACK = 1.0  # seconds a listening standby waits for a notification before reading on all the same
 LOST_EXIT_AFTER = 5.0  # seconds a writer that lost its lease has to stop cleanly
 
 

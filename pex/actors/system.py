@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -27,6 +27,13 @@ from pex.drivers.local_files import LocalFiles
 from pex.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class Following(Protocol):
+    """What keeps a standby's view reading on (a Ticker, or pex.following's LogListener)."""
+
+    def stop(self) -> None:
+        ...
 
 
 class System:
@@ -55,7 +62,7 @@ class System:
         self.vm_monitor: pykka.ActorRef[VMMonitor]
         self.writing = False  # the writer (all actors), or a standby (reads, following the log)
         self._started: list[pykka.ActorRef[Any]] = []
-        self._follower: Ticker | None = None
+        self._follower: Following | None = None
 
     def start(self) -> System:
         """Start every actor, connect every registered node, and bring the hypervisors in line
@@ -63,14 +70,19 @@ class System:
         self.start_reading()
         return self.take_over()
 
-    def start_reading(self, follow: float | None = None) -> System:
+    def start_reading(self, follow: float | None = None,
+                      listen: Callable[[Callable[[], None]], Following] | None = None) -> System:
         """Start what answers reads: the Allocator (and the EventQueue it arms). A standby
-        gives `follow`: every so many seconds the Allocator reads on in the log what the writer
-        recorded meanwhile."""
+        reads on in the log what the writer recorded meanwhile: `listen`, given how to read
+        on, starts what calls it when the writer appends (pex.following); else it is read on
+        every `follow` seconds."""
         try:
             self.event_queue = self._keep(EventQueue.start(self.clock, poll=self.poll))
             self.allocator = self._keep(Allocator.start(self.app, self.clock, self.event_queue, self.metrics))
-            if follow is not None:
+            if listen is not None:
+                allocator = self.allocator
+                self._follower = listen(lambda: ask_sync(allocator, lambda a: a.follow(quietly=True)))
+            elif follow is not None:
                 self._follower = Ticker(self.allocator, Call(lambda allocator: allocator.follow(quietly=True)), follow,
                                         "Allocator-follower").start()
         except BaseException:

@@ -121,6 +121,27 @@ def test_a_standby_follows_answers_reads_refuses_writes_and_takes_over_from_a_ki
     wait_until(lambda: old.request("GET", "/OpenPEX/users/erin", auth=ADMIN)[0] == 200, 5, "the new standby following")
 
 
+def test_a_standby_hears_each_append_by_listen_notify_and_reads_it_at_once(pair):
+    """It listens on the events' channel (a session of its own in LISTEN), and what the writer
+    appends is readable on the standby well before its fallback read (1 s) would come."""
+    writer, standby = pair.start(0), pair.start(1)
+    assert pair.role(1) == "standby"
+    with psycopg.connect(pair.database, autocommit=True) as db:
+        listening = db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'").fetchone()[0]
+    assert listening == 1, "the standby listens for the writer's appends"
+    waits = []
+    for i in range(15):
+        assert writer.request("POST", "/OpenPEX/users", {"username": f"user{i}", "password": PASSWORD})[0] == 201
+        written = time.monotonic()
+        wait_until(lambda: standby.request("GET", f"/OpenPEX/users/user{i}", auth=ADMIN)[0] == 200, 5,
+                   "the standby reading the new account")
+        waits.append(time.monotonic() - written)
+        time.sleep(random.uniform(0.05, 0.3))  # (writes at moments unrelated to any poll)
+    waits.sort()
+    print("append seen on the standby after (s):", ", ".join(f"{w:.3f}" for w in waits))
+    assert waits[len(waits) // 2] < 0.3, waits  # (heard, not found by the next fallback read)
+
+
 class Client:
     """Negotiates and confirms reservations that start within seconds, against whichever
     process is the writer, until stopped; remembers what was confirmed (answered 200)."""
