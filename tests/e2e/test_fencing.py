@@ -328,3 +328,15 @@ def test_tree_heads_are_stored_under_the_lease_too(recorders, postgres_server):
     finally:
         first.close()
         second.close()
+
+
+def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line(tmp_path):
+    closed = free_port()  # (nothing listens there)
+    done = subprocess.run([sys.executable, "-m", "pex.cli", "serve", "--data-dir", str(tmp_path / "data"),
+                           "--database", f"postgresql://openpex:secret-pw@127.0.0.1:{closed}/openpex"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OPENPEX_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if "cannot start" in line]
+    assert len(said) == 1 and "the store's database failed" in said[0] and "Connection refused" in said[0]
+    assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr  # (the password is not echoed)
