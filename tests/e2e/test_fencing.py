@@ -340,3 +340,31 @@ def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line(tmp_path)
     said = [line for line in done.stderr.splitlines() if "cannot start" in line]
     assert len(said) == 1 and "the store's database failed" in said[0] and "Connection refused" in said[0]
     assert "Traceback" not in done.stderr and "secret-pw" not in done.stderr  # (the password is not echoed)
+
+
+def test_the_writers_wall_clock_jumping_neither_ends_its_lease_nor_lets_another_take_it(recorders, monkeypatch):
+    """The writer trusts its lease by the monotonic clock and the lease lapses by the
+    database's: a wall clock set an hour ahead, then a day back, changes neither."""
+    env, _ = recorders
+    lease, other = Lease(env), Lease(env)
+    lost: list[str] = []
+    keeper = None
+    try:
+        lease.create()
+        assert lease.acquire() == 1
+        keeper = LeaseKeeper(lease, lost.append, since=time.monotonic())
+        keeper.start()
+        real = time.time
+        for jump in (3600.0, -86400.0):
+            monkeypatch.setattr(time, "time", lambda jump=jump: real() + jump)
+            deadline = time.monotonic() + 2 * LEASE_SECONDS
+            while time.monotonic() < deadline:  # (renewals go on meanwhile)
+                assert keeper.holds() and not lost
+                assert other.acquire() is None, "the lease is held"
+                time.sleep(0.25)
+        assert keeper.token == 1
+    finally:
+        if keeper is not None:
+            keeper.stop()
+        lease.close()
+        other.close()
