@@ -42,6 +42,7 @@ class Dispatcher(CallableActor):
         self._node_args = {"connect": connect, "recorder": recorder, "event_queue": event_queue,
                            "clock": clock, "grace": grace, "workers": self.workers}
         self.nodes: dict[str, pykka.ActorRef[NodeActor]] = {}
+        self.watching: set[str] = set()  # hosts whose VM events reach their actor (each says so)
 
     def on_stop(self) -> None:
         """Stop every node actor (all asked at once: each finishes the message in hand), then the
@@ -64,7 +65,7 @@ class Dispatcher(CallableActor):
         """Start the node's actor (it connects to the host, on a worker); False if it already runs."""
         if name in self.nodes:
             return False
-        self.nodes[name] = NodeActor.start(name, uri, **self._node_args)
+        self.nodes[name] = NodeActor.start(name, uri, **self._node_args, dispatcher=self.actor_ref)
         return True
 
     def add_nodes(self, nodes: list[tuple[str, str]]) -> int:
@@ -74,6 +75,7 @@ class Dispatcher(CallableActor):
 
     def remove_node(self, name: str) -> None:
         ref = self.nodes.pop(name, None)
+        self.watching.discard(name)
         if ref is not None:
             ref.stop()
 
@@ -95,6 +97,17 @@ class Dispatcher(CallableActor):
 
     def node_refs(self) -> dict[str, pykka.ActorRef[NodeActor]]:
         return dict(self.nodes)
+
+    def note_watching(self, name: str, watching: bool) -> None:
+        """A node's actor says whether its host's VM events reach it."""
+        if watching and name in self.nodes:
+            self.watching.add(name)
+        else:
+            self.watching.discard(name)
+
+    def watched_refs(self) -> tuple[dict[str, pykka.ActorRef[NodeActor]], set[str]]:
+        """Every node's actor, and the nodes whose VM events reach it (the VM monitor's round)."""
+        return dict(self.nodes), set(self.watching)
 
     def node_ref(self, name: str) -> pykka.ActorRef[NodeActor]:
         if name not in self.nodes:

@@ -11,12 +11,14 @@ is forced off at once when the node boots the next reservation's VMs: the capaci
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from pex.actors.allocator import Bundle
 from pex.actors.calls import Call, CallServing, Reply, tell
 from pex.actors.event_queue import EventQueue
 from pex.actors.pool import PooledActor, Workers
@@ -29,6 +31,7 @@ from pex.logs import about
 
 if TYPE_CHECKING:
     from pex.actors.allocator import Allocator
+    from pex.actors.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ CHECK_EVERY: Millis = SECOND  # how often a shutting-down VM is looked at
 
 class NodeActor(CallServing, PooledActor):
     def __init__(self, name: str, uri: str, *, connect: Callable[[str], Driver], recorder: pykka.ActorRef[Allocator],
-                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis, workers: Workers) -> None:
+                 event_queue: pykka.ActorRef[EventQueue], clock: Clock, grace: Millis, workers: Workers,
+                 dispatcher: pykka.ActorRef[Dispatcher] | None = None) -> None:
         super().__init__(workers)
         self.name, self.uri = name, uri
         self.connect = connect
@@ -49,6 +53,10 @@ class NodeActor(CallServing, PooledActor):
         self.problem: str | None = None  # why the host cannot be used, if it cannot
         self._stopping: dict[str, tuple[VMOrder, Millis]] = {}  # domain -> (order, forced off at)
         self._reconcile_asked = False  # set from libvirt's event thread, cleared here
+        self._changes: deque[str] = deque()  # VMs libvirt said changed, not yet looked at (its thread appends)
+        self._reported: dict[str, str] = {}  # the status this actor last reported of each VM
+        self.dispatcher = dispatcher  # told whether the host reports VM events (the VM monitor asks it)
+        self._unsent: list[Call[Allocator, Any]] = []  # reports nobody waits on, sent together (`send_reports`)
 
     def on_start(self) -> None:
         try:
@@ -57,6 +65,7 @@ class NodeActor(CallServing, PooledActor):
             pass  # recorded in `problem`; every order retries the connection and reports failure
 
     def on_stop(self) -> None:
+        self.send_reports()
         if self.driver is not None:
             self.driver.close()
 
@@ -70,6 +79,7 @@ class NodeActor(CallServing, PooledActor):
                 raise
             if "events" in self.driver.capabilities:
                 self.driver.watch(self._changed)
+                self._say_watching(True)
         return self.driver
 
     def _drop_if_lost(self, error: BaseException) -> None:
@@ -79,15 +89,47 @@ class NodeActor(CallServing, PooledActor):
         if isinstance(error, NodeUnreachable) and self.driver is not None and not self.uri.startswith("test:"):
             self.driver.close()
             self.driver = None
+            self._say_watching(False)
 
-    def _changed(self, _domain: str) -> None:
-        """A VM on the host changed (libvirt's event thread): reconcile soon, once for a burst."""
+    def _say_watching(self, watching: bool) -> None:
+        """Tell the Dispatcher whether this host's VM events reach us (from a new connection
+        on, or no longer: its connection was dropped)."""
+        if self.dispatcher is not None:
+            name = self.name
+            try:
+                tell(self.dispatcher, lambda dispatcher: dispatcher.note_watching(name, watching))
+            except pykka.ActorDeadError:
+                pass  # stopping
+
+    def _changed(self, domain: str) -> None:
+        """A VM on the host changed (libvirt's event thread): look soon, once for a burst."""
+        self._changes.append(domain)
         if not self._reconcile_asked:
             self._reconcile_asked = True
             try:
-                tell(self.actor_ref, lambda host: host.reconcile())
+                tell(self.actor_ref, lambda host: host.look_at_changes())
             except Exception:  # stopping
                 pass
+
+    def look_at_changes(self) -> None:
+        """Reconcile if a VM libvirt said changed is not as this actor last reported it. Most
+        events are of our own orders (a boot is a "defined" and a "started" event), already
+        reported: a boot storm's 20,000 events were as many reconciliations, each a listing and
+        a judgement by the Allocator, for nothing."""
+        self._reconcile_asked = False
+        changed = set()
+        while self._changes:
+            changed.add(self._changes.popleft())
+        if self.driver is None:
+            self.reconcile()
+            return
+        try:
+            for domain in changed:
+                if domain not in self._stopping and self._reported.get(domain) != self._status(self.driver, domain):
+                    self.reconcile()
+                    return
+        except DriverError:
+            self.reconcile()  # (it says what became of the host)
 
     # ------------------------------------------------------------------ orders
 
@@ -110,6 +152,7 @@ class NodeActor(CallServing, PooledActor):
                             extra=about(vm=order.vm_id, node=self.name))
             return
         if status is None or not order.report:  # deleted, or a stray copy: only the record to show
+            self.send_reports()
             vm_id = order.vm_id
             self.recorder.tell(Call(lambda allocator: allocator.app.read.instance(vm_id, "", is_admin=True), reply))
         else:
@@ -144,6 +187,7 @@ class NodeActor(CallServing, PooledActor):
         assert operation is Operation.DELETE
         self._stopping.pop(domain, None)
         driver.undefine(domain)
+        self._reported.pop(domain, None)
         return None, None
 
     @staticmethod
@@ -218,23 +262,44 @@ class NodeActor(CallServing, PooledActor):
         return "HALTED" if state is VMState.MISSING else state.value
 
     def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
+        self._reported[order.domain] = status
         if not order.report:
             if reply is not None:
                 reply(None, None)
             return
         vm_id, node = order.vm_id, self.name
-        self.recorder.tell(Call(lambda allocator: allocator.app.operations.record_status(vm_id, status, reason, node=node),
-                                reply))
+        call: Call[Allocator, Any] = Call(
+            lambda allocator: allocator.app.operations.record_status(vm_id, status, reason, node=node), reply)
+        if reply is not None:  # (someone waits: at once, after the reports before it)
+            self.send_reports()
+            self.recorder.tell(call)
+            return
+        # Nobody waits: sent with the other reports of this host's queued orders, in one
+        # message once they are carried out (`send_reports`, queued behind them).
+        self._unsent.append(call)
+        if len(self._unsent) == 1:
+            try:
+                tell(self.actor_ref, lambda host: host.send_reports())
+            except pykka.ActorDeadError:
+                self.send_reports()  # stopping
+
+    def send_reports(self) -> None:
+        """Hand the reports not yet sent to the Allocator, in order, in one message."""
+        if self._unsent:
+            calls, self._unsent = self._unsent, []
+            self.recorder.tell(Bundle(calls))
 
     def reconcile(self) -> None:
         """List the host's VMs and have the Allocator judge the list against the record (sent
         from this thread, so every earlier report of ours is recorded first). VMs that must
         not run are removed here, unless already on their way out."""
         self._reconcile_asked = False
+        self.send_reports()  # (recorded before the listing is judged)
         try:
             observed = self.domains()
         except DriverError:
             return  # an unreachable host is the node monitor's business
+        self._reported = {domain: status for domain, status in self._reported.items() if domain in observed}
         busy = sorted(self._stopping)  # ours to settle: their stop is under way
         me = self.actor_ref
 

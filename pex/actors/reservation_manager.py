@@ -13,16 +13,18 @@ calls back.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pykka
 
 from pex.actors.allocator import Allocator
-from pex.actors.calls import LATER, CallableActor, Later, Reply, ask_sync, tell
+from pex.actors.calls import LATER, A, Call, CallableActor, Later, Reply, ask_sync, tell
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.node import NodeActor
 from pex.domain.catalogue import node_size
-from pex.domain.errors import InvalidField, one_line
+from pex.domain.errors import InvalidField, NotFound, one_line
 from pex.domain.orders import Operation, VMOrder
 from pex.domain.read_models import InstanceView, NodeView, ReservationView, TemplateView
 from pex.domain.sizes import DEFAULT_NODE, Resources
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Template fields that name places the service or libvirt write to: never from the API.
 SERVICE_KEYS = ("console_dir", "console_log")
+
+LIST_TIMEOUT = 30.0  # seconds the hosts have, all together, to list their VMs at a start
+
 
 class ReservationManager(CallableActor):
     def __init__(self, allocator: pykka.ActorRef[Allocator], dispatcher: pykka.ActorRef[Dispatcher], *,
@@ -57,14 +62,23 @@ class ReservationManager(CallableActor):
         is gone, record what stopped while down, remove what must not be there), then carry
         out what fell due while down. A host that cannot be listed is left to the NodeMonitor.
         Returns how many orders it sent."""
-        orders = []
-        for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes()):
+        # Fan out, then gather: every host lists its VMs at once (on the node workers), and the
+        # Allocator judges the lists as they come, group-committing them.
+        names = [node.name for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes())]
+        refs = ask_sync(self.dispatcher, lambda dispatcher: dispatcher.node_refs())
+        listings = {name: _asked(refs[name], lambda host: host.domains()) if name in refs else None for name in names}
+        judged: list[pykka.Future[list[VMOrder]]] = []
+        deadline = time.monotonic() + LIST_TIMEOUT
+        for name, listing in listings.items():
             try:
-                observed = ask_sync(self._node_ref(node.name), lambda host: host.domains())
+                if listing is None:
+                    raise NotFound(f"no node {name!r}")
+                observed = listing.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception as error:
-                log.warning("cannot list the VMs on %s: %s", node.name, error, extra=about(node=node.name))
+                log.warning("cannot list the VMs on %s: %s", name, error, extra=about(node=name))
                 continue
-            orders += ask_sync(self.allocator, lambda allocator: allocator.recover_node(node.name, observed))
+            judged.append(_asked(self.allocator, _recovering(name, observed)))
+        orders = [order for some in pykka.get_all(judged, timeout=LIST_TIMEOUT) for order in some]
         self._dispatch(orders)
         return len(orders) + self.settle()
 
@@ -150,3 +164,24 @@ class ReservationManager(CallableActor):
             if started:
                 ask_sync(self.dispatcher, lambda dispatcher: dispatcher.remove_node(name))
             raise
+
+
+T = TypeVar("T")
+
+
+def _asked(ref: pykka.ActorRef[A], run: Callable[[A], T]) -> pykka.Future[T]:
+    """Send `run` to the actor and hand back the future of its answer (to gather later)."""
+    future: pykka.ThreadingFuture[T] = pykka.ThreadingFuture()
+
+    def reply(result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception((type(error), error, error.__traceback__))
+        else:
+            future.set(result)
+
+    ref.tell(Call(run, reply))
+    return future
+
+
+def _recovering(name: str, observed: dict[str, str]) -> Callable[[Allocator], list[VMOrder]]:
+    return lambda allocator: allocator.recover_node(name, observed)  # (a function of its own: each host bound)

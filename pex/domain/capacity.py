@@ -223,7 +223,8 @@ class CapacityModel:
         self._names: list[str] = []
         self._number: dict[str, int] = {}
         self._profiles: list[AvailabilityProfile] = []
-        self._eligible = np.zeros(0, dtype=bool)
+        self._eligible = np.zeros(0, dtype=bool)  # a view of the first len(_names) of _eligible_room
+        self._eligible_room = np.zeros(0, dtype=bool)  # (widened by doubling: nodes come one at a time)
         self._held: dict[Hashable, Allocation] = {}
         self._ends: SortedList[Millis] = SortedList()  # end of every held share: candidate starts
         self._changes: SortedList[tuple[Millis, int]] = SortedList()  # (instant, node) of every share start and end
@@ -247,11 +248,17 @@ class CapacityModel:
     def add_node(self, name: str, capacity: Resources, *, eligible: bool = True) -> None:
         if name in self._number:
             raise ValueError(f"node {name!r} is already in the model")
-        self._number[name] = len(self._names)
+        self._index.add_node(capacity.as_tuple(), eligible)  # (refuses amounts it cannot hold)
+        n = len(self._names)
+        self._number[name] = n
         self._names.append(name)
         self._profiles.append(AvailabilityProfile(capacity))
-        self._eligible = np.append(self._eligible, eligible)
-        self._index.add_node(capacity.as_tuple(), eligible)
+        if n == len(self._eligible_room):
+            room = np.zeros(max(8, 2 * n), dtype=bool)
+            room[:n] = self._eligible_room
+            self._eligible_room = room
+        self._eligible_room[n] = eligible
+        self._eligible = self._eligible_room[: n + 1]
         self._supply = None
         self._hourly.clear()
 
@@ -415,19 +422,22 @@ class CapacityModel:
         self._ends = SortedList(ends)
         self._changes = SortedList(changes)
         for n, profile in enumerate(self._profiles):
-            fresh = _profile_from_changes(profile.capacity, sorted(deltas.get(n, ())))
+            shifts = deltas.get(n)
+            fresh = _profile_from_changes(profile.capacity, sorted(shifts)) if shifts else AvailabilityProfile(profile.capacity)
             if not fresh.is_within_capacity():
                 raise CapacityExceeded(f"the stored allocations put node {self._names[n]} over capacity")
             self._profiles[n] = fresh
-            self._index.load_node(n, *self._bucket_levels(fresh))
-        self._index.finish_load()
+        # Only nodes that hold something have levels of their own; the index sets every other
+        # node entirely free in one write.
+        index = self._index
+        bounds = index.origin + index.width * np.arange(index.buckets + 1, dtype=np.int64)
+        self._index.load((n, *self._bucket_levels(self._profiles[n], bounds)) for n in sorted(deltas))
         self._hourly.clear()
 
-    def _bucket_levels(self, profile: AvailabilityProfile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per bucket: the least free amounts, and those at its first and last instant."""
-        index = self._index
+    @staticmethod
+    def _bucket_levels(profile: AvailabilityProfile, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per bucket (between `bounds`): the least free amounts, and those at its first and last instant."""
         levels = profile.levels()
-        bounds = index.origin + index.width * np.arange(index.buckets + 1, dtype=np.int64)
         minima, first, last = least_in_steps(np.asarray(profile.times, dtype=np.int64), levels, bounds)
         return minima, levels[:, first], levels[:, last]
 

@@ -8,7 +8,7 @@ per-bucket totals over counted nodes give a cluster-wide bound that is cheaper s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 import numpy as np
@@ -19,6 +19,9 @@ from pex.domain.clock import Millis
 Vector = tuple[int, int, int]  # an amount of each resource: cpus, memory MB, disk GB
 Levels = NDArray[np.signedinteger]  # free amounts of any width (capacities are int64, buckets int32)
 _Scalar = TypeVar("_Scalar", bound=np.generic)
+_Array = TypeVar("_Array", bound=NDArray[np.generic])
+LOAD_CHUNK = 256  # nodes whose buckets a bulk load writes at once
+LOAD_ROWS = 256  # buckets whose coarse rows and totals a bulk load works out at once
 
 
 def sliding_min(values: NDArray[_Scalar], width: int) -> NDArray[_Scalar]:
@@ -37,6 +40,9 @@ def sliding_min(values: NDArray[_Scalar], width: int) -> NDArray[_Scalar]:
     return minima
 
 
+LEVEL_LIMIT = 2**31  # free amounts are kept as int32: a node's capacity must stay below this
+
+
 class BucketIndex:
     def __init__(self, origin: Millis, width: Millis, buckets: int, fold: int = 16) -> None:
         self.width = width
@@ -44,9 +50,13 @@ class BucketIndex:
         self.fold = fold
         self.buckets = -(-max(buckets, 1) // fold) * fold
         self.nodes = 0
-        # Node columns are allocated in doubling steps (adding 1,000 nodes one at a time must
-        # not copy the whole index 1,000 times); the public arrays are views of the used part.
-        self._room = 0
+        # Nodes added but not yet given columns: a rebuild adds ten thousand one at a time
+        # before it asks anything, and filling their columns then, all at once and at the exact
+        # width, costs one vectorised write instead of a strided column write (and a widening
+        # copy of every array) per node.
+        self._pending: list[tuple[Vector, bool]] = []
+        self._columns = 0  # nodes with columns (the first `nodes - len(_pending)`)
+        self._room = 0  # columns allocated; later additions widen by an eighth (amortised)
         self._capacity = np.zeros((3, 0), dtype=np.int64)
         self._fine = np.zeros((self.buckets, 3, 0), dtype=np.int32)
         # Free amounts at each bucket's first and last instant: a window that only partly
@@ -56,31 +66,68 @@ class BucketIndex:
         self._last = np.zeros((self.buckets, 3, 0), dtype=np.int32)
         self._coarse = np.zeros((self.buckets // fold, 3, 0), dtype=np.int32)
         self._counted = np.zeros(0, dtype=bool)
-        self.totals = np.zeros((self.buckets, 3), dtype=np.int64)
+        self._totals = np.zeros((self.buckets, 3), dtype=np.int64)
 
     @property
     def capacity(self) -> NDArray[np.int64]:
+        self._ready()
         return self._capacity[:, : self.nodes]
 
     @property
     def fine(self) -> NDArray[np.int32]:
+        self._ready()
         return self._fine[:, :, : self.nodes]
 
     @property
     def first(self) -> NDArray[np.int32]:
+        self._ready()
         return self._first[:, :, : self.nodes]
 
     @property
     def last(self) -> NDArray[np.int32]:
+        self._ready()
         return self._last[:, :, : self.nodes]
 
     @property
     def coarse(self) -> NDArray[np.int32]:
+        self._ready()
         return self._coarse[:, :, : self.nodes]
 
     @property
     def counted(self) -> NDArray[np.bool_]:
+        self._ready()
         return self._counted[: self.nodes]
+
+    @property
+    def totals(self) -> NDArray[np.int64]:
+        """Per bucket, the free amount of each resource summed over the counted nodes."""
+        self._ready()
+        return self._totals
+
+    def _ready(self) -> None:
+        """Give the nodes added since the last question their columns (entirely free)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        n0, n1 = self._columns, self.nodes
+        if n1 > self._room:
+            # (the first time exactly as wide as needed: the rebuild's bulk, with no slack)
+            self._room = n1 if self._room == 0 else max(n1, self._room + max(8, self._room // 8))
+            self._capacity = _widened(self._capacity, self._room, n0)
+            self._fine = _widened(self._fine, self._room, n0)
+            self._first = _widened(self._first, self._room, n0)
+            self._last = _widened(self._last, self._room, n0)
+            self._coarse = _widened(self._coarse, self._room, n0)
+            self._counted = _widened(self._counted, self._room, n0)
+        capacity = np.array([c for c, _ in pending], dtype=np.int64).T  # 3 x added
+        counted = np.array([k for _, k in pending], dtype=bool)
+        self._capacity[:, n0:n1] = capacity
+        self._counted[n0:n1] = counted
+        free = capacity.astype(np.int32)
+        for levels in (self._fine, self._first, self._last, self._coarse):
+            levels[:, :, n0:n1] = free
+        self._totals += (capacity * counted).sum(axis=1)
+        self._columns = n1
 
     # ------------------------------------------------------------------ geometry
 
@@ -99,6 +146,7 @@ class BucketIndex:
         needed = self.bucket_of(t) + 1
         if needed <= self.buckets:
             return
+        self._ready()
         more = -(-(max(needed, 2 * self.buckets) - self.buckets) // self.fold) * self.fold
         free = self._capacity.astype(np.int32)[None]
         self._fine = np.concatenate([self._fine, np.repeat(free, more, axis=0)])
@@ -106,38 +154,26 @@ class BucketIndex:
         self._last = np.concatenate([self._last, np.repeat(free, more, axis=0)])
         self._coarse = np.concatenate([self._coarse, np.repeat(free, more // self.fold, axis=0)])
         counted_total = (self.capacity * self.counted).sum(axis=1)
-        self.totals = np.concatenate([self.totals, np.repeat(counted_total[None], more, axis=0)])
+        self._totals = np.concatenate([self._totals, np.repeat(counted_total[None], more, axis=0)])
         self.buckets += more
 
     # ------------------------------------------------------------------ writing
 
     def add_node(self, capacity: Vector, counted: bool) -> None:
-        if self.nodes == self._room:
-            self._room = max(8, 2 * self._room)
-            extra = self._room - self._capacity.shape[1]
-            self._capacity = np.concatenate([self._capacity, np.zeros((3, extra), np.int64)], axis=1)
-            self._fine = np.concatenate([self._fine, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
-            self._first = np.concatenate([self._first, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
-            self._last = np.concatenate([self._last, np.zeros((self.buckets, 3, extra), np.int32)], axis=2)
-            self._coarse = np.concatenate(
-                [self._coarse, np.zeros((self.buckets // self.fold, 3, extra), np.int32)], axis=2
-            )
-            self._counted = np.concatenate([self._counted, np.zeros(extra, bool)])
-        n = self.nodes
+        """A node, entirely free; its columns come with the next question (`_ready`). Raises
+        ValueError for an amount the int32 levels cannot hold."""
+        check_capacity(capacity)
+        self._pending.append((capacity, counted))
         self.nodes += 1
-        self._capacity[:, n] = capacity
-        self._counted[n] = counted
-        self._fine[:, :, n] = capacity
-        self._first[:, :, n] = capacity
-        self._last[:, :, n] = capacity
-        self._coarse[:, :, n] = capacity
-        if counted:
-            self.totals += np.array(capacity, dtype=np.int64)
 
     def set_counted(self, n: int, counted: bool) -> None:
+        if n >= self._columns:  # (not given columns yet: counted or not from the start)
+            capacity, _ = self._pending[n - self._columns]
+            self._pending[n - self._columns] = (capacity, counted)
+            return
         if self._counted[n] != counted:
             sign = 1 if counted else -1
-            self.totals += sign * self._fine[:, :, n].astype(np.int64)
+            self._totals += sign * self._fine[:, :, n].astype(np.int64)
             self._counted[n] = counted
 
     def update(self, n: int, j0: int, j1: int, delta: Vector,
@@ -148,6 +184,7 @@ class BucketIndex:
         lo, hi = max(j0, 0), min(j1, self.buckets - 1)
         if lo > hi:
             return
+        self._ready()
         fine = self._fine
         before = fine[lo : hi + 1, :, n].copy() if self._counted[n] else None
         if j1 - j0 >= 2:
@@ -163,20 +200,45 @@ class BucketIndex:
                 self._first[j, :, n] = first
                 self._last[j, :, n] = last
         if before is not None:
-            self.totals[lo : hi + 1] += fine[lo : hi + 1, :, n] - before
+            self._totals[lo : hi + 1] += fine[lo : hi + 1, :, n] - before
         self._refold(n, lo, hi)
 
-    def load_node(self, n: int, minima: NDArray[np.integer], first: NDArray[np.integer],
-                  last: NDArray[np.integer]) -> None:
-        """Set every bucket of node n at once (each 3 x buckets)."""
-        self._fine[:, :, n] = minima.T
-        self._first[:, :, n] = first.T
-        self._last[:, :, n] = last.T
+    def load(self, levels: Iterable[tuple[int, NDArray[np.integer], NDArray[np.integer], NDArray[np.integer]]]) -> None:
+        """Set every bucket of every node at once: the nodes in `levels` (node, minima, first,
+        last, each 3 x buckets) to those, every other node to entirely free; then the coarse
+        rows and the totals. Written LOAD_CHUNK nodes at a time, row by row, so each row of
+        the (buckets x 3 x nodes) arrays is visited once per chunk rather than once per node."""
+        self._ready()
+        nodes = self.nodes
+        free = self._capacity[:, :nodes].astype(np.int32)
+        for array in (self._fine, self._first, self._last):
+            array[:, :, :nodes] = free
+        chunk: list[tuple[int, NDArray[np.integer], NDArray[np.integer], NDArray[np.integer]]] = []
+        for item in levels:
+            chunk.append(item)
+            if len(chunk) == LOAD_CHUNK:
+                self._load_chunk(chunk)
+                chunk = []
+        if chunk:
+            self._load_chunk(chunk)
+        self._finish_load()
 
-    def finish_load(self) -> None:
-        fine = self.fine
-        self._coarse[:, :, : self.nodes] = fine.reshape((self.buckets // self.fold, self.fold) + fine.shape[1:]).min(axis=1)
-        self.totals = (fine.astype(np.int64) * self.counted).sum(axis=2)
+    def _load_chunk(self, chunk: list[tuple[int, NDArray[np.integer], NDArray[np.integer], NDArray[np.integer]]]) -> None:
+        columns = np.array([n for n, *_ in chunk])
+        for k, array in enumerate((self._fine, self._first, self._last), start=1):
+            stacked = np.stack([item[k] for item in chunk], axis=-1)  # 3 x buckets x chunk
+            array[:, :, columns] = stacked.transpose(1, 0, 2)
+
+    def _finish_load(self) -> None:
+        fold, nodes = self.fold, self.nodes
+        counted = self._counted[:nodes]
+        # Row blocks at a time: a sum over a 32-bit copy of the whole index as 64 bits would
+        # double the memory the index takes, for a moment, at every rebuild.
+        for c0 in range(0, self.buckets // fold, LOAD_ROWS // fold):
+            c1 = min(c0 + LOAD_ROWS // fold, self.buckets // fold)
+            rows = self._fine[c0 * fold : c1 * fold, :, :nodes]
+            self._coarse[c0:c1, :, :nodes] = rows.reshape((c1 - c0, fold) + rows.shape[1:]).min(axis=1)
+            self._totals[c0 * fold : c1 * fold] = rows.sum(axis=2, dtype=np.int64, where=counted)
 
     def _refold(self, n: int, lo: int, hi: int) -> None:
         c0, c1 = lo // self.fold, hi // self.fold
@@ -229,3 +291,19 @@ def _window_minima(rows: NDArray[_Scalar], free: Levels, first: int, last: int, 
     if missing > 0:
         have = np.concatenate([have, np.repeat(free[None].astype(rows.dtype), missing, axis=0)])
     return sliding_min(have, width)
+
+
+def check_capacity(capacity: Vector) -> None:
+    """The index keeps free amounts as int32: a capacity it cannot hold is refused here, at the
+    node's registration, rather than wrapping round in some bucket later."""
+    for amount in capacity:
+        if not 0 <= amount < LEVEL_LIMIT:
+            raise ValueError(f"a node's capacity {capacity} must be amounts from 0 to {LEVEL_LIMIT - 1} "
+                             f"(the capacity index keeps them as 32-bit integers)")
+
+
+def _widened(array: _Array, room: int, used: int) -> _Array:
+    """A copy of `array` with `room` node columns (its last axis), the first `used` kept."""
+    wider = np.zeros(array.shape[:-1] + (room,), dtype=array.dtype)
+    wider[..., :used] = array[..., :used]
+    return wider  # type: ignore[return-value]
