@@ -338,9 +338,10 @@ def position_of(path: Path) -> int | None:
 
 class Snapshotter:
     """Keeps a service's snapshot recent: every `check` seconds, once its view is `every`
-    events past the last snapshot, a separate process (python -m pex.snapshots) reads that
-    snapshot and the log after it and writes the next one. The service itself never pauses to
-    write one, and a crash loses at most the reading of `every` events at the next start."""
+    events past the last snapshot, a separate process (python -m pex.snapshots, at the least CPU
+    priority) reads that snapshot and the log after it and writes the next one. The service
+    itself never pauses to write one, and a crash loses at most the reading of `every` events at
+    the next start."""
 
     def __init__(self, position: Callable[[], int], path: Path, store: str, *,
                  every: int = 20_000, check: float = 10.0) -> None:
@@ -398,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     """python -m pex.snapshots PATH, the store in $OPENPEX_SNAPSHOT_STORE: read the snapshot
     at PATH (if it stands) and the log after it, and write the next snapshot there."""
     logging.basicConfig(level=logging.INFO, format="snapshot: %(message)s")
+    os.nice(19)  # the least CPU priority: a snapshot can wait, the service's answers cannot
     args = sys.argv[1:] if argv is None else argv
     store = os.environ.get(STORE_VARIABLE, "")
     if len(args) != 1 or not store:
