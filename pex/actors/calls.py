@@ -151,9 +151,9 @@ async def ask_passed_on(ref: pykka.ActorRef[A], run: Callable[[A], T | Later[T]]
     return answer  # type: ignore[no-any-return]  # (the T of Later[T], sent by whoever finished it)
 
 
-def ask_sync(ref: pykka.ActorRef[A], run: Callable[[A], T], *, timeout: float | None = 30, alone: bool = False) -> T:
-    """Run `run` on the actor and wait for its result on this thread. Only for actors that
-    never call back into the waiting one."""
+def ask_future(ref: pykka.ActorRef[A], run: Callable[[A], T], *, alone: bool = False) -> pykka.Future[T]:
+    """Send `run` to the actor and hand back the future of its answer (fan out first, then
+    gather: pykka.get_all)."""
     future: pykka.ThreadingFuture[T] = pykka.ThreadingFuture()
 
     def reply(result: Any, error: BaseException | None) -> None:
@@ -163,5 +163,11 @@ def ask_sync(ref: pykka.ActorRef[A], run: Callable[[A], T], *, timeout: float | 
             future.set(result)
 
     ref.tell(Call(run, reply, alone))
-    answer: T = future.get(timeout=timeout)
+    return future
+
+
+def ask_sync(ref: pykka.ActorRef[A], run: Callable[[A], T], *, timeout: float | None = 30, alone: bool = False) -> T:
+    """Run `run` on the actor and wait for its result on this thread. Only for actors that
+    never call back into the waiting one."""
+    answer: T = ask_future(ref, run, alone=alone).get(timeout=timeout)
     return answer

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pykka
 
 from pex.actors.allocator import Allocator
-from pex.actors.calls import LATER, A, Call, CallableActor, Later, Reply, ask_sync, tell
+from pex.actors.calls import LATER, CallableActor, Later, Reply, ask_future, ask_sync, tell
 from pex.actors.dispatcher import Dispatcher
 from pex.actors.node import NodeActor
 from pex.domain.catalogue import node_size
@@ -66,7 +66,7 @@ class ReservationManager(CallableActor):
         # Allocator judges the lists as they come, group-committing them.
         names = [node.name for node in ask_sync(self.allocator, lambda allocator: allocator.app.catalogue.nodes())]
         refs = ask_sync(self.dispatcher, lambda dispatcher: dispatcher.node_refs())
-        listings = {name: _asked(refs[name], lambda host: host.domains()) if name in refs else None for name in names}
+        listings = {name: ask_future(refs[name], lambda host: host.domains()) if name in refs else None for name in names}
         judged: list[pykka.Future[list[VMOrder]]] = []
         deadline = time.monotonic() + LIST_TIMEOUT
         for name, listing in listings.items():
@@ -77,7 +77,7 @@ class ReservationManager(CallableActor):
             except Exception as error:
                 log.warning("cannot list the VMs on %s: %s", name, error, extra=about(node=name))
                 continue
-            judged.append(_asked(self.allocator, _recovering(name, observed)))
+            judged.append(ask_future(self.allocator, _recovering(name, observed)))
         orders = [order for some in pykka.get_all(judged, timeout=LIST_TIMEOUT) for order in some]
         self._dispatch(orders)
         return len(orders) + self.settle()
@@ -165,22 +165,6 @@ class ReservationManager(CallableActor):
                 ask_sync(self.dispatcher, lambda dispatcher: dispatcher.remove_node(name))
             raise
 
-
-T = TypeVar("T")
-
-
-def _asked(ref: pykka.ActorRef[A], run: Callable[[A], T]) -> pykka.Future[T]:
-    """Send `run` to the actor and hand back the future of its answer (to gather later)."""
-    future: pykka.ThreadingFuture[T] = pykka.ThreadingFuture()
-
-    def reply(result: Any, error: BaseException | None) -> None:
-        if error is not None:
-            future.set_exception((type(error), error, error.__traceback__))
-        else:
-            future.set(result)
-
-    ref.tell(Call(run, reply))
-    return future
 
 
 def _recovering(name: str, observed: dict[str, str]) -> Callable[[Allocator], list[VMOrder]]:

@@ -169,10 +169,12 @@ class Reservations(dict[UUID, Any]):
         return self._bring_in(rid, found) if type(found) is int else found
 
     def values(self) -> Iterator[Reservation]:  # type: ignore[override]
-        return (self[rid] for rid in self)
+        return (reservation for _, reservation in self.items())
 
     def items(self) -> Iterator[tuple[UUID, Reservation]]:  # type: ignore[override]
-        return ((rid, self[rid]) for rid in self)
+        # (no look-up per item: hashing a UUID is slow; bringing one in changes a value, never the size)
+        for rid, found in dict.items(self):
+            yield rid, self._bring_in(rid, found) if type(found) is int else found
 
 
 class Instances(dict[UUID, Instance]):
