@@ -50,7 +50,7 @@ class LogListener:
                         for _ in connection.notifies(timeout=self.fallback, stop_after=1):
                             pass
                         self._read_on()  # (heard one, or the fallback's turn)
-            except psycopg.Error as error:
+            except Exception as error:  # (whatever it is, the standby must go on reading)
                 self._say(f"cannot listen for the writer's appends ({error}); reading on every "
                           f"{self.fallback:.0f} s meanwhile")
                 self._read_on()

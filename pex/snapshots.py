@@ -210,17 +210,32 @@ def read(path: Path, capacity: CapacityModel, *, store: str, recorder: Any) -> P
             mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as error:
         raise SnapshotRefused(f"cannot read {path}: {error}") from None
+    refused: SnapshotRefused | None = None
     try:
         with collector_paused():  # (a million long-lived objects, no cycles: see collector_paused)
             view = _read(mapped, capacity, store, recorder)
             kept_out_of_collections(len(view.reservations) + len(view.instances))
             return view
-    except SnapshotRefused:
-        mapped.close()
-        raise
+    except SnapshotRefused as error:
+        refused = error
+    except _StoreFailed as failed:  # (the store's trouble, not the file's: the start fails as without one)
+        _close(mapped)
+        raise failed.__cause__ from None  # type: ignore[misc]
     except Exception as error:  # a damaged file is refused, never half-used
+        refused = SnapshotRefused(f"{path} is damaged: {error}")
+    _close(mapped)  # (outside the handlers: a traceback there would keep the map's buffer exported)
+    raise refused
+
+
+class _StoreFailed(Exception):
+    """The store could not be read to check a snapshot against (its cause says why)."""
+
+
+def _close(mapped: mmap.mmap) -> None:
+    try:
         mapped.close()
-        raise SnapshotRefused(f"{path} is damaged: {error}") from None
+    except BufferError:  # (a view of it still held somewhere: the collector closes it)
+        pass
 
 
 def _read(mapped: mmap.mmap, capacity: CapacityModel, store: str, recorder: Any) -> Projections:
@@ -232,7 +247,11 @@ def _read(mapped: mmap.mmap, capacity: CapacityModel, store: str, recorder: Any)
     if header["store"] != store:
         raise SnapshotRefused(f"it was taken of another store ({header['store']})")
     mark = Mark(*header["mark"])
-    if mark_at(recorder, mark.position) != mark:
+    try:
+        there = mark_at(recorder, mark.position)
+    except Exception as error:
+        raise _StoreFailed() from error
+    if there != mark:
         raise SnapshotRefused(f"the log no longer holds, at position {mark.position}, the event it was taken after")
     if zlib.crc32(memoryview(mapped)[base:]) != header["crc32"]:
         raise SnapshotRefused("its checksum does not hold")
@@ -352,6 +371,8 @@ class Snapshotter:
         self._thread = threading.Thread(target=self._run, name="Snapshotter", daemon=True)
 
     def start(self) -> Snapshotter:
+        for left in self.path.parent.glob(f"{self.path.name}.*.tmp"):  # (a writer killed mid-write)
+            left.unlink(missing_ok=True)
         self._thread.start()
         return self
 

@@ -18,6 +18,7 @@ anything asks for it. A start then costs what is still open, not the log's lengt
 from __future__ import annotations
 
 import gc
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -165,7 +166,9 @@ class Reservations(dict[UUID, Any]):
         return self._bring_in(rid, found) if type(found) is int else found
 
     def get(self, rid: UUID, default: Any = None) -> Any:
-        found = dict.get(self, rid, default)
+        if not dict.__contains__(self, rid):
+            return default
+        found = dict.__getitem__(self, rid)
         return self._bring_in(rid, found) if type(found) is int else found
 
     def values(self) -> Iterator[Reservation]:  # type: ignore[override]
@@ -212,6 +215,13 @@ class InstancesOf(defaultdict[UUID, list[UUID]]):
             self._settled(rid)
         return dict.get(self, rid, default)
 
+    def __missing__(self, rid: UUID) -> list[UUID]:
+        if self._settled(rid):  # (brought in: its instances are there now, in order)
+            return dict.__getitem__(self, rid)
+        planned: list[UUID] = []
+        dict.__setitem__(self, rid, planned)
+        return planned
+
 
 class Projections:
     def __init__(self, capacity: CapacityModel, *, reader: bool = False) -> None:
@@ -219,11 +229,13 @@ class Projections:
         quota counts), or a reader's (see the module's docstring)."""
         self.position = 0  # id of the last notification applied
         self.capacity = capacity
-        self.reservations: dict[UUID, Reservation] = Reservations(self._bring_in)
+        me = weakref.ref(self)  # (not bound methods: the view and its tables must not make a cycle,
+        # or a view replaced after being kept out of collections would linger until a full one)
+        self.reservations: dict[UUID, Reservation] = Reservations(lambda rid, where: _alive(me)._bring_in(rid, where))
         self.open: dict[UUID, None] = {}  # the reservations not closed, in the order made
         self.reservations_of: dict[str, list[UUID]] = defaultdict(list)
-        self.instances: dict[UUID, Instance] = Instances(self._find)
-        self.instances_of: dict[UUID, list[UUID]] = InstancesOf(self._bring_in_settled)
+        self.instances: dict[UUID, Instance] = Instances(lambda iid: _alive(me)._find(iid))
+        self.instances_of: dict[UUID, list[UUID]] = InstancesOf(lambda rid: _alive(me)._bring_in_settled(rid))
         self.instances_on: dict[str | None, set[UUID]] = defaultdict(set)  # by node ("": none)
         self.nodes: dict[str, Node] = {}
         self.templates: dict[str, Template] = {}
@@ -539,6 +551,13 @@ class Projections:
 
 
 Advanced = TypeVar("Advanced", bound=Aggregate)
+
+
+def _alive(view: weakref.ref[Projections]) -> Projections:
+    found = view()
+    if found is None:
+        raise RuntimeError("the view these tables belong to is gone")
+    return found
 
 
 def frozen(aggregate: Aggregate) -> dict[str, Any]:

@@ -262,3 +262,25 @@ def test_the_snapshotter_has_a_process_of_its_own_write_the_next_snapshot_once_t
             reopened.close()
     finally:
         app.close()
+
+
+def test_a_replaced_view_is_freed_by_refcounting_alone(opened, tmp_path):
+    """A view and its lazy tables make no cycle: one kept out of collections (gc.freeze, as a
+    large one is) and then replaced by a rebuild is freed at once, its snapshot's map with it."""
+    import gc
+    import weakref
+
+    path = tmp_path / snapshots.FILE_NAME
+    writer = opened()
+    History(writer, 8).seed()
+    History(writer, 8).run(10)
+    snapshots.take(writer, path, STORE)
+    app = opened(opening=snapshots.opening(path, STORE))
+    old = weakref.ref(app.view)
+    assert old().families is not None
+    gc.disable()
+    try:
+        app._rebuild()
+        assert old() is None, "the replaced view lingers: a cycle keeps it"
+    finally:
+        gc.enable()
