@@ -162,11 +162,9 @@ class NodeActor(CallServing, PooledActor):
         domain, operation = order.domain, order.operation
         if operation is Operation.BOOT:
             self._make_room(driver)
-            driver.define(VMSpec(domain, order.resources.cpus, order.resources.memory_mb,
-                                 order.resources.disk_gb, self._template_for(domain, order.template)))
-            if driver.state(domain) is not VMState.RUNNING:
-                driver.start(domain)
-            return self._status(driver, domain), None
+            state = driver.boot(VMSpec(domain, order.resources.cpus, order.resources.memory_mb,
+                                       order.resources.disk_gb, self._template_for(domain, order.template)))
+            return _reported(state), None
         if operation is Operation.START:
             self._stopping.pop(domain, None)
             state = driver.state(domain)
@@ -258,8 +256,7 @@ class NodeActor(CallServing, PooledActor):
     # ------------------------------------------------------------------ reporting
 
     def _status(self, driver: Driver, domain: str) -> str:
-        state = driver.state(domain)
-        return "HALTED" if state is VMState.MISSING else state.value
+        return _reported(driver.state(domain))
 
     def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
         self._reported[order.domain] = status
@@ -335,3 +332,8 @@ class NodeActor(CallServing, PooledActor):
         except DriverError as error:
             self._drop_if_lost(error)
             raise
+
+
+def _reported(state: VMState) -> str:
+    """The status recorded for a VM in `state` (one the host no longer has is HALTED)."""
+    return "HALTED" if state is VMState.MISSING else state.value

@@ -345,6 +345,15 @@ class Instance(Aggregate):
             return
         self._status_changed(status=str(status), reason=reason)
 
+    def copied(self) -> Instance:
+        """A copy to change, of one kept current elsewhere (a view's): as the store would give
+        it, without reading the store. Its state is flat values, which the copy may share;
+        its new events are its own."""
+        copy = object.__new__(Instance)
+        copy.__dict__.update(self.__dict__)
+        copy._pending_events = []
+        return copy
+
     def relocate(self, node: str) -> None:
         """Its node was lost and another has room: a live one will boot there again; a
         stopped one keeps its status."""

@@ -173,9 +173,16 @@ class OpenPEX(Application[UUID]):
             raise
 
     def load(self, aggregate_id: UUID) -> Any:
-        """An aggregate to change: the one changed earlier in the open batch, or from the store."""
+        """An aggregate to change: the one changed earlier in the open batch; an instance, a
+        copy of the view's (the view applies every save of this process, the only writer, so
+        it is the store's; a boot storm records thousands of reports without reading them);
+        else from the store."""
         if self._batch is not None and aggregate_id in self._batch:
             return self._batch[aggregate_id]
+        if not self._stale:
+            instance = self.view.instances.held(aggregate_id)
+            if instance is not None:
+                return instance.copied()
         return self.repository.get(aggregate_id)
 
     # ------------------------------------------------------------------ group commit

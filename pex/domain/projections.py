@@ -202,6 +202,10 @@ class Instances(dict[UUID, Instance]):
     def __contains__(self, iid: object) -> bool:
         return dict.__contains__(self, iid) or (isinstance(iid, UUID) and self._find(iid))
 
+    def held(self, iid: UUID) -> Instance | None:
+        """The instance if it is here now (a settled family's is not brought in)."""
+        return dict.get(self, iid)
+
 
 class InstancesOf(defaultdict[UUID, list[UUID]]):
     """A reservation's instances, in the order planned; a settled family's once it is asked for."""
@@ -234,7 +238,7 @@ class Projections:
         self.reservations: dict[UUID, Reservation] = Reservations(lambda rid, where: _alive(me)._bring_in(rid, where))
         self.open: dict[UUID, None] = {}  # the reservations not closed, in the order made
         self.reservations_of: dict[str, list[UUID]] = defaultdict(list)
-        self.instances: dict[UUID, Instance] = Instances(lambda iid: _alive(me)._find(iid))
+        self.instances: Instances = Instances(lambda iid: _alive(me)._find(iid))
         self.instances_of: dict[UUID, list[UUID]] = InstancesOf(lambda rid: _alive(me)._bring_in_settled(rid))
         self.instances_on: dict[str | None, set[UUID]] = defaultdict(set)  # by node ("": none)
         self.nodes: dict[str, Node] = {}

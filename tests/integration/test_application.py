@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from uuid import UUID
 
 
 import pytest
@@ -409,6 +410,46 @@ def test_a_vm_whose_end_was_recorded_but_not_its_stop_is_recorded_halted_when_it
         assert app.read.instance(kept.vm_id, "alice").status == "RUNNING"
         app.hosts.reconcile(kept.node, {})
         assert app.read.instance(kept.vm_id, "alice").status == "HALTED"
+
+
+def test_an_instance_is_changed_from_a_copy_of_the_views_and_the_store_agrees(durable_app, open_durable_app, monkeypatch):
+    """What a host reports is recorded without reading the instance from the store (a boot
+    storm's thousands of reports): the view's copy is the store's, and stays so."""
+    app = durable_app
+    rid = app.negotiation.propose("alice", proposal(fixed=3, type_="SMALL", start=NOW + MINUTE), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    app.lifecycle.activate(rid, "alice")
+    boots = app.lifecycle.settle(NOW + MINUTE)
+    ids = [UUID(order.vm_id) for order in boots]
+    read: list[UUID] = []
+    get = app.repository.get
+    monkeypatch.setattr(app.repository, "get", lambda aggregate_id, **kw: read.append(aggregate_id) or get(aggregate_id, **kw))
+
+    kept = app.view.instances[ids[0]]
+    changing = app.load(ids[0])
+    assert changing is not kept and changing == kept
+    changing.record_status("RUNNING")
+    assert kept.status == "PENDING" and not kept.pending_events, "the view's changes only when it is saved"
+
+    for order in boots:
+        app.operations.record_status(order.vm_id, "RUNNING", None, node=order.node)
+    app.begin_batch()  # twice in one batch: the second change builds on the first
+    app.operations.record_status(boots[1].vm_id, "PAUSED", None)
+    app.operations.record_status(boots[1].vm_id, "RUNNING", None)
+    app.operations.record_status(boots[2].vm_id, "CRASHED", "it died")
+    app.end_batch()
+    assert read == [], "no instance read from the store"
+
+    monkeypatch.undo()
+    for iid in ids:
+        assert app.repository.get(iid) == app.view.instances[iid]
+    assert [app.view.instances[i].status for i in ids] == ["RUNNING", "RUNNING", "CRASHED"]
+    assert app.view.instances[ids[1]].version == 4  # planned, RUNNING, PAUSED, RUNNING
+    reopened = open_durable_app()
+    try:
+        assert [reopened.view.instances[i] for i in ids] == [app.view.instances[i] for i in ids]
+    finally:
+        reopened.close()
 
 
 def test_listeners_hear_every_save_once_it_is_done_and_cannot_undo_it(app, caplog):

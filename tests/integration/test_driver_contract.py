@@ -259,6 +259,31 @@ class TestDriverContract:
         driver.start(running.name)
         assert driver.state(running.name) is VMState.PAUSED
 
+    # boot is define + start unless running + state; the driver's own (fewer hypervisor calls)
+    # and the three steps (Driver.boot) must agree.
+    BOOTS = {"driver's": lambda d, spec: d.boot(spec), "three steps": lambda d, spec: Driver.boot(d, spec)}
+
+    @pytest.mark.parametrize("boot", BOOTS.values(), ids=BOOTS.keys())
+    def test_boot_defines_and_starts_a_new_vm(self, driver: Driver, spec: VMSpec, boot) -> None:
+        assert boot(driver, spec) is VMState.RUNNING
+        assert driver.state(spec.name) is VMState.RUNNING
+        assert list(driver.domains()).count(spec.name) == 1
+
+    @pytest.mark.parametrize("boot", BOOTS.values(), ids=BOOTS.keys())
+    def test_boot_starts_a_defined_vm_and_leaves_a_running_one_running(
+        self, driver: Driver, spec: VMSpec, boot
+    ) -> None:
+        driver.define(spec)
+        assert boot(driver, spec) is VMState.RUNNING
+        assert boot(driver, spec) is VMState.RUNNING
+        assert list(driver.domains()).count(spec.name) == 1
+
+    @pytest.mark.parametrize("boot", BOOTS.values(), ids=BOOTS.keys())
+    def test_boot_leaves_a_paused_vm_paused(self, driver: Driver, running: VMSpec, boot) -> None:
+        driver.suspend(running.name)
+        assert boot(driver, running) is VMState.PAUSED
+        assert driver.state(running.name) is VMState.PAUSED
+
     def test_reboot_keeps_the_vm_running(self, driver: Driver, running: VMSpec) -> None:
         driver.reboot(running.name)
         assert driver.state(running.name) is VMState.RUNNING

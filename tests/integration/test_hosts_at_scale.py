@@ -36,11 +36,12 @@ class Watched(LibvirtDriver):
     def _host(self) -> str:
         return Path(self.uri).stem
 
-    def start(self, name: str) -> None:
+    def boot(self, spec: VMSpec) -> VMState:
         began = time.monotonic()
         time.sleep(self.boot_seconds)
-        super().start(name)
-        self.calls.append((self._host(), f"start {name}", began, time.monotonic()))
+        state = super().boot(spec)
+        self.calls.append((self._host(), f"boot {spec.name}", began, time.monotonic()))
+        return state
 
     def node_info(self) -> NodeInfo:
         held = self.stuck.get(self._host())
@@ -96,7 +97,7 @@ def test_a_boot_storm_boots_one_hosts_vms_in_turn_and_many_hosts_at_once(tmp_pat
         eventually(lambda: [i.status for i in service.instances("alice")] == ["RUNNING"] * 16,
                    what="all 16 RUNNING")
         took = time.monotonic() - began
-        boots = [c for c in watched.calls if c[1].startswith("start")]
+        boots = [c for c in watched.calls if c[1].startswith("boot")]
         assert len(boots) == 16
         for host in {c[0] for c in boots}:
             mine = sorted((b, e) for h, _, b, e in boots if h == host)
