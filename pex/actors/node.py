@@ -53,7 +53,8 @@ class NodeActor(CallServing, PooledActor):
         self.problem: str | None = None  # why the host cannot be used, if it cannot
         self._stopping: dict[str, tuple[VMOrder, Millis]] = {}  # domain -> (order, forced off at)
         self._reconcile_asked = False  # set from libvirt's event thread, cleared here
-        self._changes: deque[str] = deque()  # VMs libvirt said changed, not yet looked at (its thread appends)
+        # VMs libvirt said changed, and to what if it said, not yet looked at (its thread appends)
+        self._changes: deque[tuple[str, VMState | None]] = deque()
         self._reported: dict[str, str] = {}  # the status this actor last reported of each VM
         self.dispatcher = dispatcher  # told whether the host reports VM events (the VM monitor asks it)
         self._unsent: list[Call[Allocator, Any]] = []  # reports nobody waits on, sent together (`send_reports`)
@@ -101,9 +102,9 @@ class NodeActor(CallServing, PooledActor):
             except pykka.ActorDeadError:
                 pass  # stopping
 
-    def _changed(self, domain: str) -> None:
+    def _changed(self, domain: str, state: VMState | None = None) -> None:
         """A VM on the host changed (libvirt's event thread): look soon, once for a burst."""
-        self._changes.append(domain)
+        self._changes.append((domain, state))
         if not self._reconcile_asked:
             self._reconcile_asked = True
             try:
@@ -115,17 +116,22 @@ class NodeActor(CallServing, PooledActor):
         """Reconcile if a VM libvirt said changed is not as this actor last reported it. Most
         events are of our own orders (a boot is a "defined" and a "started" event), already
         reported: a boot storm's 20,000 events were as many reconciliations, each a listing and
-        a judgement by the Allocator, for nothing."""
+        a judgement by the Allocator, for nothing. A VM's last event, when it says what the VM
+        now is (it started: RUNNING), is taken at its word rather than asked again."""
         self._reconcile_asked = False
-        changed = set()
+        latest: dict[str, VMState | None] = {}
         while self._changes:
-            changed.add(self._changes.popleft())
+            domain, state = self._changes.popleft()
+            latest[domain] = state
         if self.driver is None:
             self.reconcile()
             return
         try:
-            for domain in changed:
-                if domain not in self._stopping and self._reported.get(domain) != self._status(self.driver, domain):
+            for domain, state in latest.items():
+                if domain in self._stopping:
+                    continue
+                now = _reported(state) if state is not None else self._status(self.driver, domain)
+                if self._reported.get(domain) != now:
                     self.reconcile()
                     return
         except DriverError:
@@ -296,7 +302,9 @@ class NodeActor(CallServing, PooledActor):
             observed = self.domains()
         except DriverError:
             return  # an unreachable host is the node monitor's business
-        self._reported = {domain: status for domain, status in self._reported.items() if domain in observed}
+        # Once judged, the record says what the host does (a change made behind our back is
+        # recorded): a later event is compared with that, not with our last report.
+        self._reported = {domain: observed[domain] for domain in self._reported if domain in observed}
         busy = sorted(self._stopping)  # ours to settle: their stop is under way
         me = self.actor_ref
 

@@ -146,7 +146,11 @@ class OpenPEX(Application[UUID]):
         """Save the aggregates' new events (or stage them, in a batch) and apply them to the view."""
         self._check_view()
         if self._batch is None:
-            recordings = self.save(*aggregates)
+            try:
+                recordings = self.save(*aggregates)
+            except BaseException:
+                self._read_on_after_failure()
+                raise
             self._apply(lambda: self.view.apply_recordings(recordings, self.recorder, self.mapper))
             self._tell_saved([recording.domain_event for recording in recordings])
             return
@@ -162,6 +166,15 @@ class OpenPEX(Application[UUID]):
             self._batch[aggregate.id] = aggregate
         self._apply(lambda: self.view.apply_staged(events))
         self._staged.extend(events)
+
+    def _read_on_after_failure(self) -> None:
+        """A save that raised may have stored its events all the same (PostgreSQL: a commit
+        whose acknowledgement was lost with the connection, retried and refused as a
+        duplicate). Read on so the view, which instances are changed from, is the store's."""
+        try:
+            self.view.catch_up(self.recorder, self.mapper)
+        except Exception:
+            self._stale = True  # (half-read, or the store is gone: rebuilt before the next command)
 
     def _apply(self, applying: Callable[[], None]) -> None:
         """Apply events to the view; if that fails half-way, the view is not to be trusted

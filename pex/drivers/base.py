@@ -152,10 +152,12 @@ class Driver(abc.ABC):
         """The host's size and how many domains are active on it."""
 
     @abc.abstractmethod
-    def watch(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(vm_name)` (from another thread) whenever a VM on the host changes
-        state: started, stopped, paused, crashed, defined or removed, whoever caused it.
-        Drivers without "events" in their capabilities raise Unsupported."""
+    def watch(self, callback: Callable[[str, VMState | None], None]) -> None:
+        """Call `callback(vm_name, state)` (from another thread) whenever a VM on the host
+        changes state: started, stopped, paused, crashed, defined or removed, whoever caused
+        it. `state` is the state the change left the VM in when the event says so for certain
+        (it started or resumed: RUNNING), else None (ask `state`). Drivers without "events"
+        in their capabilities raise Unsupported."""
         raise Unsupported(f"{type(self).__name__} cannot report VM events")
 
     def close(self) -> None:

@@ -71,6 +71,11 @@ _event_loop_lock = threading.Lock()
 _event_loop: threading.Thread | None = None
 
 
+# Lifecycle events after which a VM runs, whatever their detail (booted, restored, migrated,
+# woken; unpaused, ...): a later event says so if it does not stay that way.
+_RUNNING_EVENTS = frozenset({libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED})
+
+
 def _start_event_loop() -> None:
     """libvirt delivers VM events from its default event loop, run here on one daemon thread
     for the whole process."""
@@ -268,25 +273,28 @@ class LibvirtDriver(Driver):
                 raise
 
     def boot(self, spec: VMSpec) -> VMState:
-        # One lookup for the three steps (define, start, state each look the name up again):
-        # four libvirt calls for a new VM rather than nine.
+        # The three steps in as few libvirt calls as can be (a boot storm makes thousands, each
+        # giving up the GIL and waiting to take it back): a new VM is defined without a lookup
+        # first and is not looked up again to start it or read its state, three calls rather
+        # than nine. An existing name is not redefined: the XML names no UUID, so libvirt
+        # refuses it as a name another domain holds, and the VM is looked up then.
         with self._translated("boot", spec.name) as conn:
-            dom = self._find(conn, spec.name)
-            if dom is None:
-                if self._virt_type is None:
-                    raise Unsupported(f"define {spec.name!r} on {self.uri}: unsupported hypervisor type")
-                try:
-                    dom = conn.defineXML(domain_xml(spec, self._virt_type))
-                except libvirt.libvirtError:
-                    dom = self._find(conn, spec.name)  # defined meanwhile by someone else
-                    if dom is None:
-                        raise
-            elif self._state_of(dom) is VMState.RUNNING:
-                return VMState.RUNNING
+            if self._virt_type is None:
+                raise Unsupported(f"define {spec.name!r} on {self.uri}: unsupported hypervisor type")
+            try:
+                dom = conn.defineXML(domain_xml(spec, self._virt_type))
+            except libvirt.libvirtError:
+                found = self._find(conn, spec.name)
+                if found is None:
+                    raise
+                dom = found
+                state = self._state_of(dom)
+                if state.active:  # (a paused one is left paused, as start leaves it)
+                    return state
             try:
                 dom.create()
             except libvirt.libvirtError:
-                if not dom.isActive():  # (started meanwhile, or paused: left as it is)
+                if not dom.isActive():  # (started meanwhile by someone else)
                     raise
             return self._state_or_missing(dom)
 
@@ -433,11 +441,11 @@ class LibvirtDriver(Driver):
             return None  # the first call has nothing to compare with
         return round((busy - previous[0]) / (total - previous[1]), 3)
 
-    def watch(self, callback: Callable[[str], None]) -> None:
-        def lifecycle(_conn: libvirt.virConnect, dom: libvirt.virDomain, _event: int, _detail: int,
+    def watch(self, callback: Callable[[str, VMState | None], None]) -> None:
+        def lifecycle(_conn: libvirt.virConnect, dom: libvirt.virDomain, event: int, _detail: int,
                       _opaque: None) -> None:
             try:
-                callback(dom.name())
+                callback(dom.name(), VMState.RUNNING if event in _RUNNING_EVENTS else None)
             except Exception:  # never let a listener's failure reach libvirt's loop
                 pass
 

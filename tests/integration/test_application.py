@@ -7,6 +7,7 @@ from uuid import UUID
 
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from pex.domain.application import OpenPEX, Settings
 from pex.domain.clock import DAY, HOUR, MINUTE
@@ -450,6 +451,31 @@ def test_an_instance_is_changed_from_a_copy_of_the_views_and_the_store_agrees(du
         assert [reopened.view.instances[i] for i in ids] == [app.view.instances[i] for i in ids]
     finally:
         reopened.close()
+
+
+def test_a_save_that_raised_but_was_stored_is_read_on_so_the_next_change_builds_on_it(app, monkeypatch):
+    """PostgreSQL: a commit whose acknowledgement was lost with the connection is retried and
+    refused as a duplicate, though stored. The view must not stay behind the store, since
+    instances are changed from it."""
+    rid = app.negotiation.propose("alice", proposal(start=NOW + MINUTE), NOW).reservation_id
+    app.negotiation.respond(rid, "alice", "CONFIRM", NOW)
+    app.lifecycle.activate(rid, "alice")
+    (boot,) = app.lifecycle.settle(NOW + MINUTE)
+    save = app.save
+
+    def stored_then_refused(*aggregates):
+        save(*aggregates)
+        raise IntegrityError("duplicate key: the retry of a commit that was stored")
+
+    monkeypatch.setattr(app, "save", stored_then_refused)
+    with pytest.raises(IntegrityError):
+        app.operations.record_status(boot.vm_id, "RUNNING", None, node=boot.node)
+    monkeypatch.undo()
+    iid = UUID(boot.vm_id)
+    assert app.view.instances[iid].status == "RUNNING", "read on from the store"
+    assert app.view.position == last_position(app)
+    app.operations.record_status(boot.vm_id, "PAUSED", None, node=boot.node)  # no version conflict
+    assert app.repository.get(iid) == app.view.instances[iid] and app.view.instances[iid].status == "PAUSED"
 
 
 def test_listeners_hear_every_save_once_it_is_done_and_cannot_undo_it(app, caplog):

@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -279,6 +278,11 @@ class TestDriverContract:
         assert list(driver.domains()).count(spec.name) == 1
 
     @pytest.mark.parametrize("boot", BOOTS.values(), ids=BOOTS.keys())
+    def test_boot_starts_a_vm_that_was_forced_off(self, driver: Driver, running: VMSpec, boot) -> None:
+        driver.destroy(running.name)  # (as a host's restart leaves it: recovery boots it again)
+        assert boot(driver, running) is VMState.RUNNING
+
+    @pytest.mark.parametrize("boot", BOOTS.values(), ids=BOOTS.keys())
     def test_boot_leaves_a_paused_vm_paused(self, driver: Driver, running: VMSpec, boot) -> None:
         driver.suspend(running.name)
         assert boot(driver, running) is VMState.PAUSED
@@ -307,17 +311,20 @@ class TestDriverContract:
         assert driver.state(spec.name) is VMState.HALTED
 
     def test_watch_reports_every_change_to_a_vm_whoever_made_it(self, driver: Driver, running: VMSpec) -> None:
-        changed: list[str] = []
-        seen = threading.Event()
+        changed: list[tuple[str, VMState | None]] = []
 
-        def callback(name: str) -> None:
-            changed.append(name)
-            if name == running.name:
-                seen.set()
+        def callback(name: str, state: VMState | None) -> None:
+            changed.append((name, state))
+
+        def last() -> tuple[str, VMState | None] | None:
+            return next((c for c in reversed(changed) if c[0] == running.name), None)
 
         driver.watch(callback)
         driver.destroy(running.name)
-        assert seen.wait(10), f"no event for {running.name} within 10 s (got {changed})"
+        assert eventually(lambda: last() is not None, timeout=10), f"no event for {running.name} (got {changed})"
+        assert last() == (running.name, None), "a stop leaves the state to be asked"
+        driver.start(running.name)  # (an event that says what the VM now is)
+        assert eventually(lambda: last() == (running.name, VMState.RUNNING), timeout=10), changed
 
     def test_destroy_forces_the_vm_off_at_once_and_it_reads_as_crashed(self, driver: Driver, running: VMSpec) -> None:
         driver.destroy(running.name)

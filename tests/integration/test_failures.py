@@ -120,13 +120,18 @@ def test_a_restart_after_the_end_does_not_boot_what_has_ended(tmp_path, clock, h
         for name in driver.domains():
             driver.undefine(name)
     booted = []
-    original = LibvirtDriver.start
+    original_start, original_boot = LibvirtDriver.start, LibvirtDriver.boot
 
-    def watch(self, name):
+    def watch_start(self, name):
         booted.append(name)
-        return original(self, name)
+        return original_start(self, name)
 
-    monkeypatch.setattr(LibvirtDriver, "start", watch)
+    def watch_boot(self, spec):
+        booted.append(spec.name)
+        return original_boot(self, spec)
+
+    monkeypatch.setattr(LibvirtDriver, "start", watch_start)
+    monkeypatch.setattr(LibvirtDriver, "boot", watch_boot)
     clock.set(T0 + 2 * HOUR)
     second = Service(tmp_path, clock, connect=hosts.connect)
     try:

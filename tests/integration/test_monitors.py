@@ -152,6 +152,20 @@ def test_libvirt_events_get_a_vm_recorded_without_waiting_for_the_next_sweep(ser
     eventually(lambda: service.instances("alice")[0].status == "CRASHED", what="the event-driven record")
 
 
+def test_libvirt_events_follow_a_vm_stopped_and_started_again_behind_openpexs_back(service, hosts):
+    """The second event says the VM runs, as this node last reported it before it was stopped:
+    it must still be recorded, since the record has said CRASHED since."""
+    book(service, "alice", start=T0 + MINUTE, duration=HOUR)
+    service.advance_to(T0 + MINUTE)
+    eventually(lambda: [i.status for i in service.instances("alice")] == ["RUNNING"])
+    (vm,) = service.instances("alice")
+    host = hosts.host(vm.node)
+    host.destroy(domain_name(vm.id))
+    eventually(lambda: service.instances("alice")[0].status == "CRASHED", what="the stop recorded")
+    host.start(domain_name(vm.id))  # no sweep follows: the events must do
+    eventually(lambda: service.instances("alice")[0].status == "RUNNING", what="the start recorded")
+
+
 def test_open_offers_on_a_lost_host_are_withdrawn_with_the_reason(service, hosts):
     answer = service.ask(lambda a: a.propose("alice", proposal_in({"type": "SMALL", "template": "debian-12", "numInstancesFixed": 12,
                                           "startTime": T0 + HOUR, "duration": HOUR})))  # all three hosts
