@@ -472,7 +472,7 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 # A thread that gave up the GIL (the Allocator between SQLite calls, the HTTP loop between
 # requests, a node worker in a libvirt call) waits up to this long to take it back from busy
 # ones. Python's 5 ms let the node workers of a boot storm starve the Allocator that records
-# what they report: at 10,000 hosts all RUNNING took 3.2-5.4 s at 5 ms, 2.6-2.9 s at 1 ms, for
+# what they report: at 10,000 hosts all RUNNING took 3.2-5.4 s at 5 ms, 2.6-4.1 s at 1 ms, for
 # about 4 % fewer negotiations/s on one core (benchmarks/README.md).
 SWITCH_INTERVAL = 0.001
 

@@ -130,7 +130,7 @@ class NodeActor(CallServing, PooledActor):
             for domain, state in latest.items():
                 if domain in self._stopping:
                     continue
-                now = _reported(state) if state is not None else self._status(self.driver, domain)
+                now = _as_status(state) if state is not None else self._status(self.driver, domain)
                 if self._reported.get(domain) != now:
                     self.reconcile()
                     return
@@ -170,7 +170,7 @@ class NodeActor(CallServing, PooledActor):
             self._make_room(driver)
             state = driver.boot(VMSpec(domain, order.resources.cpus, order.resources.memory_mb,
                                        order.resources.disk_gb, self._template_for(domain, order.template)))
-            return _reported(state), None
+            return _as_status(state), None
         if operation is Operation.START:
             self._stopping.pop(domain, None)
             state = driver.state(domain)
@@ -262,7 +262,7 @@ class NodeActor(CallServing, PooledActor):
     # ------------------------------------------------------------------ reporting
 
     def _status(self, driver: Driver, domain: str) -> str:
-        return _reported(driver.state(domain))
+        return _as_status(driver.state(domain))
 
     def _report(self, order: VMOrder, status: str, reason: str | None, reply: Reply | None) -> None:
         self._reported[order.domain] = status
@@ -342,6 +342,6 @@ class NodeActor(CallServing, PooledActor):
             raise
 
 
-def _reported(state: VMState) -> str:
+def _as_status(state: VMState) -> str:
     """The status recorded for a VM in `state` (one the host no longer has is HALTED)."""
     return "HALTED" if state is VMState.MISSING else state.value
