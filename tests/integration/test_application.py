@@ -9,11 +9,12 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from pex.domain.application import OpenPEX, Settings
+from pex.domain.application import Settings
 from pex.domain.clock import DAY, HOUR, MINUTE
 from pex.domain.negotiation import TermsChange
 from pex.domain.errors import AlreadyExists, InvalidField, NotFound, OfferExpired, ProtocolViolation
 from pex.domain.sizes import Resources
+from tests.support.apps import opener
 
 NOW = 1_900_000_000_000  # a fixed "now" in 2030; the tests pass time explicitly
 
@@ -24,16 +25,7 @@ def proposal(fixed=1, optional=0, start=NOW + HOUR, duration=HOUR, type_="XLARGE
 
 
 def opening(env):
-    apps = []
-
-    def opener():
-        app = OpenPEX(env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
-        apps.append(app)
-        return app
-
-    yield opener
-    for app in apps:
-        app.close()
+    yield from opener(env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
 
 
 def seeded(app):

@@ -7,27 +7,18 @@ from __future__ import annotations
 
 import pytest
 
-from pex.domain.application import OpenPEX
 from pex.domain.errors import AlreadyExists
 from pex.domain.sizes import Resources
 
 from tests.integration.test_application import NOW
+from tests.support.apps import opener
 
 SIZE = Resources(8, 16384, 200)
 
 
 @pytest.fixture
 def store(durable_store_env):
-    apps: list[OpenPEX] = []
-
-    def opened() -> OpenPEX:
-        app = OpenPEX(durable_store_env, origin=NOW)
-        apps.append(app)
-        return app
-
-    yield opened
-    for app in apps:
-        app.close()
+    yield from opener(durable_store_env, origin=NOW)
 
 
 def test_a_host_in_use_is_refused_however_its_uri_is_spelt(store):

@@ -18,6 +18,7 @@ from pex.domain.projections import Projections, frozen
 from pex.domain.sizes import Resources
 from pex.domain.statuses import InstanceStatus
 from pex.stores import location
+from tests.support.apps import opener
 
 NOW = 1_900_000_000_000
 STORE = "the store under test"
@@ -111,16 +112,7 @@ def state(view: Projections) -> dict[str, Any]:
 
 @pytest.fixture
 def opened(durable_store_env):
-    apps: list[OpenPEX] = []
-
-    def open_app(**kwargs: Any) -> OpenPEX:
-        app = OpenPEX(durable_store_env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW, **kwargs)
-        apps.append(app)
-        return app
-
-    yield open_app
-    for app in apps:
-        app.close()
+    yield from opener(durable_store_env, settings=Settings(offer_ttl=5 * MINUTE), origin=NOW)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
