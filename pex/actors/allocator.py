@@ -54,6 +54,7 @@ MAX_BATCH = 32  # calls answered per transaction at most (bounds the latency a b
 MAX_TOLD_BATCH = 512
 RETRY: Millis = 1000  # how soon an overdue settle is tried again
 
+
 @dataclass(frozen=True)
 class Bundle:
     """Calls from one sender routed as if sent one after another, in one message: a host's VM

@@ -166,6 +166,5 @@ class ReservationManager(CallableActor):
             raise
 
 
-
 def _recovering(name: str, observed: dict[str, str]) -> Callable[[Allocator], list[VMOrder]]:
     return lambda allocator: allocator.recover_node(name, observed)  # (a function of its own: each host bound)
